@@ -1,0 +1,1 @@
+//! Switchboard api-keys layer (in progress).

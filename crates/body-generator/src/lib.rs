@@ -1,0 +1,1 @@
+//! Switchboard body-generator layer (in progress).

@@ -1,0 +1,19 @@
+#![doc = include_str!("../README.md")]
+
+pub mod buffer;
+pub mod config;
+mod context;
+mod error;
+
+pub use config::ConfigError;
+pub use context::{BodyLimit, Claims, JsonBody, RouteParams, lookup_path};
+pub use error::{ErrorResponse, SHOULD_RETRY};
+
+/// The one body type every body-touching Switchboard layer uses.
+pub type Body = axum_core::body::Body;
+
+/// A boxed error, as tower and hyper pass them around.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The default limit on a buffered body when no [`BodyLimit`] is set: 10 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 10 * 1024 * 1024;

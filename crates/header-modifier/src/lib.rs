@@ -1,0 +1,1 @@
+//! Switchboard header-modifier layer (in progress).

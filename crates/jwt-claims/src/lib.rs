@@ -1,0 +1,1 @@
+//! Switchboard jwt-claims layer (in progress).

@@ -1,0 +1,1 @@
+//! Switchboard policies layer (in progress).

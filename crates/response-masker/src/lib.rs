@@ -1,0 +1,1 @@
+//! Switchboard response-masker layer (in progress).
