@@ -1,1 +1,11 @@
-//! Switchboard api-keys layer (in progress).
+#![doc = include_str!("../README.md")]
+
+mod config;
+mod extract;
+mod hash;
+mod keyring;
+mod layer;
+mod service;
+
+pub use layer::{ApiKeys, ValidateApiKeyLayer};
+pub use service::ValidateApiKey;
