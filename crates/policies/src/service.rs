@@ -230,3 +230,373 @@ fn capitalise(name: &str) -> String {
         None => String::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http::StatusCode;
+    use http_body_util::BodyExt;
+    use serde_json::{Value, json};
+    use switchboard_core::SHOULD_RETRY;
+    use tower::{Layer, ServiceExt, service_fn};
+
+    use super::*;
+    use crate::EvaluatePoliciesLayer;
+
+    const SEED: &str = "req_headers['X-Llm'][0] in ['gemini','openai']";
+
+    /// A service answering `status` with `body` (JSON), counting its calls.
+    fn upstream(
+        calls: Arc<AtomicUsize>,
+        status: StatusCode,
+        content_type: &'static str,
+        body: &'static str,
+    ) -> impl Service<
+        Request<Body>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+    > + Clone
+    + Send
+    + 'static {
+        service_fn(move |_request: Request<Body>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let mut response = Response::new(Body::from(body));
+                *response.status_mut() = status;
+                response
+                    .headers_mut()
+                    .insert(http::header::CONTENT_TYPE, content_type.parse().unwrap());
+                Ok(response)
+            }
+        })
+    }
+
+    async fn run(config: Value, request: Request<Body>) -> (Response<Body>, usize) {
+        run_with(config, request, StatusCode::OK, "application/json", r#"{"ok":true,"n":3}"#).await
+    }
+
+    async fn run_with(
+        config: Value,
+        request: Request<Body>,
+        status: StatusCode,
+        content_type: &'static str,
+        body: &'static str,
+    ) -> (Response<Body>, usize) {
+        let layer = EvaluatePoliciesLayer::try_from_config(&config).unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let service = layer.layer(upstream(Arc::clone(&calls), status, content_type, body));
+        let response = service.oneshot(request).await.unwrap();
+        let count = calls.load(Ordering::SeqCst);
+        (response, count)
+    }
+
+    fn with_header(name: &str, value: &str) -> Request<Body> {
+        Request::builder()
+            .uri("/multi-llm")
+            .header(name, value)
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    async fn body_json(response: Response<Body>) -> Value {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn seed() -> Value {
+        json!({"auto_join_policies": true, "debug": false, "req": {"policies": [SEED]}})
+    }
+
+    #[tokio::test]
+    async fn seed_policy_passes_known_llms_in_any_case() {
+        for (name, value) in [("x-llm", "openai"), ("X-LLM", "gemini")] {
+            let (response, calls) = run(seed(), with_header(name, value)).await;
+            assert_eq!(response.status(), StatusCode::OK, "{name}: {value}");
+            assert_eq!(calls, 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn seed_policy_denies_unknown_llm_without_calling_upstream() {
+        let (response, calls) = run(seed(), with_header("x-llm", "cohere")).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()[SHOULD_RETRY], "false");
+        assert_eq!(calls, 0);
+        let body = body_json(response).await;
+        assert_eq!(body["error"]["type"], "policy_error");
+        assert!(body["error"]["message"].as_str().unwrap().contains("req"));
+    }
+
+    #[tokio::test]
+    async fn missing_header_denies() {
+        let request = Request::builder().uri("/multi-llm").body(Body::empty()).unwrap();
+        let (response, calls) = run(seed(), request).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(calls, 0);
+    }
+
+    #[tokio::test]
+    async fn denial_names_the_failed_policy() {
+        let config = json!({"req": {"policies": ["req_method == 'GET'", "req_path == '/other'"]}});
+        let (response, calls) = run(config, with_header("x", "y")).await;
+        assert_eq!(calls, 0);
+        let body = body_json(response).await;
+        assert_eq!(body["error"]["message"], "request denied by policy req.policies[1]");
+    }
+
+    #[tokio::test]
+    async fn custom_error_body_and_status() {
+        let config = json!({"req": {
+            "policies": ["req_querystring['tier'][0] == 'gold'"],
+            "error": {"status": 403, "body": "{\"msg\":\"gold only\"}", "content_type": "application/json"}
+        }});
+        let request = Request::builder().uri("/x?tier=silver").body(Body::empty()).unwrap();
+        let (response, calls) = run(config.clone(), request).await;
+        assert_eq!(calls, 0);
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(response.headers()[SHOULD_RETRY], "false");
+        assert_eq!(response.headers()[http::header::CONTENT_TYPE], "application/json");
+        assert_eq!(body_json(response).await, json!({"msg": "gold only"}));
+
+        let request = Request::builder().uri("/x?tier=gold").body(Body::empty()).unwrap();
+        let (response, calls) = run(config, request).await;
+        assert_eq!((response.status(), calls), (StatusCode::OK, 1));
+    }
+
+    #[tokio::test]
+    async fn custom_body_defaults_to_plain_text() {
+        let config = json!({"req": {"policies": ["false"], "error": {"body": "down for maintenance"}}});
+        let (response, _) = run(config, with_header("x", "y")).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            response.headers()[http::header::CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"down for maintenance");
+    }
+
+    #[tokio::test]
+    async fn non_boolean_result_denies() {
+        let config = json!({"req": {"policies": ["req_method"]}});
+        let (response, calls) = run(config, with_header("x", "y")).await;
+        assert_eq!((response.status(), calls), (StatusCode::INTERNAL_SERVER_ERROR, 0));
+    }
+
+    #[tokio::test]
+    async fn jwt_policy_with_claims() {
+        let config = json!({"jwt": {"policies": ["JWT.role in ['admin', 'root']"]}});
+        let request = |role: &str| {
+            Request::builder()
+                .uri("/x")
+                .extension(Claims::new(json!({"role": role, "sub": "u1"})))
+                .body(Body::empty())
+                .unwrap()
+        };
+        let (response, calls) = run(config.clone(), request("admin")).await;
+        assert_eq!((response.status(), calls), (StatusCode::OK, 1));
+        let (response, calls) = run(config.clone(), request("guest")).await;
+        assert_eq!((response.status(), calls), (StatusCode::UNAUTHORIZED, 0));
+        assert_eq!(response.headers()[SHOULD_RETRY], "false");
+        let no_claims = Request::builder().uri("/x").body(Body::empty()).unwrap();
+        let (response, calls) = run(config, no_claims).await;
+        assert_eq!((response.status(), calls), (StatusCode::UNAUTHORIZED, 0));
+    }
+
+    #[tokio::test]
+    async fn jwt_policies_run_before_req_policies() {
+        let config = json!({
+            "jwt": {"policies": ["JWT.role == 'admin'"]},
+            "req": {"policies": ["false"], "error": {"status": 418}}
+        });
+        let request = Request::builder()
+            .extension(Claims::new(json!({"role": "guest"})))
+            .body(Body::empty())
+            .unwrap();
+        let (response, _) = run(config, request).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn req_body_is_read_only_when_referenced() {
+        let config = json!({"req": {"policies": ["req_body.model.startsWith('gpt-')", "size(req_body.messages) < 3"]}});
+        let request = |body: &'static str| {
+            Request::builder()
+                .method("POST")
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap()
+        };
+        let layer = EvaluatePoliciesLayer::try_from_config(&config).unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        let service = layer.layer(service_fn(move |request: Request<Body>| {
+            let record = Arc::clone(&record);
+            async move {
+                let parsed = request.extensions().get::<JsonBody>().is_some();
+                let bytes = request.into_body().collect().await.unwrap().to_bytes();
+                record.lock().unwrap().push((parsed, bytes));
+                Ok::<_, Infallible>(Response::new(Body::empty()))
+            }
+        }));
+        let response = service
+            .clone()
+            .oneshot(request(r#"{"model":"gpt-4o","messages":[1]}"#))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let response = service.oneshot(request(r#"{"model":"claude"}"#)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].0, "the parsed body is shared with later layers");
+        assert_eq!(&seen[0].1[..], br#"{"model":"gpt-4o","messages":[1]}"#);
+    }
+
+    #[tokio::test]
+    async fn body_is_not_buffered_without_req_body() {
+        // A body that fails when read: untouched unless a policy reads it.
+        let failing = Body::new(http_body_util::StreamBody::new(futures_util::stream::once(
+            async { Err::<http_body::Frame<bytes::Bytes>, _>(std::io::Error::other("boom")) },
+        )));
+        let request = Request::builder().header("x-llm", "openai").body(failing).unwrap();
+        let (response, calls) = run(seed(), request).await;
+        assert_eq!((response.status(), calls), (StatusCode::OK, 1));
+    }
+
+    #[tokio::test]
+    async fn resp_policies_on_status_and_data() {
+        let config = json!({"resp": {
+            "policies": ["resp_status == 200", "resp_data.ok && resp_data.n.between(1, 5)"],
+            "error": {"status": 502}
+        }});
+        let (response, calls) = run(config.clone(), with_header("x", "y")).await;
+        assert_eq!((response.status(), calls), (StatusCode::OK, 1));
+        assert_eq!(body_json(response).await, json!({"ok": true, "n": 3}));
+
+        let (response, calls) = run_with(
+            config.clone(),
+            with_header("x", "y"),
+            StatusCode::OK,
+            "application/json",
+            r#"{"ok":false}"#,
+        )
+        .await;
+        assert_eq!((response.status(), calls), (StatusCode::BAD_GATEWAY, 1));
+        assert_eq!(response.headers()[SHOULD_RETRY], "false");
+
+        let (response, _) = run_with(
+            config,
+            with_header("x", "y"),
+            StatusCode::CREATED,
+            "application/json",
+            r#"{"ok":true,"n":3}"#,
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    }
+
+    #[tokio::test]
+    async fn resp_headers_and_metadata_names() {
+        let config = json!({"resp": {"policies": [
+            "resp_headers['Content-Type'][0] == 'application/json'",
+            "resp_metadata_status == 200 && resp_completed"
+        ]}});
+        let (response, _) = run(config, with_header("x", "y")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn event_streams_are_not_buffered() {
+        // Status-only policies still run on a stream...
+        let config = json!({"resp": {"policies": ["resp_status == 200"]}});
+        let (response, _) = run_with(
+            config,
+            with_header("x", "y"),
+            StatusCode::OK,
+            "text/event-stream",
+            "data: {}\n\n",
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        // ...but a policy on resp_data cannot see a stream, so it denies.
+        let config = json!({"resp": {"policies": ["has(resp_data.ok)"]}});
+        let (response, _) = run_with(
+            config,
+            with_header("x", "y"),
+            StatusCode::OK,
+            "text/event-stream",
+            "data: {}\n\n",
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[tokio::test]
+    async fn route_params_are_capitalised_as_in_krakend() {
+        let config = json!({"req": {"policies": ["req_params.Nick.matches('^k') && req_params.nick == 'kate'"]}});
+        let params: RouteParams = [("nick".to_owned(), "kate".to_owned())].into_iter().collect();
+        let request = Request::builder().extension(params).body(Body::empty()).unwrap();
+        let (response, _) = run(config, request).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn advanced_macros_in_request_policies() {
+        let config = json!({"req": {"policies": [
+            "hasHeader('x-tenant') && isEmpty(req_headers['X-Missing'])",
+            "inCIDR(req_headers['X-Forwarded-For'][0], ['10.0.0.0/8'])",
+            "timestamp(now) > timestamp('2023-01-01T10:00:20.000-05:00')"
+        ]}});
+        let request = Request::builder()
+            .header("X-TENANT", "a")
+            .header("x-forwarded-for", "10.2.3.4")
+            .body(Body::empty())
+            .unwrap();
+        let (response, _) = run(config.clone(), request).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let (response, _) = run(config, with_header("x-forwarded-for", "10.2.3.4")).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[tokio::test]
+    async fn disabled_macros_make_them_undeclared() {
+        let config = json!({"disable_macros": true, "req": {"policies": ["between(2, 1, 3)"]}});
+        let (response, calls) = run(config, with_header("x", "y")).await;
+        assert_eq!((response.status(), calls), (StatusCode::INTERNAL_SERVER_ERROR, 0));
+    }
+
+    #[tokio::test]
+    async fn cel_validation_denies_with_500() {
+        let layer = EvaluatePoliciesLayer::try_from_cel_validation(&json!([
+            {"check_expr": "req_method == 'GET'"},
+            {"check_expr": "'ok' in resp_data"}
+        ]))
+        .unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let service = layer.layer(upstream(
+            Arc::clone(&calls),
+            StatusCode::OK,
+            "application/json",
+            r#"{"ok":1}"#,
+        ));
+        let post = Request::builder().method("POST").body(Body::empty()).unwrap();
+        let response = service.clone().oneshot(post).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()[SHOULD_RETRY], "false");
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        let get = Request::builder().body(Body::empty()).unwrap();
+        let response = service.oneshot(get).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn layer_and_service_are_send_sync_clone() {
+        fn check<T: Clone + Send + Sync + 'static>() {}
+        check::<EvaluatePoliciesLayer>();
+        check::<EvaluatePolicies<tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>>>();
+    }
+}
