@@ -1,0 +1,28 @@
+//! Rendering the OpenAI seed template for a small and a 100 KB content.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::json;
+use switchboard_body_generator::BodyTemplate;
+
+fn render(c: &mut Criterion) {
+    let source = include_str!("../tests/templates/openai.tmpl");
+    let template = BodyTemplate::compile(source).unwrap_or_else(|err| panic!("{err}"));
+    let small = json!({"req_body": {"content": "Tell me a \"joke\" about </script>"}});
+    let large_text: String = "The quick brown fox \"jumps\" over the lazy dog.\n"
+        .chars()
+        .cycle()
+        .take(100 * 1024)
+        .collect();
+    let large = json!({"req_body": {"content": large_text}});
+    c.bench_function("openai_small", |b| {
+        b.iter(|| template.render(black_box(&small)))
+    });
+    c.bench_function("openai_100kb", |b| {
+        b.iter(|| template.render(black_box(&large)))
+    });
+}
+
+criterion_group!(benches, render);
+criterion_main!(benches);
