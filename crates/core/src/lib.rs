@@ -2,6 +2,7 @@
 
 pub mod buffer;
 pub mod config;
+pub mod sse;
 mod context;
 mod error;
 

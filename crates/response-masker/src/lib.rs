@@ -1,1 +1,16 @@
-//! Switchboard response-masker layer (in progress).
+#![doc = include_str!("../README.md")]
+
+mod body;
+mod config;
+mod layer;
+mod masker;
+mod modifier;
+mod path;
+mod service;
+mod stream;
+
+pub use config::{FieldConfig, MaskConfig, ModifierConfig, NonJsonPolicy, ReplaceConfig, TrimConfig};
+pub use layer::MaskResponseLayer;
+pub use masker::ResponseMasker;
+pub use service::MaskResponse;
+pub use stream::SseMasker;
