@@ -1,0 +1,89 @@
+//! The service: thin glue between tower and [`Modifiers`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{HeaderMap, Request, Response, Uri};
+use switchboard_core::Body;
+use tower::Service;
+
+use crate::Modifiers;
+
+/// The future [`ModifyHeaders`] returns.
+pub type ResponseFuture<E> = Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>;
+
+/// Middleware that applies `modifier/martian` modifiers to requests on the
+/// way in and to responses on the way back. See
+/// [`ModifyHeadersLayer`](crate::ModifyHeadersLayer).
+#[derive(Clone)]
+pub struct ModifyHeaders<S> {
+    inner: S,
+    modifiers: Modifiers,
+}
+
+impl<S> ModifyHeaders<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, modifiers: Modifiers) -> Self {
+        Self { inner, modifiers }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for ModifyHeaders<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModifyHeaders")
+            .field("inner", &self.inner)
+            .field("modifiers", &self.modifiers)
+            .finish()
+    }
+}
+
+impl<S> Service<Request<Body>> for ModifyHeaders<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let (mut parts, mut body) = request.into_parts();
+        if let Some(replaced) = self
+            .modifiers
+            .modify_request(&mut parts.uri, &mut parts.headers)
+        {
+            body = Body::from(replaced);
+        }
+        if !self.modifiers.has_response_modifiers() {
+            return Box::pin(self.inner.call(Request::from_parts(parts, body)));
+        }
+        // Response filters may check the request as it was sent.
+        let sent: Option<(Uri, HeaderMap)> = self
+            .modifiers
+            .response_needs_request()
+            .then(|| (parts.uri.clone(), parts.headers.clone()));
+        let modifiers = self.modifiers.clone();
+        let future = self.inner.call(Request::from_parts(parts, body));
+        Box::pin(async move {
+            let response = future.await?;
+            let (mut head, mut body) = response.into_parts();
+            let (uri, headers) = sent.unwrap_or_default();
+            if let Some(replaced) = modifiers.modify_response(&uri, &headers, &mut head.headers) {
+                body = Body::from(replaced);
+            }
+            Ok(Response::from_parts(head, body))
+        })
+    }
+}
