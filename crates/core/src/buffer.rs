@@ -44,7 +44,9 @@ where
 
 /// Buffers a request body within the request's [`BodyLimit`] (the default
 /// when none is set). Returns the parts and the bytes.
-pub async fn request_bytes(request: Request<Body>) -> Result<(request::Parts, Bytes), ErrorResponse> {
+pub async fn request_bytes(
+    request: Request<Body>,
+) -> Result<(request::Parts, Bytes), ErrorResponse> {
     let limit = request
         .extensions()
         .get::<BodyLimit>()
@@ -88,7 +90,12 @@ pub fn is_json_content_type(headers: &HeaderMap) -> bool {
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| {
-            let essence = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let essence = v
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             essence == "application/json" || essence.ends_with("+json")
         })
         .unwrap_or(false)
@@ -124,7 +131,9 @@ pub async fn json_request(
     let parsed = if bytes.is_empty() {
         None
     } else {
-        serde_json::from_slice::<Value>(&bytes).ok().map(JsonBody::new)
+        serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .map(JsonBody::new)
     };
     if let Some(json) = &parsed {
         parts.extensions.insert(json.clone());
@@ -185,7 +194,10 @@ mod tests {
     #[test]
     fn content_types() {
         let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, "text/event-stream; charset=utf-8".parse().unwrap());
+        headers.insert(
+            CONTENT_TYPE,
+            "text/event-stream; charset=utf-8".parse().unwrap(),
+        );
         assert!(is_event_stream(&headers));
         headers.insert(CONTENT_TYPE, "application/vnd.api+json".parse().unwrap());
         assert!(is_json_content_type(&headers));

@@ -2,9 +2,9 @@
 
 pub mod buffer;
 pub mod config;
-pub mod sse;
 mod context;
 mod error;
+pub mod sse;
 
 pub use config::ConfigError;
 pub use context::{BodyLimit, Claims, JsonBody, RouteParams, lookup_path};

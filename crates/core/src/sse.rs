@@ -128,7 +128,11 @@ fn split_lines(text: &str) -> impl Iterator<Item = &str> {
         let current = rest?;
         match current.find(['\r', '\n']) {
             Some(at) => {
-                let skip = if current[at..].starts_with("\r\n") { 2 } else { 1 };
+                let skip = if current[at..].starts_with("\r\n") {
+                    2
+                } else {
+                    1
+                };
                 rest = Some(&current[at + skip..]);
                 Some(&current[..at])
             }
@@ -327,7 +331,10 @@ mod tests {
     #[test]
     fn every_line_ending_and_split_crlf() {
         let expected = vec![Event::data("a"), Event::data("b"), Event::data("c")];
-        assert_eq!(decode_all(&[b"data: a\n\ndata: b\r\n\r\ndata: c\r\r"]), expected);
+        assert_eq!(
+            decode_all(&[b"data: a\n\ndata: b\r\n\r\ndata: c\r\r"]),
+            expected
+        );
         // A CR at the end of one chunk and its LF at the start of the next.
         assert_eq!(
             decode_all(&[b"data: a\r", b"\n\r", b"\ndata: b\r", b"\r", b"data: c\n\n"]),
@@ -397,7 +404,10 @@ mod tests {
         assert_eq!(decode_all(&[&bytes]), vec![event]);
         // Line breaks in single-line fields cannot escape their field.
         let sneaky = Event::data("x").with_event("a\ndata: injected");
-        assert_eq!(decode_all(&[&sneaky.to_bytes()]), vec![Event::data("x").with_event("a data: injected")]);
+        assert_eq!(
+            decode_all(&[&sneaky.to_bytes()]),
+            vec![Event::data("x").with_event("a data: injected")]
+        );
         assert_eq!(Event::data("").to_bytes(), b"data: \n\n");
     }
 }

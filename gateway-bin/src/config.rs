@@ -1,0 +1,428 @@
+//! The KrakenD version 3 config: loading, environment substitution and the
+//! root, endpoint and backend fields.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use switchboard_core::ConfigError;
+use switchboard_core::config::{from_value, key_segment, parse_duration, strip_comments};
+
+/// KrakenD's default endpoint timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A Go-style duration string (`"2s"`, `"1500ms"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GoDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for GoDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_duration(&text)
+            .map(GoDuration)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// How a backend's or an endpoint's body is read and written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum Encoding {
+    /// Parsed as JSON and re-emitted (KrakenD's default).
+    #[serde(rename = "json", alias = "safejson")]
+    Json,
+    /// A JSON array answered as `{"collection": [...]}`.
+    #[serde(rename = "json-collection")]
+    JsonCollection,
+    /// Any body wrapped as `{"content": "..."}`.
+    #[serde(rename = "string")]
+    String,
+    /// Passed through untouched and streamed.
+    #[serde(rename = "no-op")]
+    NoOp,
+}
+
+/// The root of the config file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootConfig {
+    /// Must be 3.
+    pub version: u32,
+    /// A name for logs.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Default backend hosts.
+    #[serde(default)]
+    pub host: Vec<String>,
+    /// The listening port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// The listening address.
+    #[serde(default)]
+    pub listen_ip: Option<String>,
+    /// Default endpoint timeout.
+    #[serde(default)]
+    pub timeout: Option<GoDuration>,
+    /// Accepted for compatibility: Switchboard does not cache responses.
+    #[serde(default)]
+    pub cache_ttl: Option<GoDuration>,
+    /// Default output encoding.
+    #[serde(default)]
+    pub output_encoding: Option<Encoding>,
+    /// Mounts `/__echo/`.
+    #[serde(default)]
+    pub echo_endpoint: bool,
+    /// Accepted for compatibility; answers like the echo endpoint under `/__debug/`.
+    #[serde(default)]
+    pub debug_endpoint: bool,
+    /// How long a client may take to send a request's headers (and, on
+    /// HTTP/1.1, how long a keep-alive connection may sit idle).
+    #[serde(default)]
+    pub read_header_timeout: Option<GoDuration>,
+    /// The longest pause between two chunks of a request body.
+    #[serde(default)]
+    pub read_timeout: Option<GoDuration>,
+    /// Accepted for compatibility: responses are bounded per endpoint.
+    #[serde(default)]
+    pub write_timeout: Option<GoDuration>,
+    /// How long an idle HTTP/1.1 keep-alive connection is kept.
+    #[serde(default)]
+    pub idle_timeout: Option<GoDuration>,
+    /// The most header bytes a request may send.
+    #[serde(default)]
+    pub max_header_bytes: Option<usize>,
+    /// The endpoints.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointConfig>,
+    /// Root namespaces.
+    #[serde(default)]
+    pub extra_config: Map<String, Value>,
+    /// Accepted for compatibility; TLS termination is not served here.
+    #[serde(default)]
+    pub disable_rest: bool,
+}
+
+fn default_port() -> u16 {
+    8080
+}
+
+/// One endpoint.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// The path, with `{param}` segments.
+    pub endpoint: String,
+    /// The method (default GET).
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// The backends.
+    #[serde(default)]
+    pub backend: Vec<BackendConfig>,
+    /// Client headers forwarded to backends.
+    #[serde(default)]
+    pub input_headers: Vec<String>,
+    /// Client query strings forwarded to backends.
+    #[serde(default)]
+    pub input_query_strings: Vec<String>,
+    /// How the response is written.
+    #[serde(default)]
+    pub output_encoding: Option<Encoding>,
+    /// How long the backends may take.
+    #[serde(default)]
+    pub timeout: Option<GoDuration>,
+    /// Accepted for compatibility: Switchboard does not cache responses.
+    #[serde(default)]
+    pub cache_ttl: Option<GoDuration>,
+    /// Accepted for compatibility; backends are called once.
+    #[serde(default)]
+    pub concurrent_calls: Option<u32>,
+    /// Endpoint namespaces.
+    #[serde(default)]
+    pub extra_config: Map<String, Value>,
+}
+
+fn default_method() -> String {
+    "GET".to_owned()
+}
+
+/// One backend of an endpoint.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Hosts, called round-robin.
+    #[serde(default)]
+    pub host: Vec<String>,
+    /// The path (and optional query) to call, with placeholders.
+    pub url_pattern: String,
+    /// The method (default the endpoint's).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// How the response body is read.
+    #[serde(default)]
+    pub encoding: Option<Encoding>,
+    /// Nests the response under this key when merging.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// The backend answers an array: wrap it as `{"collection": [...]}`.
+    #[serde(default)]
+    pub is_collection: bool,
+    /// Keeps only this object of the response (dot path).
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Keeps only these fields (dot paths).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Removes these fields (dot paths).
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Renames top-level fields.
+    #[serde(default)]
+    pub mapping: Map<String, Value>,
+    /// Only `static` discovery is supported.
+    #[serde(default)]
+    pub sd: Option<String>,
+    /// Accepted for compatibility.
+    #[serde(default)]
+    pub disable_host_sanitize: bool,
+    /// Backend namespaces.
+    #[serde(default)]
+    pub extra_config: Map<String, Value>,
+}
+
+/// A loaded config: the parsed root and the file's directory (relative
+/// template and key paths resolve against it).
+#[derive(Clone, Debug)]
+pub struct LoadedConfig {
+    /// The parsed root.
+    pub root: RootConfig,
+    /// The directory that relative paths in the config resolve against.
+    pub base_dir: PathBuf,
+}
+
+/// Reads and parses a config file.
+pub fn load_file(path: &Path) -> Result<LoadedConfig, Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        vec![ConfigError::new(
+            "$",
+            format!("cannot read {}: {err}", path.display()),
+        )]
+    })?;
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let root = parse_str(&text, &|name| std::env::var(name).ok())?;
+    Ok(LoadedConfig { root, base_dir })
+}
+
+/// Parses config text, with `{{ env "NAME" }}` looked up through `env`.
+pub fn parse_str(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RootConfig, Vec<ConfigError>> {
+    let mut value: Value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        // `{{ env }}` outside a string (e.g. `"port": {{ env "PORT" }}`)
+        // only parses once substituted as raw text.
+        Err(first) if text.contains("{{") => {
+            let substituted = substitute_raw(text, env).map_err(|e| vec![e])?;
+            serde_json::from_str(&substituted)
+                .map_err(|_| vec![ConfigError::new("$", format!("invalid JSON: {first}"))])?
+        }
+        Err(err) => return Err(vec![ConfigError::new("$", format!("invalid JSON: {err}"))]),
+    };
+    let mut errors = Vec::new();
+    substitute_strings(&mut value, "$", env, &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    strip_comments(&mut value);
+    if let Some(version) = value.get("version") {
+        if version != &Value::from(3) {
+            return Err(vec![ConfigError::new(
+                "$.version",
+                format!(
+                    "unsupported version {version}: Switchboard reads KrakenD's version 3 format"
+                ),
+            )]);
+        }
+    } else {
+        return Err(vec![ConfigError::new(
+            "$.version",
+            "missing: set \"version\": 3",
+        )]);
+    }
+    from_value::<RootConfig>(&value).map_err(|err| {
+        let err = friendlier(err);
+        vec![err.at("$")]
+    })
+}
+
+/// Names fields that KrakenD has and Switchboard does not serve, instead of
+/// serde's bare "unknown field".
+fn friendlier(mut err: ConfigError) -> ConfigError {
+    if let Some(rest) = err.message.strip_prefix("unknown field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        err.message = match field {
+            "tls" | "client_tls" => format!(
+                "`{field}` is not supported: terminate TLS in front of Switchboard; \
+                 upstream HTTPS is always on"
+            ),
+            "plugin" => "`plugin` is not supported: Go plugins cannot load here".to_owned(),
+            "async_agent" => "`async_agent` is not supported".to_owned(),
+            _ => format!("unknown field `{field}`"),
+        };
+    }
+    err
+}
+
+fn env_pattern_at(text: &str) -> Option<(usize, usize, String)> {
+    let start = text.find("{{")?;
+    let end = text[start..].find("}}")? + start + 2;
+    let inner = text[start + 2..end - 2].trim();
+    let name = inner.strip_prefix("env")?.trim();
+    let name = name.strip_prefix('"')?.strip_suffix('"')?;
+    Some((start, end, name.to_owned()))
+}
+
+fn substitute_raw(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((start, end, name)) = env_pattern_at(rest) {
+        let value = env(&name).ok_or_else(|| {
+            ConfigError::new("$", format!("environment variable {name} is not set"))
+        })?;
+        out.push_str(&rest[..start]);
+        out.push_str(&value);
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn substitute_strings(
+    value: &mut Value,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) {
+    match value {
+        Value::String(text) if text.contains("{{") => {
+            let mut out = String::with_capacity(text.len());
+            let mut rest = text.as_str();
+            while let Some((start, end, name)) = env_pattern_at(rest) {
+                out.push_str(&rest[..start]);
+                match env(&name) {
+                    Some(v) => out.push_str(&v),
+                    None => errors.push(ConfigError::new(
+                        path,
+                        format!("environment variable {name} is not set"),
+                    )),
+                }
+                rest = &rest[end..];
+            }
+            out.push_str(rest);
+            *text = out;
+        }
+        Value::Object(map) => {
+            for (key, item) in map.iter_mut() {
+                let child = switchboard_core::config::join_path(path, &key_segment(key));
+                substitute_strings(item, &child, env, errors);
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                substitute_strings(item, &format!("{path}[{i}]"), env, errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Normalises a host: a host without a scheme gets `http://`; trailing
+/// slashes go.
+pub fn normalize_host(host: &str) -> Result<String, String> {
+    let host = host.trim().trim_end_matches('/');
+    let with_scheme = if host.contains("://") {
+        host.to_owned()
+    } else {
+        format!("http://{host}")
+    };
+    let uri: http::Uri = with_scheme
+        .parse()
+        .map_err(|_| format!("invalid host {host:?}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("host {host:?} must use http or https")),
+    }
+    if uri.authority().is_none() {
+        return Err(format!("host {host:?} has no authority"));
+    }
+    if uri.path() != "/" && !uri.path().is_empty() {
+        return Err(format!(
+            "host {host:?} must not carry a path; put it in url_pattern"
+        ));
+    }
+    Ok(with_scheme)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn env_substitution_in_strings_with_paths() {
+        let text = r#"{"version":3,"endpoints":[{"endpoint":"/a","backend":[{"url_pattern":"/x?key={{ env "KEY" }}"}]}]}"#;
+        let env = |name: &str| (name == "KEY").then(|| "s3cr\"et".to_owned());
+        let root = parse_str(text, &env).unwrap();
+        assert_eq!(root.endpoints[0].backend[0].url_pattern, "/x?key=s3cr\"et");
+        let errors = parse_str(text, &no_env).unwrap_err();
+        assert_eq!(errors[0].path, "$.endpoints[0].backend[0].url_pattern");
+        assert!(errors[0].message.contains("KEY"));
+    }
+
+    #[test]
+    fn env_substitution_outside_strings() {
+        let text = r#"{"version":3,"port": {{ env "PORT" }} }"#;
+        let env = |name: &str| (name == "PORT").then(|| "9999".to_owned());
+        assert_eq!(parse_str(text, &env).unwrap().port, 9999);
+    }
+
+    #[test]
+    fn errors_carry_json_paths() {
+        let text =
+            r#"{"version":3,"endpoints":[{"endpoint":"/a","timeout":"2 parsecs","backend":[]}]}"#;
+        let errors = parse_str(text, &no_env).unwrap_err();
+        assert_eq!(errors[0].path, "$.endpoints[0].timeout");
+        let text = r#"{"version":2}"#;
+        assert_eq!(parse_str(text, &no_env).unwrap_err()[0].path, "$.version");
+        let text = r#"{"version":3,"tls":{}}"#;
+        let err = &parse_str(text, &no_env).unwrap_err()[0];
+        assert!(err.message.contains("not supported"), "{err}");
+    }
+
+    #[test]
+    fn comments_are_ignored() {
+        let text = r##"{"version":3,"$schema":"x","@comment":"y","endpoints":[{"endpoint":"/a","_note":1,"backend":[{"url_pattern":"/b","#c":2}]}]}"##;
+        assert!(parse_str(text, &no_env).is_ok());
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(
+            normalize_host("localhost:8080").unwrap(),
+            "http://localhost:8080"
+        );
+        assert_eq!(
+            normalize_host("https://api.openai.com/").unwrap(),
+            "https://api.openai.com"
+        );
+        assert!(normalize_host("ftp://x").is_err());
+        assert!(normalize_host("http://x/v1").is_err());
+    }
+}

@@ -1,0 +1,155 @@
+//! What `check` warns about: configs that load but will not do what their
+//! author meant.
+
+use std::fmt;
+
+use crate::config::{EndpointConfig, RootConfig};
+use crate::url_pattern::{Source, UrlPattern};
+
+/// One warning, with the JSON path it is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lint {
+    /// Where.
+    pub path: String,
+    /// What and why.
+    pub message: String,
+}
+
+impl fmt::Display for Lint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Hosts of LLM vendors: endpoints that call them want more than KrakenD's
+/// 2s default timeout.
+const LLM_HOSTS: [&str; 10] = [
+    "api.openai.com",
+    "generativelanguage.googleapis.com",
+    "api.anthropic.com",
+    "api.mistral.ai",
+    "api.deepseek.com",
+    "api.cohere.ai",
+    "api.cohere.com",
+    "openrouter.ai",
+    "api.groq.com",
+    ":11434",
+];
+
+fn calls_vendor(endpoint: &EndpointConfig) -> bool {
+    endpoint
+        .backend
+        .iter()
+        .flat_map(|b| &b.host)
+        .any(|h| LLM_HOSTS.iter().any(|v| h.contains(v)))
+}
+
+/// Whether an internal pattern (`/_llm/{input_headers.X}`) can reach an
+/// endpoint path (`/_llm/openai`).
+fn may_reach(pattern: &str, endpoint: &str) -> bool {
+    let a: Vec<&str> = pattern.split('/').collect();
+    let b: Vec<&str> = endpoint.split('/').collect();
+    a.len() == b.len()
+        && a.iter()
+            .zip(&b)
+            .all(|(x, y)| x == y || *x == "\u{0}" || y.starts_with('{'))
+}
+
+/// Finds the lints of a config; `warnings` from the build come first.
+pub(crate) fn lints(root: &RootConfig, warnings: &[String]) -> Vec<Lint> {
+    let mut out: Vec<Lint> = warnings
+        .iter()
+        .map(|w| match w.split_once(": ") {
+            Some((path, message)) => Lint {
+                path: path.to_owned(),
+                message: message.to_owned(),
+            },
+            None => Lint {
+                path: "$".to_owned(),
+                message: w.clone(),
+            },
+        })
+        .collect();
+    let root_has_self_host = root
+        .host
+        .iter()
+        .any(|h| h.contains("localhost") || h.contains("127.0.0.1") || h.contains("0.0.0.0"));
+    for (i, endpoint) in root.endpoints.iter().enumerate() {
+        let at = format!("$.endpoints[{i}]");
+        let guarded_text = ["security/policies", "validation/cel"]
+            .iter()
+            .filter_map(|ns| endpoint.extra_config.get(*ns))
+            .map(|v| v.to_string().to_ascii_lowercase())
+            .collect::<String>();
+        let mut reaches_vendor = calls_vendor(endpoint);
+        for (j, backend) in endpoint.backend.iter().enumerate() {
+            let bat = format!("{at}.backend[{j}]");
+            let Ok(pattern) = UrlPattern::parse(&backend.url_pattern) else {
+                continue;
+            };
+            for source in pattern.sources() {
+                if let Source::Header(name) = source {
+                    if !guarded_text.contains(name.as_str()) {
+                        out.push(Lint {
+                            path: format!("{bat}.url_pattern"),
+                            message: format!(
+                                "routes on the client header {name:?} but no policy of this \
+                                 endpoint checks it; add a security/policies req policy that \
+                                 allows only known values"
+                            ),
+                        });
+                    }
+                }
+            }
+            let internal = backend.host.is_empty() && root_has_self_host;
+            if !internal {
+                continue;
+            }
+            let method = backend
+                .method
+                .clone()
+                .unwrap_or_else(|| endpoint.method.clone())
+                .to_ascii_uppercase();
+            let probe = pattern.path_with("\u{0}");
+            for target in &root.endpoints {
+                if !may_reach(&probe, &target.endpoint) {
+                    continue;
+                }
+                if calls_vendor(target) {
+                    reaches_vendor = true;
+                }
+                let target_method = target.method.to_ascii_uppercase();
+                let same_path_other_method = root.endpoints.iter().any(|e| {
+                    e.endpoint == target.endpoint && e.method.eq_ignore_ascii_case(&method)
+                });
+                if target_method != method && !same_path_other_method {
+                    out.push(Lint {
+                        path: bat.clone(),
+                        message: format!(
+                            "calls {} with {method} (the {}) but that endpoint accepts \
+                             {target_method} only, so these calls answer 405; set \"method\" \
+                             on both endpoints to the same value (an LLM call is usually POST)",
+                            target.endpoint,
+                            if backend.method.is_some() {
+                                "backend's method"
+                            } else if endpoint.method.eq_ignore_ascii_case("GET") {
+                                "endpoint's method, GET by default"
+                            } else {
+                                "endpoint's method"
+                            }
+                        ),
+                    });
+                }
+            }
+        }
+        if reaches_vendor && endpoint.timeout.is_none() && root.timeout.is_none() {
+            out.push(Lint {
+                path: format!("{at}.timeout"),
+                message: "calls an LLM vendor with the 2s default timeout; LLM answers often \
+                          take longer (set e.g. \"timeout\": \"60s\")"
+                    .to_owned(),
+            });
+        }
+    }
+    out
+}

@@ -1,0 +1,507 @@
+//! The heart of an endpoint: expands each backend's URL, forwards the
+//! allowed headers and query strings, calls the backends (in parallel when
+//! there are several) and writes the response in the endpoint's encoding.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
+use http::{HeaderMap, Method, Request, Response, StatusCode, request};
+use serde_json::{Map, Value};
+use switchboard_core::buffer::{collect, is_event_stream, response_bytes};
+use switchboard_core::{Body, BodyLimit, Claims, ErrorResponse, JsonBody, RouteParams};
+use tokio::time::Instant;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceExt};
+
+use crate::body::IdleTimeoutBody;
+use crate::config::Encoding;
+use crate::forward::{HeaderFilter, QueryFilter, query_value, strip_hop_by_hop};
+use crate::upstream::CallDepth;
+use crate::url_pattern::{UrlPattern, Values, claim_to_string};
+
+/// A boxed request → response service, as every stage of a pipeline is.
+pub(crate) type PipelineService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
+/// KrakenD's header saying whether every backend answered.
+pub(crate) const COMPLETED: HeaderName = HeaderName::from_static("x-krakend-completed");
+
+/// The most bytes of an upstream response that are buffered.
+const RESPONSE_LIMIT: usize = 64 * 1024 * 1024;
+
+const USER_AGENT_VALUE: &str = concat!("Switchboard/", env!("CARGO_PKG_VERSION"));
+
+/// How a backend's answer is reshaped before the merge.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Shape {
+    pub(crate) group: Option<String>,
+    pub(crate) target: Option<String>,
+    pub(crate) is_collection: bool,
+    pub(crate) allow: Vec<String>,
+    pub(crate) deny: Vec<String>,
+    pub(crate) mapping: Vec<(String, String)>,
+}
+
+/// One backend as the endpoint calls it.
+pub(crate) struct BackendRoute {
+    pub(crate) pattern: UrlPattern,
+    pub(crate) method: Method,
+    pub(crate) hosts: Vec<String>,
+    pub(crate) next_host: AtomicUsize,
+    pub(crate) encoding: Encoding,
+    pub(crate) shape: Shape,
+    pub(crate) service: PipelineService,
+}
+
+pub(crate) struct EndpointState {
+    pub(crate) backends: Vec<BackendRoute>,
+    pub(crate) headers: HeaderFilter,
+    pub(crate) query: QueryFilter,
+    pub(crate) encoding: Encoding,
+    pub(crate) timeout: Duration,
+}
+
+/// The innermost service of an endpoint pipeline.
+#[derive(Clone)]
+pub(crate) struct Proxy {
+    state: Arc<EndpointState>,
+}
+
+impl Proxy {
+    pub(crate) fn new(state: EndpointState) -> Self {
+        Self {
+            state: Arc::new(state),
+        }
+    }
+}
+
+impl Service<Request<Body>> for Proxy {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let state = Arc::clone(&self.state);
+        Box::pin(async move {
+            Ok(match handle(&state, request).await {
+                Ok(response) => response,
+                Err(error) => error.into_response(),
+            })
+        })
+    }
+}
+
+struct RequestValues<'a> {
+    parts: &'a request::Parts,
+}
+
+impl Values for RequestValues<'_> {
+    fn param(&self, name: &str) -> Option<String> {
+        self.parts
+            .extensions
+            .get::<RouteParams>()
+            .and_then(|p| p.get(name))
+            .map(str::to_owned)
+    }
+
+    fn header(&self, lowercase_name: &str) -> Option<String> {
+        self.parts
+            .headers
+            .get(lowercase_name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+
+    fn query(&self, name: &str) -> Option<String> {
+        query_value(self.parts.uri.query(), name)
+    }
+
+    fn claim(&self, path: &str) -> Result<Option<String>, String> {
+        let Some(claims) = self.parts.extensions.get::<Claims>() else {
+            return Ok(None);
+        };
+        claims
+            .get_path(path)
+            .map(|value| claim_to_string(value, path))
+            .transpose()
+    }
+}
+
+async fn handle(
+    state: &EndpointState,
+    request: Request<Body>,
+) -> Result<Response<Body>, ErrorResponse> {
+    let (parts, body) = request.into_parts();
+    let values = RequestValues { parts: &parts };
+    let mut paths = Vec::with_capacity(state.backends.len());
+    for backend in &state.backends {
+        paths.push(
+            backend
+                .pattern
+                .expand(&values)
+                .map_err(|e| ErrorResponse::bad_request(e).with_code("invalid_placeholder"))?,
+        );
+    }
+    let headers = state.headers.apply(&parts.headers);
+    let query = state.query.apply(parts.uri.query());
+    let deadline = Instant::now() + state.timeout;
+
+    if let [backend] = state.backends.as_slice() {
+        let path = paths.pop().unwrap_or_default();
+        let upstream = backend_request(backend, &parts, &path, &query, headers, body)?;
+        let response = call_backend(backend, upstream, deadline).await?;
+        return single_response(state, backend, response, deadline).await;
+    }
+
+    let limit = parts
+        .extensions
+        .get::<BodyLimit>()
+        .copied()
+        .unwrap_or_default()
+        .0;
+    let bytes = collect(body, limit).await?;
+    let calls = state.backends.iter().zip(&paths).map(|(backend, path)| {
+        let upstream = backend_request(
+            backend,
+            &parts,
+            path,
+            &query,
+            headers.clone(),
+            Body::from(bytes.clone()),
+        );
+        async move {
+            let response = call_backend(backend, upstream?, deadline).await?;
+            let (status, value) = read_json(backend, response, deadline).await?;
+            if !status.is_success() {
+                return Err(ErrorResponse::bad_gateway(format!(
+                    "backend answered {}",
+                    status.as_u16()
+                )));
+            }
+            Ok(reshape(value, &backend.shape))
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let mut merged = Map::new();
+    let mut completed = true;
+    for (result, backend) in results.into_iter().zip(&state.backends) {
+        match result {
+            Ok(Value::Object(map)) => merged.extend(map),
+            Ok(other) => {
+                merged.insert("collection".to_owned(), other);
+            }
+            Err(error) => {
+                completed = false;
+                tracing::warn!(pattern = backend.pattern.static_prefix(), error = %error, "backend failed in merge");
+            }
+        }
+    }
+    if merged.is_empty() && !completed {
+        let mut response = ErrorResponse::bad_gateway("every backend failed").into_response();
+        response
+            .headers_mut()
+            .insert(COMPLETED, HeaderValue::from_static("false"));
+        return Ok(response);
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &Value::Object(merged),
+        state.encoding,
+        completed,
+    ))
+}
+
+fn backend_request(
+    backend: &BackendRoute,
+    client: &request::Parts,
+    path: &str,
+    forwarded_query: &str,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Request<Body>, ErrorResponse> {
+    let host = match backend.hosts.len() {
+        0 => return Err(ErrorResponse::internal("backend has no host")),
+        1 => &backend.hosts[0],
+        n => &backend.hosts[backend.next_host.fetch_add(1, Ordering::Relaxed) % n],
+    };
+    let mut uri = String::with_capacity(host.len() + path.len() + forwarded_query.len() + 1);
+    uri.push_str(host);
+    uri.push_str(path);
+    if !forwarded_query.is_empty() {
+        uri.push(if path.contains('?') { '&' } else { '?' });
+        uri.push_str(forwarded_query);
+    }
+    let mut request = Request::new(body);
+    *request.method_mut() = backend.method.clone();
+    *request.uri_mut() = uri
+        .parse()
+        .map_err(|_| ErrorResponse::bad_request("the backend URL is invalid"))?;
+    *request.headers_mut() = headers;
+    request
+        .headers_mut()
+        .entry(USER_AGENT)
+        .or_insert(HeaderValue::from_static(USER_AGENT_VALUE));
+    let extensions = request.extensions_mut();
+    if let Some(params) = client.extensions.get::<RouteParams>() {
+        extensions.insert(params.clone());
+    }
+    if let Some(claims) = client.extensions.get::<Claims>() {
+        extensions.insert(claims.clone());
+    }
+    if let Some(json) = client.extensions.get::<JsonBody>() {
+        extensions.insert(json.clone());
+    }
+    if let Some(limit) = client.extensions.get::<BodyLimit>() {
+        extensions.insert(*limit);
+    }
+    if let Some(depth) = client.extensions.get::<CallDepth>() {
+        extensions.insert(*depth);
+    }
+    Ok(request)
+}
+
+async fn call_backend(
+    backend: &BackendRoute,
+    request: Request<Body>,
+    deadline: Instant,
+) -> Result<Response<Body>, ErrorResponse> {
+    let call = backend.service.clone().oneshot(request);
+    match tokio::time::timeout_at(deadline, call).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(never)) => match never {},
+        Err(_) => Err(ErrorResponse::gateway_timeout(
+            "the backend did not answer within the endpoint timeout",
+        )),
+    }
+}
+
+async fn single_response(
+    state: &EndpointState,
+    backend: &BackendRoute,
+    response: Response<Body>,
+    deadline: Instant,
+) -> Result<Response<Body>, ErrorResponse> {
+    let passthrough = state.encoding == Encoding::NoOp || backend.encoding == Encoding::NoOp;
+    if passthrough {
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let body = Body::new(IdleTimeoutBody::new(body, state.timeout));
+        return Ok(Response::from_parts(parts, body));
+    }
+    if is_event_stream(response.headers()) {
+        // A stream parsed as one JSON document can only fail: stream it.
+        let (parts, body) = response.into_parts();
+        let mut out = Response::new(Body::new(IdleTimeoutBody::new(body, state.timeout)));
+        *out.status_mut() = parts.status;
+        for name in [CONTENT_TYPE, CACHE_CONTROL] {
+            if let Some(value) = parts.headers.get(&name) {
+                out.headers_mut().insert(name, value.clone());
+            }
+        }
+        out.headers_mut()
+            .insert(COMPLETED, HeaderValue::from_static("true"));
+        return Ok(out);
+    }
+    let (status, value) = read_json(backend, response, deadline).await?;
+    if status.is_success() {
+        let value = reshape(value, &backend.shape);
+        Ok(json_response(StatusCode::OK, &value, state.encoding, true))
+    } else {
+        // The vendor's own error (a 429, a 400 about the prompt) is what the
+        // client needs to see; its status is kept.
+        Ok(json_response(status, &value, Encoding::Json, false))
+    }
+}
+
+/// Reads a backend body within the deadline and decodes it in the backend's
+/// encoding. A non-2xx answer that is not JSON becomes an error object.
+async fn read_json(
+    backend: &BackendRoute,
+    response: Response<Body>,
+    deadline: Instant,
+) -> Result<(StatusCode, Value), ErrorResponse> {
+    let read = response_bytes(response, RESPONSE_LIMIT);
+    let (parts, bytes) = tokio::time::timeout_at(deadline, read)
+        .await
+        .map_err(|_| {
+            ErrorResponse::gateway_timeout(
+                "the backend did not finish its answer within the endpoint timeout",
+            )
+        })??;
+    let status = parts.status;
+    let decoded = match backend.encoding {
+        Encoding::String => Ok(string_object(&bytes)),
+        _ if bytes.is_empty() => Ok(Value::Object(Map::new())),
+        _ => serde_json::from_slice::<Value>(&bytes),
+    };
+    match decoded {
+        Ok(value) => Ok((status, value)),
+        Err(_) if !status.is_success() => Ok((
+            status,
+            ErrorResponse::new(status, "upstream_error", truncate(&bytes, 1024)).json_body(),
+        )),
+        Err(err) => Err(ErrorResponse::bad_gateway(format!(
+            "the backend answered a body that is not JSON: {err}"
+        ))),
+    }
+}
+
+fn string_object(bytes: &Bytes) -> Value {
+    let mut map = Map::new();
+    map.insert(
+        "content".to_owned(),
+        Value::String(String::from_utf8_lossy(bytes).into_owned()),
+    );
+    Value::Object(map)
+}
+
+fn truncate(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(max)]);
+    format!("upstream error: {text}")
+}
+
+fn json_response(
+    status: StatusCode,
+    value: &Value,
+    encoding: Encoding,
+    completed: bool,
+) -> Response<Body> {
+    let value = match (encoding, value) {
+        (Encoding::JsonCollection, Value::Object(map)) if map.contains_key("collection") => {
+            map.get("collection").cloned().unwrap_or(Value::Null)
+        }
+        _ => value.clone(),
+    };
+    let bytes = serde_json::to_vec(&value).unwrap_or_default();
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        COMPLETED,
+        HeaderValue::from_static(if completed { "true" } else { "false" }),
+    );
+    response
+}
+
+/// KrakenD's response manipulation, in its order: collection, target,
+/// allow/deny, mapping, group.
+pub(crate) fn reshape(value: Value, shape: &Shape) -> Value {
+    let mut value = match value {
+        Value::Array(items) if shape.is_collection => {
+            let mut map = Map::new();
+            map.insert("collection".to_owned(), Value::Array(items));
+            Value::Object(map)
+        }
+        other => other,
+    };
+    if let Some(target) = &shape.target {
+        value = switchboard_core::lookup_path(&value, target)
+            .cloned()
+            .unwrap_or_else(|| Value::Object(Map::new()));
+    }
+    if !shape.allow.is_empty() {
+        let mut kept = Value::Object(Map::new());
+        for path in &shape.allow {
+            if let Some(found) = switchboard_core::lookup_path(&value, path) {
+                insert_path(&mut kept, path, found.clone());
+            }
+        }
+        value = kept;
+    }
+    for path in &shape.deny {
+        remove_path(&mut value, path);
+    }
+    if let Value::Object(map) = &mut value {
+        for (from, to) in &shape.mapping {
+            if let Some(moved) = map.remove(from) {
+                map.insert(to.clone(), moved);
+            }
+        }
+    }
+    match &shape.group {
+        Some(group) => {
+            let mut map = Map::new();
+            map.insert(group.clone(), value);
+            Value::Object(map)
+        }
+        None => value,
+    }
+}
+
+fn insert_path(target: &mut Value, path: &str, value: Value) {
+    let mut current = target;
+    let mut segments = path.split('.').peekable();
+    while let Some(segment) = segments.next() {
+        let Value::Object(map) = current else { return };
+        if segments.peek().is_none() {
+            map.insert(segment.to_owned(), value);
+            return;
+        }
+        current = map
+            .entry(segment.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+}
+
+fn remove_path(target: &mut Value, path: &str) {
+    let (parent, last) = match path.rsplit_once('.') {
+        Some((parent, last)) => (Some(parent), last),
+        None => (None, path),
+    };
+    let container =
+        match parent {
+            Some(parent) => parent
+                .split('.')
+                .try_fold(&mut *target, |current, segment| match current {
+                    Value::Object(map) => map.get_mut(segment),
+                    _ => None,
+                }),
+            None => Some(target),
+        };
+    if let Some(Value::Object(map)) = container {
+        map.remove(last);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reshape_in_krakend_order() {
+        let shape = Shape {
+            group: Some("g".to_owned()),
+            target: Some("data".to_owned()),
+            allow: vec!["a".to_owned(), "b.c".to_owned()],
+            deny: vec!["b.c".to_owned()],
+            mapping: vec![("a".to_owned(), "alpha".to_owned())],
+            ..Shape::default()
+        };
+        let value = json!({"data": {"a": 1, "b": {"c": 2, "d": 3}, "e": 4}});
+        assert_eq!(reshape(value, &shape), json!({"g": {"alpha": 1, "b": {}}}));
+    }
+
+    #[test]
+    fn collections_wrap() {
+        let shape = Shape {
+            is_collection: true,
+            ..Shape::default()
+        };
+        assert_eq!(
+            reshape(json!([1, 2]), &shape),
+            json!({"collection": [1, 2]})
+        );
+    }
+}

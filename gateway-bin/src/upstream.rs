@@ -1,0 +1,152 @@
+//! The bottom of every backend pipeline: a pooled HTTP(S) client, or the
+//! gateway's own router for backends that call the gateway itself.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use http::header::{HOST, HeaderValue};
+use http::{Request, Response, Uri};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use switchboard_core::{Body, ErrorResponse};
+use tower::{Service, ServiceExt};
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// How many gateway-internal hops one request may take before it is a loop.
+const MAX_INTERNAL_DEPTH: u8 = 8;
+
+/// Counts gateway-internal hops, so an endpoint that calls itself ends.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CallDepth(pub(crate) u8);
+
+/// A pooled upstream client: HTTP/1.1 and HTTP/2 over rustls, redirects
+/// never followed.
+#[derive(Clone)]
+pub(crate) struct HttpUpstream {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+}
+
+impl HttpUpstream {
+    pub(crate) fn new() -> Self {
+        // Installing twice is harmless; the first provider wins.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .timer(TokioTimer::new())
+            .build(https);
+        Self { client }
+    }
+}
+
+impl Service<Request<Body>> for HttpUpstream {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let future = self.client.request(request);
+        Box::pin(async move {
+            Ok(match future.await {
+                Ok(response) => response.map(Body::new),
+                Err(err) => {
+                    // The error names the failure kind, never the URL (which
+                    // may carry a key in its query).
+                    let kind = if err.is_connect() {
+                        "could not connect to the upstream"
+                    } else {
+                        "the upstream connection failed"
+                    };
+                    tracing::warn!(error = %err, "upstream request failed");
+                    ErrorResponse::bad_gateway(kind).into_response()
+                }
+            })
+        })
+    }
+}
+
+/// Calls the gateway's own router in-process, exactly as a request over a
+/// socket would arrive: only the method, path, headers and body pass.
+#[derive(Clone)]
+pub(crate) struct InternalUpstream {
+    router: Arc<OnceLock<Router>>,
+    host: HeaderValue,
+}
+
+impl InternalUpstream {
+    pub(crate) fn new(router: Arc<OnceLock<Router>>, host: HeaderValue) -> Self {
+        Self { router, host }
+    }
+}
+
+impl Service<Request<Body>> for InternalUpstream {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let router = self.router.get().cloned();
+        let host = self.host.clone();
+        Box::pin(async move {
+            let Some(router) = router else {
+                return Ok(ErrorResponse::internal("the gateway is still starting").into_response());
+            };
+            let depth = request
+                .extensions()
+                .get::<CallDepth>()
+                .copied()
+                .unwrap_or_default()
+                .0;
+            if depth >= MAX_INTERNAL_DEPTH {
+                return Ok(ErrorResponse::new(
+                    http::StatusCode::LOOP_DETECTED,
+                    "gateway_error",
+                    "the request looped through the gateway's own endpoints",
+                )
+                .into_response());
+            }
+            let (parts, body) = request.into_parts();
+            let path_and_query = parts
+                .uri
+                .path_and_query()
+                .map(|pq| pq.as_str().to_owned())
+                .unwrap_or_else(|| "/".to_owned());
+            let mut inner = Request::new(body);
+            *inner.method_mut() = parts.method;
+            *inner.uri_mut() = path_and_query.parse::<Uri>().unwrap_or_default();
+            *inner.headers_mut() = parts.headers;
+            inner.headers_mut().insert(HOST, host);
+            inner.extensions_mut().insert(CallDepth(depth + 1));
+            match router.oneshot(inner).await {
+                Ok(response) => Ok(response),
+                Err(never) => match never {},
+            }
+        })
+    }
+}
