@@ -6,6 +6,8 @@ mod hash;
 mod keyring;
 mod layer;
 mod service;
+#[cfg(test)]
+mod tests;
 
 pub use layer::{ApiKeys, ValidateApiKeyLayer};
 pub use service::ValidateApiKey;
