@@ -199,6 +199,24 @@ pub struct LoadedConfig {
     pub base_dir: PathBuf,
 }
 
+impl LoadedConfig {
+    /// Listens on `port` instead of the configured one. Root hosts that
+    /// pointed at the gateway itself follow, so self-calls keep working.
+    pub fn override_port(&mut self, port: u16) {
+        let old = self.root.port;
+        for host in &mut self.root.host {
+            for prefix in ["localhost", "127.0.0.1", "0.0.0.0", "[::1]"] {
+                for scheme in ["", "http://"] {
+                    if *host == format!("{scheme}{prefix}:{old}") {
+                        *host = format!("{scheme}{prefix}:{port}");
+                    }
+                }
+            }
+        }
+        self.root.port = port;
+    }
+}
+
 /// Reads and parses a config file.
 pub fn load_file(path: &Path) -> Result<LoadedConfig, Vec<ConfigError>> {
     let text = std::fs::read_to_string(path).map_err(|err| {

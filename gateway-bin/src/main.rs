@@ -105,7 +105,7 @@ async fn run(path: &std::path::Path, port: Option<u16>) -> ExitCode {
         }
     };
     if let Some(port) = port {
-        loaded.root.port = port;
+        loaded.override_port(port);
     }
     let app = match build_app(&loaded) {
         Ok(app) => app,

@@ -1,0 +1,163 @@
+//! The `switchboard` command as a user runs it.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_switchboard"))
+}
+
+fn write_config(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchboard-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn repo_file(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+#[test]
+fn help_is_available_on_every_command() {
+    for args in [vec!["--help"], vec!["run", "--help"], vec!["check", "--help"]] {
+        let out = bin().args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("--config") || text.contains("check"), "{text}");
+    }
+}
+
+#[test]
+fn check_accepts_the_quickstart() {
+    let out = bin()
+        .args(["check", "-c"])
+        .arg(repo_file("examples/configs/quickstart.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok, 3 endpoints"));
+}
+
+#[test]
+fn check_names_the_json_path_of_every_error() {
+    let path = write_config(
+        "bad.json",
+        r#"{
+          "version": 3,
+          "endpoints": [
+            {"endpoint": "/a", "timeout": "soon", "backend": [{"url_pattern": "/x", "host": ["h"]}]}
+          ]
+        }"#,
+    );
+    let out = bin().args(["check", "-c"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("$.endpoints[0].timeout"), "{stderr}");
+
+    let path = write_config(
+        "bad2.json",
+        r#"{
+          "version": 3,
+          "endpoints": [
+            {"endpoint": "/a/{id}", "backend": [{"url_pattern": "/x/{other}", "host": ["h"]}]},
+            {"endpoint": "/b", "backend": [{"url_pattern": "/x/{input_headers.X-Llm}", "host": ["h"]}]},
+            {"endpoint": "/c", "extra_config": {"qos/ratelimit/router": {}}, "backend": [{"url_pattern": "/", "host": ["h"]}]}
+          ]
+        }"#,
+    );
+    let out = bin().args(["check", "-c"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("$.endpoints[0].backend[0].url_pattern"), "{stderr}");
+    assert!(stderr.contains("{other}"), "{stderr}");
+    assert!(stderr.contains("$.endpoints[1].backend[0].url_pattern"), "{stderr}");
+    assert!(stderr.contains("input_headers"), "{stderr}");
+    assert!(stderr.contains("$.endpoints[2].extra_config[\"qos/ratelimit/router\"]"), "{stderr}");
+    assert!(stderr.contains("3 errors"), "{stderr}");
+
+    let out = bin().args(["run", "-c"]).arg(&path).output().unwrap();
+    assert!(!out.status.success(), "run refuses what check refuses");
+
+    let out = bin().args(["check", "-c", "/nonexistent.json"]).output().unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn check_lints_method_mismatches_unguarded_routing_headers_and_short_timeouts() {
+    let path = write_config(
+        "lint.json",
+        r#"{
+          "version": 3,
+          "host": ["localhost:8080"],
+          "endpoints": [
+            {"endpoint": "/multi-llm", "input_headers": ["X-Llm"],
+             "backend": [{"url_pattern": "/_llm/{input_headers.X-Llm}"}]},
+            {"endpoint": "/_llm/gemini",
+             "backend": [{"host": ["https://generativelanguage.googleapis.com"], "url_pattern": "/v1beta/models/gemini-pro:generateContent"}]},
+            {"endpoint": "/_llm/openai", "method": "POST",
+             "backend": [{"host": ["https://api.openai.com"], "url_pattern": "/v1/chat/completions"}]}
+          ]
+        }"#,
+    );
+    let out = bin().args(["check", "-c"]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "lints are warnings, not errors");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("$.endpoints[0].backend[0]: calls /_llm/openai with GET"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("accepts POST only"), "{stdout}");
+    assert!(stdout.contains("no policy of this endpoint checks it"), "{stdout}");
+    assert!(stdout.contains("$.endpoints[2].timeout"), "{stdout}");
+}
+
+#[test]
+fn run_serves_and_stops_gracefully_on_sigterm() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut child = bin()
+        .args(["run", "-c"])
+        .arg(repo_file("examples/configs/quickstart.json"))
+        .args(["--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut healthy = false;
+    while started.elapsed() < Duration::from_secs(20) {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            stream
+                .write_all(b"GET /__health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut text = String::new();
+            let _ = stream.read_to_string(&mut text);
+            if text.starts_with("HTTP/1.1 200") {
+                healthy = true;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(healthy, "the gateway did not answer /__health");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the gateway did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
