@@ -10,7 +10,10 @@ use http::HeaderMap;
 /// case. `x-llm` and `X-LLM` both give `X-Llm`. A name with a space or a
 /// byte outside ASCII is returned unchanged, as Go does.
 pub(crate) fn canonical_header_name(name: &str) -> String {
-    if name.bytes().any(|b| b == b' ' || !b.is_ascii() || b.is_ascii_control()) {
+    if name
+        .bytes()
+        .any(|b| b == b' ' || !b.is_ascii() || b.is_ascii_control())
+    {
         return name.to_owned();
     }
     let mut upper = true;
@@ -57,7 +60,9 @@ pub(crate) fn query_lists(query: Option<&str>) -> BTreeMap<String, Vec<String>> 
 /// Header names a set of policies reads as `req_headers['X']`,
 /// `req_headers.X` or `hasHeader('X')`, canonical and deduplicated. Found
 /// in the source text: best effort, for linting only.
-pub(crate) fn referenced_header_names<'a>(sources: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+pub(crate) fn referenced_header_names<'a>(
+    sources: impl IntoIterator<Item = &'a str>,
+) -> Vec<String> {
     use std::sync::LazyLock;
     static PATTERNS: LazyLock<Option<regex::Regex>> = LazyLock::new(|| {
         regex::Regex::new(

@@ -150,7 +150,11 @@ mod tests {
         }))
         .unwrap_err();
         assert_eq!(err.path, "req.policies[1]");
-        assert!(err.message.contains("invalid CEL expression"), "{}", err.message);
+        assert!(
+            err.message.contains("invalid CEL expression"),
+            "{}",
+            err.message
+        );
         assert!(err.message.contains("ERROR"), "{}", err.message);
     }
 
@@ -172,8 +176,8 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.path, "resp.error.status");
         assert!(EvaluatePoliciesLayer::try_from_config(&json!({})).is_err());
-        let err = EvaluatePoliciesLayer::try_from_config(&json!({"req": {"policies": "x"}}))
-            .unwrap_err();
+        let err =
+            EvaluatePoliciesLayer::try_from_config(&json!({"req": {"policies": "x"}})).unwrap_err();
         assert_eq!(err.path, "req.policies");
     }
 

@@ -53,7 +53,10 @@ impl PolicySet {
         let mut policies = Vec::with_capacity(sources.len());
         for source in sources {
             let compiled = engine.compile(source.text).map_err(|message| {
-                ConfigError::new(source.path.clone(), format!("invalid CEL expression: {message}"))
+                ConfigError::new(
+                    source.path.clone(),
+                    format!("invalid CEL expression: {message}"),
+                )
             })?;
             policies.push(Policy {
                 label: source.path.clone(),
@@ -67,7 +70,10 @@ impl PolicySet {
                 .collect::<Vec<_>>()
                 .join(" && ");
             let compiled = engine.compile(&joined).map_err(|message| {
-                ConfigError::new(set_path, format!("invalid joined CEL expression: {message}"))
+                ConfigError::new(
+                    set_path,
+                    format!("invalid joined CEL expression: {message}"),
+                )
             })?;
             policies = vec![Policy {
                 label: set_path.to_owned(),
@@ -128,8 +134,8 @@ impl PolicySet {
     }
 
     /// Evaluates every policy in order; the first that does not allow
-    /// denies.
-    pub(crate) fn evaluate(&self, activation: &Activation, debug: bool) -> Result<(), ErrorResponse> {
+    /// denies, and its denial is returned.
+    pub(crate) fn evaluate(&self, activation: &Activation, debug: bool) -> Option<ErrorResponse> {
         for policy in &self.policies {
             match policy.compiled.evaluate(activation) {
                 Verdict::Allow => {
@@ -139,11 +145,11 @@ impl PolicySet {
                 }
                 Verdict::Deny(reason) => {
                     tracing::debug!(policy = %policy.label, %reason, "policy denied");
-                    return Err(self.deny(&policy.label));
+                    return Some(self.deny(&policy.label));
                 }
             }
         }
-        Ok(())
+        None
     }
 
     /// The denial, naming the policy that failed (or the reason the set

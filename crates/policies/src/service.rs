@@ -98,8 +98,9 @@ impl State {
         let mut activation = self.engine.activation();
         bind_request(&mut activation, vars, &request, body.as_ref());
         for set in &self.request_sets {
-            set.evaluate(&activation, self.debug)
-                .map_err(|e| e.into_response())?;
+            if let Some(denied) = set.evaluate(&activation, self.debug) {
+                return Err(denied.into_response());
+            }
         }
         Ok(request)
     }
@@ -115,7 +116,9 @@ impl State {
         let (response, data) = if vars.contains(Var::RespData) {
             if is_event_stream(response.headers()) {
                 tracing::debug!("resp_data is not available for an event stream: denied");
-                return set.deny("reading resp_data of an event stream").into_response();
+                return set
+                    .deny("reading resp_data of an event stream")
+                    .into_response();
             }
             match response_bytes(response, limit).await {
                 Ok((parts, bytes)) => {
@@ -134,8 +137,8 @@ impl State {
         let mut activation = self.engine.activation();
         bind_response(&mut activation, vars, &response, data.as_ref());
         match set.evaluate(&activation, self.debug) {
-            Ok(()) => response,
-            Err(denied) => denied.into_response(),
+            None => response,
+            Some(denied) => denied.into_response(),
         }
     }
 }
@@ -174,15 +177,15 @@ fn bind_request(
     if vars.contains(Var::ReqQuerystring) {
         activation.set_string_lists(Var::ReqQuerystring, &query_lists(request.uri().query()));
     }
-    if vars.contains(Var::ReqBody) {
-        if let Some(body) = body {
-            activation.set_json(Var::ReqBody, body.value());
-        }
+    if vars.contains(Var::ReqBody)
+        && let Some(body) = body
+    {
+        activation.set_json(Var::ReqBody, body.value());
     }
-    if vars.contains(Var::Jwt) {
-        if let Some(claims) = request.extensions().get::<Claims>() {
-            activation.set_json(Var::Jwt, claims.value());
-        }
+    if vars.contains(Var::Jwt)
+        && let Some(claims) = request.extensions().get::<Claims>()
+    {
+        activation.set_json(Var::Jwt, claims.value());
     }
     if vars.contains(Var::Now) {
         activation.set_timestamp(Var::Now, chrono::Utc::now());
@@ -213,10 +216,10 @@ fn bind_response(
     if vars.contains(Var::RespCompleted) {
         activation.set_bool(Var::RespCompleted, response.status().as_u16() < 400);
     }
-    if vars.contains(Var::RespData) {
-        if let Some(data) = data {
-            activation.set_json(Var::RespData, data);
-        }
+    if vars.contains(Var::RespData)
+        && let Some(data) = data
+    {
+        activation.set_json(Var::RespData, data);
     }
     if vars.contains(Var::Now) {
         activation.set_timestamp(Var::Now, chrono::Utc::now());
@@ -275,7 +278,14 @@ mod tests {
     }
 
     async fn run(config: Value, request: Request<Body>) -> (Response<Body>, usize) {
-        run_with(config, request, StatusCode::OK, "application/json", r#"{"ok":true,"n":3}"#).await
+        run_with(
+            config,
+            request,
+            StatusCode::OK,
+            "application/json",
+            r#"{"ok":true,"n":3}"#,
+        )
+        .await
     }
 
     async fn run_with(
@@ -332,7 +342,10 @@ mod tests {
 
     #[tokio::test]
     async fn missing_header_denies() {
-        let request = Request::builder().uri("/multi-llm").body(Body::empty()).unwrap();
+        let request = Request::builder()
+            .uri("/multi-llm")
+            .body(Body::empty())
+            .unwrap();
         let (response, calls) = run(seed(), request).await;
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(calls, 0);
@@ -344,7 +357,10 @@ mod tests {
         let (response, calls) = run(config, with_header("x", "y")).await;
         assert_eq!(calls, 0);
         let body = body_json(response).await;
-        assert_eq!(body["error"]["message"], "request denied by policy req.policies[1]");
+        assert_eq!(
+            body["error"]["message"],
+            "request denied by policy req.policies[1]"
+        );
     }
 
     #[tokio::test]
@@ -353,22 +369,32 @@ mod tests {
             "policies": ["req_querystring['tier'][0] == 'gold'"],
             "error": {"status": 403, "body": "{\"msg\":\"gold only\"}", "content_type": "application/json"}
         }});
-        let request = Request::builder().uri("/x?tier=silver").body(Body::empty()).unwrap();
+        let request = Request::builder()
+            .uri("/x?tier=silver")
+            .body(Body::empty())
+            .unwrap();
         let (response, calls) = run(config.clone(), request).await;
         assert_eq!(calls, 0);
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         assert_eq!(response.headers()[SHOULD_RETRY], "false");
-        assert_eq!(response.headers()[http::header::CONTENT_TYPE], "application/json");
+        assert_eq!(
+            response.headers()[http::header::CONTENT_TYPE],
+            "application/json"
+        );
         assert_eq!(body_json(response).await, json!({"msg": "gold only"}));
 
-        let request = Request::builder().uri("/x?tier=gold").body(Body::empty()).unwrap();
+        let request = Request::builder()
+            .uri("/x?tier=gold")
+            .body(Body::empty())
+            .unwrap();
         let (response, calls) = run(config, request).await;
         assert_eq!((response.status(), calls), (StatusCode::OK, 1));
     }
 
     #[tokio::test]
     async fn custom_body_defaults_to_plain_text() {
-        let config = json!({"req": {"policies": ["false"], "error": {"body": "down for maintenance"}}});
+        let config =
+            json!({"req": {"policies": ["false"], "error": {"body": "down for maintenance"}}});
         let (response, _) = run(config, with_header("x", "y")).await;
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(
@@ -383,7 +409,10 @@ mod tests {
     async fn non_boolean_result_denies() {
         let config = json!({"req": {"policies": ["req_method"]}});
         let (response, calls) = run(config, with_header("x", "y")).await;
-        assert_eq!((response.status(), calls), (StatusCode::INTERNAL_SERVER_ERROR, 0));
+        assert_eq!(
+            (response.status(), calls),
+            (StatusCode::INTERNAL_SERVER_ERROR, 0)
+        );
     }
 
     #[tokio::test]
@@ -448,7 +477,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
-        let response = service.oneshot(request(r#"{"model":"claude"}"#)).await.unwrap();
+        let response = service
+            .oneshot(request(r#"{"model":"claude"}"#))
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 1);
@@ -462,7 +494,10 @@ mod tests {
         let failing = Body::new(http_body_util::StreamBody::new(futures_util::stream::once(
             async { Err::<http_body::Frame<bytes::Bytes>, _>(std::io::Error::other("boom")) },
         )));
-        let request = Request::builder().header("x-llm", "openai").body(failing).unwrap();
+        let request = Request::builder()
+            .header("x-llm", "openai")
+            .body(failing)
+            .unwrap();
         let (response, calls) = run(seed(), request).await;
         assert_eq!((response.status(), calls), (StatusCode::OK, 1));
     }
@@ -538,8 +573,13 @@ mod tests {
     #[tokio::test]
     async fn route_params_are_capitalised_as_in_krakend() {
         let config = json!({"req": {"policies": ["req_params.Nick.matches('^k') && req_params.nick == 'kate'"]}});
-        let params: RouteParams = [("nick".to_owned(), "kate".to_owned())].into_iter().collect();
-        let request = Request::builder().extension(params).body(Body::empty()).unwrap();
+        let params: RouteParams = [("nick".to_owned(), "kate".to_owned())]
+            .into_iter()
+            .collect();
+        let request = Request::builder()
+            .extension(params)
+            .body(Body::empty())
+            .unwrap();
         let (response, _) = run(config, request).await;
         assert_eq!(response.status(), StatusCode::OK);
     }
@@ -566,7 +606,10 @@ mod tests {
     async fn disabled_macros_make_them_undeclared() {
         let config = json!({"disable_macros": true, "req": {"policies": ["between(2, 1, 3)"]}});
         let (response, calls) = run(config, with_header("x", "y")).await;
-        assert_eq!((response.status(), calls), (StatusCode::INTERNAL_SERVER_ERROR, 0));
+        assert_eq!(
+            (response.status(), calls),
+            (StatusCode::INTERNAL_SERVER_ERROR, 0)
+        );
     }
 
     #[tokio::test]
@@ -583,7 +626,10 @@ mod tests {
             "application/json",
             r#"{"ok":1}"#,
         ));
-        let post = Request::builder().method("POST").body(Body::empty()).unwrap();
+        let post = Request::builder()
+            .method("POST")
+            .body(Body::empty())
+            .unwrap();
         let response = service.clone().oneshot(post).await.unwrap();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(response.headers()[SHOULD_RETRY], "false");
@@ -597,6 +643,10 @@ mod tests {
     fn layer_and_service_are_send_sync_clone() {
         fn check<T: Clone + Send + Sync + 'static>() {}
         check::<EvaluatePoliciesLayer>();
-        check::<EvaluatePolicies<tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>>>();
+        check::<
+            EvaluatePolicies<
+                tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>,
+            >,
+        >();
     }
 }

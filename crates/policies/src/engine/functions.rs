@@ -70,7 +70,12 @@ fn declare(env: &mut Env, advanced: bool) -> Result<(), cel::DeclarationError> {
     env.add_macro(Macro::global("isEmpty", 1, |helper, _target, args| {
         Ok(args.pop().map(|arg| expand_is_empty(helper, arg)))
     }))?;
-    env.add_overload(IS_EMPTY, "isEmpty_value_dyn", vec![DYN_TYPE], is_empty_value)?;
+    env.add_overload(
+        IS_EMPTY,
+        "isEmpty_value_dyn",
+        vec![DYN_TYPE],
+        is_empty_value,
+    )?;
     env.add_overload(
         IS_EMPTY_AT,
         "isEmpty_at_dyn_dyn",
@@ -104,7 +109,12 @@ fn declare(env: &mut Env, advanced: bool) -> Result<(), cel::DeclarationError> {
     env.add_overload("timeNow", "timeNow", vec![], time_now)?;
     env.add_overload("timeAgo", "timeAgo_dyn", vec![DYN_TYPE], time_ago)?;
     env.add_member_overload("timeAgo", "dyn_timeAgo", DYN_TYPE, vec![], time_ago)?;
-    env.add_overload("inTimeRange", "inTimeRange_dyn_dyn_dyn", dyn3(), in_time_range)?;
+    env.add_overload(
+        "inTimeRange",
+        "inTimeRange_dyn_dyn_dyn",
+        dyn3(),
+        in_time_range,
+    )?;
     env.add_member_overload(
         "inTimeRange",
         "dyn_inTimeRange_dyn_dyn",
@@ -113,7 +123,12 @@ fn declare(env: &mut Env, advanced: bool) -> Result<(), cel::DeclarationError> {
         in_time_range,
     )?;
 
-    env.add_overload("inCIDR", "inCIDR_string_dyn", vec![STRING_TYPE, DYN_TYPE], in_cidr)?;
+    env.add_overload(
+        "inCIDR",
+        "inCIDR_string_dyn",
+        vec![STRING_TYPE, DYN_TYPE],
+        in_cidr,
+    )?;
     env.add_member_overload(
         "inCIDR",
         "string_inCIDR_dyn",
@@ -127,13 +142,7 @@ fn declare(env: &mut Env, advanced: bool) -> Result<(), cel::DeclarationError> {
         ("isIP", is_ip),
     ] {
         env.add_overload(name, &format!("{name}_string"), vec![STRING_TYPE], check)?;
-        env.add_member_overload(
-            name,
-            &format!("string_{name}"),
-            STRING_TYPE,
-            vec![],
-            check,
-        )?;
+        env.add_member_overload(name, &format!("string_{name}"), STRING_TYPE, vec![], check)?;
     }
     Ok(())
 }
@@ -199,10 +208,10 @@ pub(super) fn cached_regex(pattern: &str) -> Result<Arc<Regex>, String> {
     let compiled = Arc::new(
         Regex::new(pattern).map_err(|e| format!("invalid regular expression {pattern:?}: {e}"))?,
     );
-    if let Ok(mut cache) = REGEXES.write() {
-        if cache.len() < REGEX_CACHE_CAP {
-            cache.insert(pattern.to_owned(), Arc::clone(&compiled));
-        }
+    if let Ok(mut cache) = REGEXES.write()
+        && cache.len() < REGEX_CACHE_CAP
+    {
+        cache.insert(pattern.to_owned(), Arc::clone(&compiled));
     }
     Ok(compiled)
 }
@@ -279,15 +288,23 @@ fn entry_is_empty(container: &dyn Val, key: &dyn Val) -> Result<bool, ExecutionE
                 .downcast_ref::<CelMap<'_>>()
                 .ok_or_else(|| ExecutionError::function_error("isEmpty", "unsupported map"))?;
             let key = map_key(key)?;
-            Ok(map.inner().get(&key).is_none_or(|v| value_is_empty(v.as_ref())))
+            Ok(map
+                .inner()
+                .get(&key)
+                .is_none_or(|v| value_is_empty(v.as_ref())))
         }
         Kind::List => {
             let list = container
                 .downcast_ref::<CelList<'_>>()
                 .ok_or_else(|| ExecutionError::function_error("isEmpty", "unsupported list"))?;
             let index = match key.get_type().kind() {
-                Kind::Int => key.downcast_ref::<CelInt>().map(|i| *i.inner()).and_then(|i| usize::try_from(i).ok()),
-                Kind::UInt => key.downcast_ref::<CelUInt>().and_then(|u| usize::try_from(*u.inner()).ok()),
+                Kind::Int => key
+                    .downcast_ref::<CelInt>()
+                    .map(|i| *i.inner())
+                    .and_then(|i| usize::try_from(i).ok()),
+                Kind::UInt => key
+                    .downcast_ref::<CelUInt>()
+                    .and_then(|u| usize::try_from(*u.inner()).ok()),
                 _ => None,
             };
             Ok(index
@@ -306,9 +323,15 @@ fn map_key(key: &dyn Val) -> Result<CelMapKey<'static>, ExecutionError> {
         Kind::String => key
             .downcast_ref::<CelString<'_>>()
             .map(|s| CelMapKey::from(s.inner().to_owned())),
-        Kind::Int => key.downcast_ref::<CelInt>().map(|i| CelMapKey::from(*i.inner())),
-        Kind::UInt => key.downcast_ref::<CelUInt>().map(|u| CelMapKey::from(*u.inner())),
-        Kind::Boolean => key.downcast_ref::<CelBool>().map(|b| CelMapKey::from(*b.inner())),
+        Kind::Int => key
+            .downcast_ref::<CelInt>()
+            .map(|i| CelMapKey::from(*i.inner())),
+        Kind::UInt => key
+            .downcast_ref::<CelUInt>()
+            .map(|u| CelMapKey::from(*u.inner())),
+        Kind::Boolean => key
+            .downcast_ref::<CelBool>()
+            .map(|b| CelMapKey::from(*b.inner())),
         _ => None,
     }
     .ok_or_else(|| {
@@ -342,8 +365,12 @@ enum Number {
 impl Number {
     fn of(value: &dyn Val) -> Option<Number> {
         match value.get_type().kind() {
-            Kind::Int => value.downcast_ref::<CelInt>().map(|i| Number::Int(*i.inner())),
-            Kind::UInt => value.downcast_ref::<CelUInt>().map(|u| Number::UInt(*u.inner())),
+            Kind::Int => value
+                .downcast_ref::<CelInt>()
+                .map(|i| Number::Int(*i.inner())),
+            Kind::UInt => value
+                .downcast_ref::<CelUInt>()
+                .map(|u| Number::UInt(*u.inner())),
             Kind::Double => value
                 .downcast_ref::<cel::common::types::CelDouble>()
                 .map(|d| Number::Double(*d.inner())),
@@ -385,14 +412,21 @@ fn between<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Outcome<'b, 'v> {
 }
 
 /// A timestamp, or an RFC 3339 string.
-fn time_arg(function: &str, args: &[CowVal<'_, '_>], index: usize) -> Result<DateTime<FixedOffset>, ExecutionError> {
+fn time_arg(
+    function: &str,
+    args: &[CowVal<'_, '_>],
+    index: usize,
+) -> Result<DateTime<FixedOffset>, ExecutionError> {
     let value = arg(function, args, index)?;
     if let Some(ts) = value.downcast_ref::<CelTimestamp>() {
         return Ok(*ts.inner());
     }
     if let Some(text) = value.downcast_ref::<CelString<'_>>() {
         return DateTime::parse_from_rfc3339(text.inner()).map_err(|e| {
-            ExecutionError::function_error(function, format!("{:?} is not RFC 3339: {e}", text.inner()))
+            ExecutionError::function_error(
+                function,
+                format!("{:?} is not RFC 3339: {e}", text.inner()),
+            )
         });
     }
     Err(ExecutionError::function_error(
@@ -421,7 +455,10 @@ fn in_time_range<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Outcome<'b, 'v> {
 }
 
 fn parse_ip(text: &str) -> Option<IpAddr> {
-    text.trim().parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+    text.trim()
+        .parse::<IpAddr>()
+        .ok()
+        .map(|ip| ip.to_canonical())
 }
 
 /// A network in CIDR notation; a bare address is a single-host network.
@@ -477,7 +514,10 @@ fn in_cidr<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Outcome<'b, 'v> {
     } else {
         return Err(ExecutionError::function_error(
             "inCIDR",
-            format!("expected a CIDR or a list of them, got {}", networks.get_type().name()),
+            format!(
+                "expected a CIDR or a list of them, got {}",
+                networks.get_type().name()
+            ),
         ));
     }
     let networks = cidrs
@@ -513,8 +553,14 @@ mod tests {
         let net = parse_cidr("10.0.0.0/8").unwrap();
         assert!(cidr_contains(net, "10.255.0.1".parse().unwrap()));
         assert!(!cidr_contains(net, "11.0.0.1".parse().unwrap()));
-        assert!(cidr_contains(parse_cidr("0.0.0.0/0").unwrap(), "1.2.3.4".parse().unwrap()));
-        assert!(cidr_contains(parse_cidr("1.2.3.4").unwrap(), "1.2.3.4".parse().unwrap()));
+        assert!(cidr_contains(
+            parse_cidr("0.0.0.0/0").unwrap(),
+            "1.2.3.4".parse().unwrap()
+        ));
+        assert!(cidr_contains(
+            parse_cidr("1.2.3.4").unwrap(),
+            "1.2.3.4".parse().unwrap()
+        ));
         assert!(parse_cidr("1.2.3.4/33").is_err());
         assert!(parse_ip("::ffff:10.0.0.1").is_some_and(|ip| cidr_contains(net, ip)));
     }

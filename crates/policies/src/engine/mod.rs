@@ -37,7 +37,9 @@ impl Engine {
     pub(crate) fn new(advanced_macros: bool) -> Result<Self, String> {
         let env = if advanced_macros { &ADVANCED } else { &PLAIN };
         env.as_ref()
-            .map(|env| Engine { env: Arc::clone(env) })
+            .map(|env| Engine {
+                env: Arc::clone(env),
+            })
             .map_err(Clone::clone)
     }
 
@@ -247,8 +249,12 @@ mod tests {
 
     #[test]
     fn non_boolean_and_errors_deny() {
-        assert!(matches!(eval("1 + 1", |_| {}), Verdict::Deny(m) if m.contains("instead of a boolean")));
-        assert!(matches!(eval("undeclared == 1", |_| {}), Verdict::Deny(m) if m.contains("evaluation failed")));
+        assert!(
+            matches!(eval("1 + 1", |_| {}), Verdict::Deny(m) if m.contains("instead of a boolean"))
+        );
+        assert!(
+            matches!(eval("undeclared == 1", |_| {}), Verdict::Deny(m) if m.contains("evaluation failed"))
+        );
     }
 
     #[test]
@@ -300,7 +306,9 @@ mod tests {
     #[test]
     fn time() {
         assert!(allows("timeNow() >= now"));
-        assert!(allows("timeAgo(timestamp('2020-01-01T00:00:00Z')) > duration('24h')"));
+        assert!(allows(
+            "timeAgo(timestamp('2020-01-01T00:00:00Z')) > duration('24h')"
+        ));
         assert!(allows("timeAgo('2020-01-01T00:00:00Z') > duration('24h')"));
         assert!(allows(
             "inTimeRange(timestamp('2023-01-01T11:00:00Z'), '2023-01-01T10:00:00Z', '2023-01-01T12:00:00Z')"
@@ -308,7 +316,9 @@ mod tests {
         assert!(!allows(
             "inTimeRange(now, '2023-01-01T10:00:00Z', timestamp('2023-01-01T12:00:00Z'))"
         ));
-        assert!(allows("timestamp(now) > timestamp('2023-01-01T10:00:20.000-05:00')"));
+        assert!(allows(
+            "timestamp(now) > timestamp('2023-01-01T10:00:20.000-05:00')"
+        ));
     }
 
     #[test]
@@ -316,7 +326,9 @@ mod tests {
         assert!(allows("inCIDR('10.1.2.3', '10.0.0.0/8')"));
         assert!(allows("'10.1.2.3'.inCIDR('10.0.0.0/8')"));
         assert!(!allows("inCIDR('11.1.2.3', '10.0.0.0/8')"));
-        assert!(allows("inCIDR('192.168.1.9', ['10.0.0.0/8', '192.168.1.0/24'])"));
+        assert!(allows(
+            "inCIDR('192.168.1.9', ['10.0.0.0/8', '192.168.1.0/24'])"
+        ));
         assert!(allows("inCIDR('2001:db8::1', '2001:db8::/32')"));
         assert!(!allows("inCIDR('not-an-ip', '10.0.0.0/8')"));
         assert!(allows("isIPv4('10.1.2.3') && !isIPv4('::1')"));
@@ -329,7 +341,10 @@ mod tests {
     fn macros_can_be_disabled() {
         let engine = Engine::new(false).unwrap();
         let compiled = engine.compile("between(2, 1, 3)").unwrap();
-        assert!(matches!(compiled.evaluate(&engine.activation()), Verdict::Deny(_)));
+        assert!(matches!(
+            compiled.evaluate(&engine.activation()),
+            Verdict::Deny(_)
+        ));
         let compiled = engine.compile("'abc'.matches('b')").unwrap();
         assert_eq!(compiled.evaluate(&engine.activation()), Verdict::Allow);
     }
