@@ -1,5 +1,7 @@
 //! Rendering the OpenAI seed template for a small and a 100 KB content.
 
+#![allow(clippy::panic)]
+
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
