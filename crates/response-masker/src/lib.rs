@@ -9,7 +9,9 @@ mod path;
 mod service;
 mod stream;
 
-pub use config::{FieldConfig, MaskConfig, ModifierConfig, NonJsonPolicy, ReplaceConfig, TrimConfig};
+pub use config::{
+    FieldConfig, MaskConfig, ModifierConfig, NonJsonPolicy, ReplaceConfig, TrimConfig,
+};
 pub use layer::MaskResponseLayer;
 pub use masker::ResponseMasker;
 pub use service::MaskResponse;

@@ -52,8 +52,9 @@ impl ResponseMasker {
                 ModifierConfig::Lower(_) => "lower",
                 ModifierConfig::Trim(_) => "trim",
             };
-            let modifier = Modifier::compile(modifier_config)
-                .map_err(|(key, message)| ConfigError::new(format!("modifiers[{i}].{kind}.{key}"), message))?;
+            let modifier = Modifier::compile(modifier_config).map_err(|(key, message)| {
+                ConfigError::new(format!("modifiers[{i}].{kind}.{key}"), message)
+            })?;
             if let Some(problem) = modifier.stream_problem() {
                 let key = if kind == "trim" { "" } else { ".find" };
                 let path = format!("modifiers[{i}].{kind}{key}");
@@ -70,7 +71,10 @@ impl ResponseMasker {
         if config.streaming == Some(false) {
             stream_refusal = Some("the config sets \"streaming\": false".to_owned());
         }
-        for (limit, name) in [(config.max_body_size, "max_body_size"), (config.max_event_size, "max_event_size")] {
+        for (limit, name) in [
+            (config.max_body_size, "max_body_size"),
+            (config.max_event_size, "max_event_size"),
+        ] {
             if limit == Some(0) {
                 return Err(ConfigError::new(name, "must be greater than 0"));
             }
@@ -152,12 +156,26 @@ mod tests {
         assert!(err.message.contains("unboundedly long"), "{}", err.message);
         let config = json!({"streaming": true, "modifiers": [{"regexp": {"field": "a", "find": "\\d+", "replace": "#"}}]});
         assert!(ResponseMasker::try_from_config(&config).is_err());
-        let config = json!({"streaming": true, "modifiers": [{"trim": {"field": "a", "find": " "}}]});
-        assert_eq!(ResponseMasker::try_from_config(&config).unwrap_err().path, "modifiers[0].trim");
+        let config =
+            json!({"streaming": true, "modifiers": [{"trim": {"field": "a", "find": " "}}]});
+        assert_eq!(
+            ResponseMasker::try_from_config(&config).unwrap_err().path,
+            "modifiers[0].trim"
+        );
         let config = json!({"streaming": true, "modifiers": [{"regexp": {"field": "a", "find": "\\d{4}", "replace": "#"}}]});
-        assert!(ResponseMasker::try_from_config(&config).unwrap().sse_masker().is_some());
+        assert!(
+            ResponseMasker::try_from_config(&config)
+                .unwrap()
+                .sse_masker()
+                .is_some()
+        );
         let config = json!({"streaming": false, "modifiers": [{"upper": {"field": "a"}}]});
-        assert!(ResponseMasker::try_from_config(&config).unwrap().stream_refusal().is_some());
+        assert!(
+            ResponseMasker::try_from_config(&config)
+                .unwrap()
+                .stream_refusal()
+                .is_some()
+        );
     }
 
     #[test]
@@ -175,20 +193,38 @@ mod tests {
             "c": ["  padded\n", " no "], "d": [{"n": "12345"}, {"n": 12345}, {"m": "999"}]
         });
         masker.mask_value(&mut value);
-        assert_eq!(value, json!({
-            "a": "MY [X]", "b": {"x": "mixed", "y": 3, "z": ["KEEP"]},
-            "c": ["padded", " no "], "d": [{"n": "1…"}, {"n": 12345}, {"m": "999"}]
-        }));
+        assert_eq!(
+            value,
+            json!({
+                "a": "MY [X]", "b": {"x": "mixed", "y": 3, "z": ["KEEP"]},
+                "c": ["padded", " no "], "d": [{"n": "1…"}, {"n": 12345}, {"m": "999"}]
+            })
+        );
     }
 
     #[test]
     fn config_errors_name_the_field() {
         let cases = [
-            (json!({"modifiers": [{"regexp": {"field": "a", "find": "(", "replace": ""}}]}), "modifiers[0].regexp.find"),
-            (json!({"modifiers": [{"upper": {"field": "a"}}, {"literal": {"field": "a", "find": "", "replace": "x"}}]}), "modifiers[1].literal.find"),
-            (json!({"modifiers": [{"upper": {"field": "a..b"}}]}), "modifiers[0].upper.field"),
-            (json!({"modifiers": [{"upper": {"field": "a", "find": "x"}}]}), "modifiers[0].upper.find"),
-            (json!({"modifiers": [], "max_body_size": 0}), "max_body_size"),
+            (
+                json!({"modifiers": [{"regexp": {"field": "a", "find": "(", "replace": ""}}]}),
+                "modifiers[0].regexp.find",
+            ),
+            (
+                json!({"modifiers": [{"upper": {"field": "a"}}, {"literal": {"field": "a", "find": "", "replace": "x"}}]}),
+                "modifiers[1].literal.find",
+            ),
+            (
+                json!({"modifiers": [{"upper": {"field": "a..b"}}]}),
+                "modifiers[0].upper.field",
+            ),
+            (
+                json!({"modifiers": [{"upper": {"field": "a", "find": "x"}}]}),
+                "modifiers[0].upper.find",
+            ),
+            (
+                json!({"modifiers": [], "max_body_size": 0}),
+                "max_body_size",
+            ),
             (json!({"modifiers": [], "non_json": "maybe"}), "non_json"),
         ];
         for (config, path) in cases {

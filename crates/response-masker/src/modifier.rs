@@ -41,7 +41,10 @@ impl Modifier {
                 if c.find.is_empty() {
                     return Err(("find", "must not be empty".to_owned()));
                 }
-                (&c.field, compile_replace(&regex::escape(&c.find), &c.replace, false)?)
+                (
+                    &c.field,
+                    compile_replace(&regex::escape(&c.find), &c.replace, false)?,
+                )
             }
             ModifierConfig::Upper(c) => (&c.field, Op::Upper),
             ModifierConfig::Lower(c) => (&c.field, Op::Lower),
@@ -134,7 +137,13 @@ pub(crate) struct StreamStage {
 impl StreamStage {
     /// Feeds text; appends to `out` what is now certain. With `at_end`,
     /// everything is emitted.
-    pub(crate) fn push(&mut self, modifier: &Modifier, input: &str, at_end: bool, out: &mut String) {
+    pub(crate) fn push(
+        &mut self,
+        modifier: &Modifier,
+        input: &str,
+        at_end: bool,
+        out: &mut String,
+    ) {
         match &modifier.op {
             Op::Upper => out.extend(input.chars().flat_map(char::to_uppercase)),
             Op::Lower => out.extend(input.chars().flat_map(char::to_lowercase)),
@@ -255,9 +264,9 @@ mod tests {
     }
 
     fn whole(modifiers: &[Modifier], text: &str) -> String {
-        modifiers.iter().fold(text.to_owned(), |text, m| {
-            m.apply(&text).unwrap_or(text)
-        })
+        modifiers
+            .iter()
+            .fold(text.to_owned(), |text, m| m.apply(&text).unwrap_or(text))
     }
 
     fn streamed(modifiers: &[Modifier], pieces: &[&str]) -> String {
@@ -280,7 +289,10 @@ mod tests {
             regexp(r"([\d+\-\s]*)(\d{4})", "XXX-$2"),
         ];
         assert_eq!(whole(&mods, "/__echo/123456789"), "/__echo/XXX-6789");
-        assert_eq!(whole(&mods[..1], "card 4111111111111111 ok"), "card XXX-CREDIT-CARD-XXX ok");
+        assert_eq!(
+            whole(&mods[..1], "card 4111111111111111 ok"),
+            "card XXX-CREDIT-CARD-XXX ok"
+        );
         assert!(mods[0].stream_problem().is_none());
         assert!(mods[1].stream_problem().unwrap().contains("unboundedly"));
     }
@@ -301,8 +313,18 @@ mod tests {
                 replace: String::new(),
             })
         };
-        assert!(Modifier::compile(&config("a{0,3}")).unwrap_err().1.contains("empty"));
-        assert!(Modifier::compile(&config("(")).unwrap_err().1.contains("invalid"));
+        assert!(
+            Modifier::compile(&config("a{0,3}"))
+                .unwrap_err()
+                .1
+                .contains("empty")
+        );
+        assert!(
+            Modifier::compile(&config("("))
+                .unwrap_err()
+                .1
+                .contains("invalid")
+        );
     }
 
     #[test]
@@ -330,21 +352,29 @@ mod tests {
 
     fn pattern_set() -> &'static [Vec<Modifier>] {
         static SET: std::sync::OnceLock<Vec<Vec<Modifier>>> = std::sync::OnceLock::new();
-        SET.get_or_init(|| vec![
-            vec![regexp(CARD, "[card]")],
-            vec![regexp(r"\b(\d{13,16})\b", "XXX-CREDIT-CARD-XXX"), regexp(r"(\d{3})-(\d{2})-(\d{4})", "XXX-XX-$3")],
-            vec![regexp(r"^ab|cd$|\bxy\b", "<$0>")],
-            vec![regexp(r"(?i)secret|token", "***"), regexp(r"\*\*\*\*", "!")],
+        SET.get_or_init(|| {
             vec![
-                Modifier::compile(&ModifierConfig::Literal(ReplaceConfig {
-                    field: "f".into(),
-                    find: "é1".into(),
-                    replace: "$1".into(),
-                }))
-                .unwrap(),
-                Modifier::compile(&ModifierConfig::Upper(crate::config::FieldConfig { field: "f".into() })).unwrap(),
-            ],
-        ])
+                vec![regexp(CARD, "[card]")],
+                vec![
+                    regexp(r"\b(\d{13,16})\b", "XXX-CREDIT-CARD-XXX"),
+                    regexp(r"(\d{3})-(\d{2})-(\d{4})", "XXX-XX-$3"),
+                ],
+                vec![regexp(r"^ab|cd$|\bxy\b", "<$0>")],
+                vec![regexp(r"(?i)secret|token", "***"), regexp(r"\*\*\*\*", "!")],
+                vec![
+                    Modifier::compile(&ModifierConfig::Literal(ReplaceConfig {
+                        field: "f".into(),
+                        find: "é1".into(),
+                        replace: "$1".into(),
+                    }))
+                    .unwrap(),
+                    Modifier::compile(&ModifierConfig::Upper(crate::config::FieldConfig {
+                        field: "f".into(),
+                    }))
+                    .unwrap(),
+                ],
+            ]
+        })
     }
 
     proptest! {

@@ -81,7 +81,12 @@ fn visit_mut(value: &mut Value, segments: &[Pattern], f: &mut impl FnMut(&mut St
     }
 }
 
-fn locate(value: &Value, segments: &[Pattern], current: &mut Vec<Step>, found: &mut Vec<Vec<Step>>) {
+fn locate(
+    value: &Value,
+    segments: &[Pattern],
+    current: &mut Vec<Step>,
+    found: &mut Vec<Vec<Step>>,
+) {
     let Some((first, rest)) = segments.split_first() else {
         if value.is_string() {
             found.push(current.clone());
@@ -120,11 +125,13 @@ fn locate(value: &Value, segments: &[Pattern], current: &mut Vec<Step>, found: &
 
 /// The value at a concrete location.
 pub(crate) fn get_mut<'a>(value: &'a mut Value, location: &[Step]) -> Option<&'a mut Value> {
-    location.iter().try_fold(value, |current, step| match (step, current) {
-        (Step::Key(key), Value::Object(map)) => map.get_mut(key),
-        (Step::Index(i), Value::Array(items)) => items.get_mut(*i),
-        _ => None,
-    })
+    location
+        .iter()
+        .try_fold(value, |current, step| match (step, current) {
+            (Step::Key(key), Value::Object(map)) => map.get_mut(key),
+            (Step::Index(i), Value::Array(items)) => items.get_mut(*i),
+            _ => None,
+        })
 }
 
 /// The object that holds (or would hold) a location ending in a key, with
@@ -156,7 +163,8 @@ mod tests {
 
     #[test]
     fn keys_wildcards_and_indexes() {
-        let doc = json!({"data": [{"user": "mary", "n": 1}, {"user": "larry"}], "o": {"0": "zero"}});
+        let doc =
+            json!({"data": [{"user": "mary", "n": 1}, {"user": "larry"}], "o": {"0": "zero"}});
         assert_eq!(
             upper_all("data.*.user", doc.clone()),
             json!({"data": [{"user": "MARY", "n": 1}, {"user": "LARRY"}], "o": {"0": "zero"}})

@@ -260,7 +260,11 @@ mod tests {
         events
             .iter()
             .filter_map(|e| serde_json::from_str::<Value>(e.data.as_deref()?).ok())
-            .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
             .collect()
     }
 
@@ -271,7 +275,10 @@ mod tests {
             openai_chunk("4111 11"),
             openai_chunk("11 1111 "),
             openai_chunk("1111"),
-            format!("data: {}\n\n", json!({"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})),
+            format!(
+                "data: {}\n\n",
+                json!({"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            ),
             "data: [DONE]\n\n".to_owned(),
         ];
         let mut out = Vec::new();
@@ -286,14 +293,22 @@ mod tests {
         assert_eq!(events.len(), input.len());
         assert_eq!(contents(&events), "[card]");
         assert!(!String::from_utf8_lossy(&out).contains("1111"));
-        assert_eq!(events[3].data.as_deref().map(|d| d.contains("\"finish_reason\":\"stop\"")), Some(true));
+        assert_eq!(
+            events[3]
+                .data
+                .as_deref()
+                .map(|d| d.contains("\"finish_reason\":\"stop\"")),
+            Some(true)
+        );
         assert_eq!(events[4].data.as_deref(), Some("[DONE]"));
     }
 
     #[test]
     fn flush_before_done_synthesizes_an_event() {
         let mut sse = masker("choices.*.delta.content");
-        let mut out = sse.push(openai_chunk("call 5555 5555 5555 4444").as_bytes()).unwrap();
+        let mut out = sse
+            .push(openai_chunk("call 5555 5555 5555 4444").as_bytes())
+            .unwrap();
         out.extend(sse.push(b"data: [DONE]\n\n").unwrap());
         out.extend(sse.finish().unwrap());
         let events = decode(&out);
@@ -316,7 +331,8 @@ mod tests {
             "event: ping\ndata: {\"type\": \"ping\"}\n\n".to_owned(),
             ": keep-alive\n\n".to_owned(),
             delta(" 0000 0002, thanks"),
-            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n".to_owned(),
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+                .to_owned(),
         ];
         let mut out = Vec::new();
         for chunk in &stream {
@@ -331,7 +347,10 @@ mod tests {
             .filter_map(|v| v["delta"]["text"].as_str().map(str::to_owned))
             .collect();
         assert_eq!(text, "card [card], thanks");
-        assert_eq!(events.last().unwrap().event.as_deref(), Some("content_block_stop"));
+        assert_eq!(
+            events.last().unwrap().event.as_deref(),
+            Some("content_block_stop")
+        );
         assert_eq!(events[1].event.as_deref(), Some("ping"));
         assert_eq!(events[2].comments, vec![" keep-alive".to_owned()]);
     }
@@ -339,7 +358,11 @@ mod tests {
     #[test]
     fn byte_by_byte_is_masked_too() {
         let mut sse = masker("choices.*.delta.content");
-        let stream = format!("{}{}data: [DONE]\n\n", openai_chunk("a 4111-1111-1111-1111"), openai_chunk(", b"));
+        let stream = format!(
+            "{}{}data: [DONE]\n\n",
+            openai_chunk("a 4111-1111-1111-1111"),
+            openai_chunk(", b")
+        );
         let mut out = Vec::new();
         for byte in stream.as_bytes() {
             out.extend(sse.push(std::slice::from_ref(byte)).unwrap());
@@ -357,6 +380,9 @@ mod tests {
         .unwrap()
         .sse_masker()
         .unwrap();
-        assert!(sse.push(format!("data: {}\n\n", "x".repeat(100)).as_bytes()).is_err());
+        assert!(
+            sse.push(format!("data: {}\n\n", "x".repeat(100)).as_bytes())
+                .is_err()
+        );
     }
 }
