@@ -105,10 +105,16 @@ mod tests {
             assert!(headers.is_empty());
         }
         let mut headers = HeaderMap::new();
-        assert_eq!(take_key(&location, &mut headers, &mut uri), Err(TakeError::Missing));
+        assert_eq!(
+            take_key(&location, &mut headers, &mut uri),
+            Err(TakeError::Missing)
+        );
         headers.append(http::header::AUTHORIZATION, "a".parse().unwrap());
         headers.append(http::header::AUTHORIZATION, "b".parse().unwrap());
-        assert_eq!(take_key(&location, &mut headers, &mut uri), Err(TakeError::Ambiguous));
+        assert_eq!(
+            take_key(&location, &mut headers, &mut uri),
+            Err(TakeError::Ambiguous)
+        );
         assert!(headers.is_empty());
     }
 
@@ -123,9 +129,15 @@ mod tests {
         assert_eq!(take_key(&location, &mut headers, &mut uri).unwrap(), b"abc");
         assert_eq!(uri.to_string(), "/p");
         let mut uri = Uri::from_static("/p?key=a&key=b");
-        assert_eq!(take_key(&location, &mut headers, &mut uri), Err(TakeError::Ambiguous));
+        assert_eq!(
+            take_key(&location, &mut headers, &mut uri),
+            Err(TakeError::Ambiguous)
+        );
         assert_eq!(uri.to_string(), "/p");
         let mut uri = Uri::from_static("/p?other=1");
-        assert_eq!(take_key(&location, &mut headers, &mut uri), Err(TakeError::Missing));
+        assert_eq!(
+            take_key(&location, &mut headers, &mut uri),
+            Err(TakeError::Missing)
+        );
     }
 }

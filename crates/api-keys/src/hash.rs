@@ -89,7 +89,7 @@ fn fnv1_128<const N: usize>(parts: [&[u8]; N]) -> u128 {
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
@@ -137,7 +137,10 @@ mod tests {
         let hex = to_hex(&digest);
         assert_eq!(HashKind::Sha1.stored(&hex).unwrap(), digest);
         assert_eq!(HashKind::Sha1.stored(&hex.to_uppercase()).unwrap(), digest);
-        assert_eq!(HashKind::Sha1.stored(&STANDARD.encode(&digest)).unwrap(), digest);
+        assert_eq!(
+            HashKind::Sha1.stored(&STANDARD.encode(&digest)).unwrap(),
+            digest
+        );
         assert!(HashKind::Sha256.stored(&hex).is_err());
         assert!(HashKind::Sha1.stored("zz").is_err());
         assert!(HashKind::Plain.stored("").is_err());

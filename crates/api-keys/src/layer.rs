@@ -54,7 +54,10 @@ impl ApiKeys {
         let propagate_role = match config.propagate_role.as_deref() {
             None | Some("") => None,
             Some(name) => Some(HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                ConfigError::new("propagate_role", format!("{name:?} is not a valid header name"))
+                ConfigError::new(
+                    "propagate_role",
+                    format!("{name:?} is not a valid header name"),
+                )
             })?),
         };
         Ok(Self {

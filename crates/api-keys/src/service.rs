@@ -72,13 +72,13 @@ impl<S> ValidateApiKey<S> {
             TakeError::Missing => {
                 ErrorResponse::unauthorized("missing API key").with_code("missing_api_key")
             }
-            TakeError::Ambiguous => ErrorResponse::unauthorized("more than one API key")
-                .with_code("invalid_api_key"),
+            TakeError::Ambiguous => {
+                ErrorResponse::unauthorized("more than one API key").with_code("invalid_api_key")
+            }
         })?;
-        let roles = shared
-            .ring
-            .roles_of(&key)
-            .ok_or_else(|| ErrorResponse::unauthorized("invalid API key").with_code("invalid_api_key"))?;
+        let roles = shared.ring.roles_of(&key).ok_or_else(|| {
+            ErrorResponse::unauthorized("invalid API key").with_code("invalid_api_key")
+        })?;
         let role = if endpoint.roles.is_empty() {
             "ANY"
         } else {

@@ -1,6 +1,8 @@
 //! Token validation per request with cached keys.
 
 #![allow(missing_docs)]
+// A bench that cannot set up should stop loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -179,7 +179,10 @@ impl Settings {
 
 fn refuse(field: &str, present: bool, why: &str) -> Result<(), ConfigError> {
     if present {
-        Err(ConfigError::new(field, format!("`{field}` is not supported: {why}")))
+        Err(ConfigError::new(
+            field,
+            format!("`{field}` is not supported: {why}"),
+        ))
     } else {
         Ok(())
     }
@@ -273,9 +276,9 @@ impl ValidatorConfig {
                 KeySourceConfig::Local(base_dir.join(path))
             }
             (None, Some(url)) => {
-                let uri: http::Uri = url
-                    .parse()
-                    .map_err(|e| ConfigError::new("jwk_url", format!("invalid URL {url:?}: {e}")))?;
+                let uri: http::Uri = url.parse().map_err(|e| {
+                    ConfigError::new("jwk_url", format!("invalid URL {url:?}: {e}"))
+                })?;
                 match uri.scheme_str() {
                     Some("https") => {}
                     Some("http") if self.disable_jwk_security => {}
@@ -432,8 +435,10 @@ mod tests {
         let err = compile(json!({"alg": "RS256", "jwk_url": "http://idp/keys"})).unwrap_err();
         assert_eq!(err.path, "jwk_url");
         assert!(
-            compile(json!({"alg": "RS256", "jwk_url": "http://idp/keys", "disable_jwk_security": true}))
-                .is_ok()
+            compile(
+                json!({"alg": "RS256", "jwk_url": "http://idp/keys", "disable_jwk_security": true})
+            )
+            .is_ok()
         );
         let err = compile(json!({"alg": "RS256", "jwk_local_path": "x", "cipher_suites": [5]}))
             .unwrap_err();
@@ -485,7 +490,11 @@ mod tests {
         assert!(s.validation.required_spec_claims.contains("iss"));
         assert!(s.validation.required_spec_claims.contains("aud"));
         match s.source {
-            KeySourceConfig::Remote { refresh_after, cooldown, .. } => {
+            KeySourceConfig::Remote {
+                refresh_after,
+                cooldown,
+                ..
+            } => {
                 assert_eq!(refresh_after, Duration::from_secs(60));
                 assert_eq!(cooldown, Duration::from_secs(30));
             }

@@ -67,7 +67,11 @@ impl KeySet {
             ));
         }
         if skipped > 0 {
-            tracing::debug!(skipped, ?alg, "auth/validator: skipped JWKs not usable with the algorithm");
+            tracing::debug!(
+                skipped,
+                ?alg,
+                "auth/validator: skipped JWKs not usable with the algorithm"
+            );
         }
         Ok(Self {
             entries,
@@ -92,18 +96,16 @@ impl KeySet {
             return Lookup::Unknown;
         }
         let by_kid = || {
-            header.kid.as_deref().map(|kid| {
-                self.entries
-                    .iter()
-                    .find(|e| e.kid.as_deref() == Some(kid))
-            })
+            header
+                .kid
+                .as_deref()
+                .map(|kid| self.entries.iter().find(|e| e.kid.as_deref() == Some(kid)))
         };
         let by_x5t = || {
-            header.x5t.as_deref().map(|t| {
-                self.entries
-                    .iter()
-                    .find(|e| e.x5t.as_deref() == Some(t))
-            })
+            header
+                .x5t
+                .as_deref()
+                .map(|t| self.entries.iter().find(|e| e.x5t.as_deref() == Some(t)))
         };
         let by_x5t_s256 = || {
             header.x5t_s256.as_deref().map(|t| {
@@ -196,15 +198,30 @@ mod tests {
         let set = KeySet::from_json(doc.to_string().as_bytes(), Algorithm::HS256).unwrap();
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some("b".into());
-        assert!(matches!(set.find(&header, KeyIdentifyStrategy::Kid), Lookup::Found(_)));
+        assert!(matches!(
+            set.find(&header, KeyIdentifyStrategy::Kid),
+            Lookup::Found(_)
+        ));
         header.kid = Some("../../etc/passwd".into());
-        assert!(matches!(set.find(&header, KeyIdentifyStrategy::Kid), Lookup::Unknown));
+        assert!(matches!(
+            set.find(&header, KeyIdentifyStrategy::Kid),
+            Lookup::Unknown
+        ));
         header.kid = None;
-        assert!(matches!(set.find(&header, KeyIdentifyStrategy::Kid), Lookup::Ambiguous));
+        assert!(matches!(
+            set.find(&header, KeyIdentifyStrategy::Kid),
+            Lookup::Ambiguous
+        ));
         let single = json!({"keys": [oct("a")]});
         let set = KeySet::from_json(single.to_string().as_bytes(), Algorithm::HS256).unwrap();
-        assert!(matches!(set.find(&header, KeyIdentifyStrategy::Kid), Lookup::Found(_)));
-        assert!(matches!(KeySet::empty().find(&header, KeyIdentifyStrategy::Kid), Lookup::Unknown));
+        assert!(matches!(
+            set.find(&header, KeyIdentifyStrategy::Kid),
+            Lookup::Found(_)
+        ));
+        assert!(matches!(
+            KeySet::empty().find(&header, KeyIdentifyStrategy::Kid),
+            Lookup::Unknown
+        ));
     }
 
     #[test]
@@ -216,12 +233,24 @@ mod tests {
         let set = KeySet::from_json(doc.to_string().as_bytes(), Algorithm::HS256).unwrap();
         let mut header = Header::new(Algorithm::HS256);
         header.x5t = Some("T1".into());
-        assert!(matches!(set.find(&header, KeyIdentifyStrategy::X5t), Lookup::Found(_)));
-        assert!(matches!(set.find(&header, KeyIdentifyStrategy::KidX5t), Lookup::Found(_)));
+        assert!(matches!(
+            set.find(&header, KeyIdentifyStrategy::X5t),
+            Lookup::Found(_)
+        ));
+        assert!(matches!(
+            set.find(&header, KeyIdentifyStrategy::KidX5t),
+            Lookup::Found(_)
+        ));
         header.x5t_s256 = Some("T2".into());
-        assert!(matches!(set.find(&header, KeyIdentifyStrategy::X5tS256), Lookup::Found(_)));
+        assert!(matches!(
+            set.find(&header, KeyIdentifyStrategy::X5tS256),
+            Lookup::Found(_)
+        ));
         header.kid = Some("zzz".into());
         header.x5t = None;
-        assert!(matches!(set.find(&header, KeyIdentifyStrategy::KidX5t), Lookup::Unknown));
+        assert!(matches!(
+            set.find(&header, KeyIdentifyStrategy::KidX5t),
+            Lookup::Unknown
+        ));
     }
 }

@@ -89,8 +89,8 @@ impl KeyStore {
                 refresh_after,
                 cooldown,
             } => {
-                let client = https_client(*allow_http)
-                    .map_err(|msg| ConfigError::new("jwk_url", msg))?;
+                let client =
+                    https_client(*allow_http).map_err(|msg| ConfigError::new("jwk_url", msg))?;
                 let remote = Remote {
                     url: url.clone(),
                     client,

@@ -108,7 +108,9 @@ impl Validator {
             .map_err(|e| Rejection::Invalid(describe(e.kind())))?;
         let claims = data.claims;
         if !claims.is_object() {
-            return Err(Rejection::Invalid("the claims are not a JSON object".into()));
+            return Err(Rejection::Invalid(
+                "the claims are not a JSON object".into(),
+            ));
         }
         if !settings.audience.is_empty() && !has_all_audiences(&claims, &settings.audience) {
             return Err(Rejection::Invalid("invalid audience".into()));
@@ -127,7 +129,9 @@ impl Validator {
             };
             let held = strings(value, false);
             if !settings.roles.iter().any(|r| held.contains(&r.as_str())) {
-                return Err(Rejection::Forbidden("the token lacks a required role".into()));
+                return Err(Rejection::Forbidden(
+                    "the token lacks a required role".into(),
+                ));
             }
         }
         if !settings.scopes.is_empty() {
@@ -141,7 +145,9 @@ impl Validator {
                 ScopesMatcher::All => settings.scopes.iter().all(has),
             };
             if !ok {
-                return Err(Rejection::Forbidden("the token lacks a required scope".into()));
+                return Err(Rejection::Forbidden(
+                    "the token lacks a required scope".into(),
+                ));
             }
         }
         Ok(())
@@ -242,7 +248,13 @@ fn render(value: &Value, preserve_array: bool) -> Vec<String> {
     match value {
         Value::Array(items) if preserve_array => items.iter().filter_map(scalar).collect(),
         Value::Array(items) => {
-            vec![items.iter().filter_map(scalar).collect::<Vec<_>>().join(",")]
+            vec![
+                items
+                    .iter()
+                    .filter_map(scalar)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ]
         }
         other => scalar(other).into_iter().collect(),
     }

@@ -1,6 +1,9 @@
 //! The layer end to end, with an inner service that counts its calls:
 //! nothing may reach it on a rejection.
 
+// Test helpers outside `#[test]` functions may unwrap too: a failure is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -27,7 +30,10 @@ fn layer(config: Value) -> ValidateJwtLayer {
     ValidateJwtLayer::try_from_config(&config, &fixtures()).unwrap()
 }
 
-async fn run(layer: &ValidateJwtLayer, request: Request<Body>) -> (StatusCode, Seen, http::HeaderMap) {
+async fn run(
+    layer: &ValidateJwtLayer,
+    request: Request<Body>,
+) -> (StatusCode, Seen, http::HeaderMap) {
     let seen = Seen::default();
     let response = layer.layer(seen.service()).oneshot(request).await.unwrap();
     (response.status(), seen, response.headers().clone())
@@ -53,14 +59,24 @@ async fn valid_rs256_token_sets_claims_and_propagates() {
     let layer = layer(rsa_config());
     let mut request = bearer(&rs256("rsa-1", &claims()));
     // Forged copies of propagated headers must not survive.
-    request.headers_mut().insert("x-user", "admin".parse().unwrap());
-    request.headers_mut().append("x-tier", "platinum".parse().unwrap());
+    request
+        .headers_mut()
+        .insert("x-user", "admin".parse().unwrap());
+    request
+        .headers_mut()
+        .append("x-tier", "platinum".parse().unwrap());
     let (status, seen, _) = run(&layer, request).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(seen.calls(), 1);
     let headers = seen.last_headers();
-    assert_eq!(headers.get_all("x-user").iter().collect::<Vec<_>>(), ["user-1"]);
-    assert_eq!(headers.get_all("x-tier").iter().collect::<Vec<_>>(), ["gold"]);
+    assert_eq!(
+        headers.get_all("x-user").iter().collect::<Vec<_>>(),
+        ["user-1"]
+    );
+    assert_eq!(
+        headers.get_all("x-tier").iter().collect::<Vec<_>>(),
+        ["gold"]
+    );
     assert_eq!(headers["x-roles"], "user,admin");
     let claims = seen.last_claims().expect("claims extension");
     assert_eq!(claims.get_path("org.id"), Some(&json!("acme")));
@@ -72,7 +88,9 @@ async fn forged_propagated_header_is_stripped_even_without_the_claim() {
     let mut body = claims();
     body.as_object_mut().unwrap().remove("org");
     let mut request = bearer(&rs256("rsa-1", &body));
-    request.headers_mut().insert("x-tier", "platinum".parse().unwrap());
+    request
+        .headers_mut()
+        .insert("x-tier", "platinum".parse().unwrap());
     let (status, seen, _) = run(&layer, request).await;
     assert_eq!(status, StatusCode::OK);
     assert!(seen.last_headers().get("x-tier").is_none());
@@ -96,7 +114,13 @@ async fn valid_hs256_token_from_an_oct_jwk() {
         &EncodingKey::from_secret(b"not the secret"),
     )
     .unwrap();
-    expect_status(&layer, &wrong, StatusCode::UNAUTHORIZED, "hs256 wrong secret").await;
+    expect_status(
+        &layer,
+        &wrong,
+        StatusCode::UNAUTHORIZED,
+        "hs256 wrong secret",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -107,22 +131,50 @@ async fn hostile_token_matrix() {
     // alg: none, with and without a signature part.
     let none_header = b64(br#"{"alg":"none","typ":"JWT","kid":"rsa-1"}"#);
     let payload = b64(claims().to_string().as_bytes());
-    expect_status(&layer, &format!("{none_header}.{payload}."), unauthorized, "alg none").await;
-    expect_status(&layer, &format!("{none_header}.{payload}"), unauthorized, "alg none, 2 parts").await;
+    expect_status(
+        &layer,
+        &format!("{none_header}.{payload}."),
+        unauthorized,
+        "alg none",
+    )
+    .await;
+    expect_status(
+        &layer,
+        &format!("{none_header}.{payload}"),
+        unauthorized,
+        "alg none, 2 parts",
+    )
+    .await;
     let none_upper = b64(br#"{"alg":"NONE","typ":"JWT","kid":"rsa-1"}"#);
-    expect_status(&layer, &format!("{none_upper}.{payload}."), unauthorized, "alg NONE").await;
+    expect_status(
+        &layer,
+        &format!("{none_upper}.{payload}."),
+        unauthorized,
+        "alg NONE",
+    )
+    .await;
 
     // Algorithm confusion: HS256 keyed with the RSA public key.
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some("rsa-1".into());
-    let confused = sign_with(header, &claims(), &EncodingKey::from_secret(&fixture("rsa_public.pem")));
+    let confused = sign_with(
+        header,
+        &claims(),
+        &EncodingKey::from_secret(&fixture("rsa_public.pem")),
+    );
     expect_status(&layer, &confused, unauthorized, "alg confusion").await;
 
     // Another algorithm of the same family is refused too.
     let mut header = Header::new(Algorithm::RS512);
     header.kid = Some("rsa-1".into());
     let rs512 = sign_with(header, &claims(), &rsa_key());
-    expect_status(&layer, &rs512, unauthorized, "RS512 where RS256 is configured").await;
+    expect_status(
+        &layer,
+        &rs512,
+        unauthorized,
+        "RS512 where RS256 is configured",
+    )
+    .await;
 
     // Signed by a key that is not the one the kid names.
     let mut header = Header::new(Algorithm::RS256);
@@ -142,7 +194,12 @@ async fn hostile_token_matrix() {
     let parts: Vec<&str> = good.split('.').collect();
     let mut escalated = claims();
     escalated["sub"] = json!("root");
-    let forged = format!("{}.{}.{}", parts[0], b64(escalated.to_string().as_bytes()), parts[2]);
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(escalated.to_string().as_bytes()),
+        parts[2]
+    );
     expect_status(&layer, &forged, unauthorized, "tampered payload").await;
 
     let mut expired = claims();
@@ -155,22 +212,58 @@ async fn hostile_token_matrix() {
 
     let mut early = claims();
     early["nbf"] = json!(now() + 300);
-    expect_status(&layer, &rs256("rsa-1", &early), unauthorized, "not yet valid").await;
+    expect_status(
+        &layer,
+        &rs256("rsa-1", &early),
+        unauthorized,
+        "not yet valid",
+    )
+    .await;
 
     let mut audience = claims();
     audience["aud"] = json!("someone-else");
-    expect_status(&layer, &rs256("rsa-1", &audience), unauthorized, "wrong audience").await;
+    expect_status(
+        &layer,
+        &rs256("rsa-1", &audience),
+        unauthorized,
+        "wrong audience",
+    )
+    .await;
     audience.as_object_mut().unwrap().remove("aud");
-    expect_status(&layer, &rs256("rsa-1", &audience), unauthorized, "no audience").await;
+    expect_status(
+        &layer,
+        &rs256("rsa-1", &audience),
+        unauthorized,
+        "no audience",
+    )
+    .await;
 
     let mut issuer = claims();
     issuer["iss"] = json!("https://evil.example.com/");
-    expect_status(&layer, &rs256("rsa-1", &issuer), unauthorized, "wrong issuer").await;
+    expect_status(
+        &layer,
+        &rs256("rsa-1", &issuer),
+        unauthorized,
+        "wrong issuer",
+    )
+    .await;
     issuer.as_object_mut().unwrap().remove("iss");
     expect_status(&layer, &rs256("rsa-1", &issuer), unauthorized, "no issuer").await;
 
-    expect_status(&layer, &rs256("rsa-404", &claims()), unauthorized, "unknown kid").await;
-    expect_status(&layer, &rs256("../../etc/passwd", &claims()), unauthorized, "kid path").await;
+    expect_status(
+        &layer,
+        &rs256("rsa-404", &claims()),
+        unauthorized,
+        "unknown kid",
+    )
+    .await;
+    expect_status(
+        &layer,
+        &rs256("../../etc/passwd", &claims()),
+        unauthorized,
+        "kid path",
+    )
+    .await;
     expect_status(&layer, &rs256("", &claims()), unauthorized, "empty kid").await;
 
     // Header-borne key locations are ignored: the configured keys decide.
@@ -179,9 +272,21 @@ async fn hostile_token_matrix() {
     header.jku = Some("https://evil.example.com/jwks.json".into());
     header.x5u = Some("https://evil.example.com/cert.pem".into());
     let with_jku = sign_with(header.clone(), &claims(), &rsa_key());
-    expect_status(&layer, &with_jku, StatusCode::OK, "jku ignored, valid signature").await;
+    expect_status(
+        &layer,
+        &with_jku,
+        StatusCode::OK,
+        "jku ignored, valid signature",
+    )
+    .await;
     let attacker_jku = sign_with(header, &claims(), &other_rsa_key());
-    expect_status(&layer, &attacker_jku, unauthorized, "jku with the attacker's key").await;
+    expect_status(
+        &layer,
+        &attacker_jku,
+        unauthorized,
+        "jku with the attacker's key",
+    )
+    .await;
 
     // An embedded `jwk` (the attacker's public key) is not trusted.
     let jwks: Value = serde_json::from_slice(&fixture("rsa_jwks.json")).unwrap();
@@ -249,7 +354,10 @@ async fn custom_header_and_cookie() {
     config["cookie_key"] = json!("session");
     let layer = layer(config);
     let token = rs256("rsa-1", &claims());
-    let request = Request::builder().header("x-token", &token).body(Body::empty()).unwrap();
+    let request = Request::builder()
+        .header("x-token", &token)
+        .body(Body::empty())
+        .unwrap();
     assert_eq!(run(&layer, request).await.0, StatusCode::OK);
     let request = Request::builder()
         .header("cookie", format!("theme=dark; session={token}"))
@@ -257,7 +365,10 @@ async fn custom_header_and_cookie() {
         .unwrap();
     assert_eq!(run(&layer, request).await.0, StatusCode::OK);
     // Authorization is not the configured header here.
-    assert_eq!(run(&layer, bearer(&token)).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        run(&layer, bearer(&token)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -265,7 +376,13 @@ async fn leeway_is_explicit() {
     let mut late = claims();
     late["exp"] = json!(now() - 5);
     let token = rs256("rsa-1", &late);
-    expect_status(&layer(rsa_config()), &token, StatusCode::UNAUTHORIZED, "no leeway").await;
+    expect_status(
+        &layer(rsa_config()),
+        &token,
+        StatusCode::UNAUTHORIZED,
+        "no leeway",
+    )
+    .await;
     let mut config = rsa_config();
     config["leeway"] = json!("1m");
     expect_status(&layer(config), &token, StatusCode::OK, "1m leeway").await;
@@ -277,10 +394,22 @@ async fn every_configured_audience_is_required() {
     config["audience"] = json!(["gateway", "billing"]);
     let layer = layer(config);
     let token = rs256("rsa-1", &claims());
-    expect_status(&layer, &token, StatusCode::UNAUTHORIZED, "one of two audiences").await;
+    expect_status(
+        &layer,
+        &token,
+        StatusCode::UNAUTHORIZED,
+        "one of two audiences",
+    )
+    .await;
     let mut both = claims();
     both["aud"] = json!(["billing", "gateway", "other"]);
-    expect_status(&layer, &rs256("rsa-1", &both), StatusCode::OK, "both audiences").await;
+    expect_status(
+        &layer,
+        &rs256("rsa-1", &both),
+        StatusCode::OK,
+        "both audiences",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -288,30 +417,78 @@ async fn roles_and_scopes() {
     let forbidden = StatusCode::FORBIDDEN;
     let mut config = rsa_config();
     config["roles"] = json!(["admin"]);
-    expect_status(&layer(config.clone()), &rs256("rsa-1", &claims()), StatusCode::OK, "role").await;
+    expect_status(
+        &layer(config.clone()),
+        &rs256("rsa-1", &claims()),
+        StatusCode::OK,
+        "role",
+    )
+    .await;
     config["roles"] = json!(["superuser"]);
-    expect_status(&layer(config), &rs256("rsa-1", &claims()), forbidden, "missing role").await;
+    expect_status(
+        &layer(config),
+        &rs256("rsa-1", &claims()),
+        forbidden,
+        "missing role",
+    )
+    .await;
 
     let mut nested = claims();
     nested["realm_access"] = json!({"roles": ["ops"]});
     let mut config = rsa_config();
     config["roles"] = json!(["ops"]);
     config["roles_key"] = json!("realm_access.roles");
-    expect_status(&layer(config.clone()), &rs256("rsa-1", &nested), forbidden, "nested, flag off").await;
+    expect_status(
+        &layer(config.clone()),
+        &rs256("rsa-1", &nested),
+        forbidden,
+        "nested, flag off",
+    )
+    .await;
     config["roles_key_is_nested"] = json!(true);
-    expect_status(&layer(config), &rs256("rsa-1", &nested), StatusCode::OK, "nested role").await;
+    expect_status(
+        &layer(config),
+        &rs256("rsa-1", &nested),
+        StatusCode::OK,
+        "nested role",
+    )
+    .await;
 
     let mut config = rsa_config();
     config["scopes"] = json!(["chat:read", "admin:all"]);
-    expect_status(&layer(config.clone()), &rs256("rsa-1", &claims()), StatusCode::OK, "any scope").await;
+    expect_status(
+        &layer(config.clone()),
+        &rs256("rsa-1", &claims()),
+        StatusCode::OK,
+        "any scope",
+    )
+    .await;
     config["scopes_matcher"] = json!("all");
-    expect_status(&layer(config.clone()), &rs256("rsa-1", &claims()), forbidden, "all scopes").await;
+    expect_status(
+        &layer(config.clone()),
+        &rs256("rsa-1", &claims()),
+        forbidden,
+        "all scopes",
+    )
+    .await;
     config["scopes"] = json!(["chat:read", "chat:write"]);
-    expect_status(&layer(config.clone()), &rs256("rsa-1", &claims()), StatusCode::OK, "all present").await;
+    expect_status(
+        &layer(config.clone()),
+        &rs256("rsa-1", &claims()),
+        StatusCode::OK,
+        "all present",
+    )
+    .await;
     let mut listed = claims();
     listed["scp"] = json!(["chat:read", "chat:write"]);
     config["scopes_key"] = json!("scp");
-    expect_status(&layer(config), &rs256("rsa-1", &listed), StatusCode::OK, "scope list").await;
+    expect_status(
+        &layer(config),
+        &rs256("rsa-1", &listed),
+        StatusCode::OK,
+        "scope list",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -324,7 +501,13 @@ async fn jwks_url_loads_keys_and_caches_them() {
         "cache": true
     }));
     for _ in 0..20 {
-        expect_status(&layer, &rs256("rsa-1", &claims()), StatusCode::OK, "remote key").await;
+        expect_status(
+            &layer,
+            &rs256("rsa-1", &claims()),
+            StatusCode::OK,
+            "remote key",
+        )
+        .await;
     }
     assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
@@ -339,7 +522,13 @@ async fn unknown_kids_cause_at_most_one_fetch_per_cooldown() {
         "disable_jwk_security": true,
         "failed_jwk_key_cooldown": "1s"
     }));
-    expect_status(&layer, &rs256("rsa-1", &claims()), StatusCode::OK, "warm up").await;
+    expect_status(
+        &layer,
+        &rs256("rsa-1", &claims()),
+        StatusCode::OK,
+        "warm up",
+    )
+    .await;
     let count = || fetches.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(count(), 1);
     tokio::time::sleep(cooldown + Duration::from_millis(100)).await;
@@ -357,7 +546,11 @@ async fn unknown_kids_cause_at_most_one_fetch_per_cooldown() {
         let service = service.clone();
         let rest = rest.clone();
         tasks.spawn(async move {
-            service.oneshot(bearer(&format!("{header}.{rest}"))).await.unwrap().status()
+            service
+                .oneshot(bearer(&format!("{header}.{rest}")))
+                .await
+                .unwrap()
+                .status()
         });
     }
     while let Some(status) = tasks.join_next().await {
@@ -367,7 +560,10 @@ async fn unknown_kids_cause_at_most_one_fetch_per_cooldown() {
     assert_eq!(seen.calls(), 0);
     let refreshes = count() - 1;
     let allowed = (elapsed.as_secs_f64() / cooldown.as_secs_f64()).floor() as usize + 1;
-    assert!(refreshes >= 1, "an unknown kid after the cooldown refreshes the set");
+    assert!(
+        refreshes >= 1,
+        "an unknown kid after the cooldown refreshes the set"
+    );
     assert!(
         refreshes <= allowed,
         "{refreshes} downloads in {elapsed:?} with a {cooldown:?} cooldown"
@@ -386,7 +582,13 @@ async fn a_dead_jwks_server_does_not_stall_cached_keys() {
         "cache_duration": 1,
         "failed_jwk_key_cooldown": "1s"
     }));
-    expect_status(&layer, &rs256("rsa-1", &claims()), StatusCode::OK, "warm up").await;
+    expect_status(
+        &layer,
+        &rs256("rsa-1", &claims()),
+        StatusCode::OK,
+        "warm up",
+    )
+    .await;
     // The set is now stale: the next request starts a refresh that hangs.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let token = rs256("rsa-1", &claims());
@@ -394,16 +596,27 @@ async fn a_dead_jwks_server_does_not_stall_cached_keys() {
     for _ in 0..200 {
         let one = Instant::now();
         expect_status(&layer, &token, StatusCode::OK, "cached key").await;
-        assert!(one.elapsed() < Duration::from_millis(500), "a request waited on the JWKS server");
+        assert!(
+            one.elapsed() < Duration::from_millis(500),
+            "a request waited on the JWKS server"
+        );
     }
     assert!(started.elapsed() < Duration::from_secs(3));
-    assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 2, "one hanging refresh");
+    assert_eq!(
+        fetches.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one hanging refresh"
+    );
 }
 
 #[tokio::test]
 async fn unreachable_jwks_fails_closed_and_fast() {
     // Bind then drop a listener: nothing answers on that port.
-    let addr = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let addr = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let layer = layer(json!({
         "alg": "RS256",
         "jwk_url": format!("http://{addr}/jwks"),
@@ -411,7 +624,13 @@ async fn unreachable_jwks_fails_closed_and_fast() {
     }));
     let started = Instant::now();
     for _ in 0..50 {
-        expect_status(&layer, &rs256("rsa-1", &claims()), StatusCode::UNAUTHORIZED, "no keys").await;
+        expect_status(
+            &layer,
+            &rs256("rsa-1", &claims()),
+            StatusCode::UNAUTHORIZED,
+            "no keys",
+        )
+        .await;
     }
     assert!(started.elapsed() < Duration::from_secs(3));
 }

@@ -25,7 +25,10 @@ pub fn fixture(name: &str) -> Vec<u8> {
 }
 
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// Claims valid for the default test config.
@@ -73,11 +76,14 @@ pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// The headers and claims of the last request the inner service saw.
+type Last = Arc<Mutex<Option<(HeaderMap, Option<Claims>)>>>;
+
 /// What the inner service saw.
 #[derive(Clone, Default)]
 pub struct Seen {
     pub calls: Arc<AtomicUsize>,
-    pub last: Arc<Mutex<Option<(HeaderMap, Option<Claims>)>>>,
+    pub last: Last,
 }
 
 impl Seen {
@@ -132,7 +138,10 @@ pub fn status_of(response: &Response<Body>) -> StatusCode {
 
 /// A JWKS endpoint on loopback that counts the downloads. With
 /// `hang_after`, downloads after that many never answer.
-pub async fn jwks_server(body: Vec<u8>, hang_after: Option<usize>) -> (SocketAddr, Arc<AtomicUsize>) {
+pub async fn jwks_server(
+    body: Vec<u8>,
+    hang_after: Option<usize>,
+) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let count = Arc::new(AtomicUsize::new(0));
