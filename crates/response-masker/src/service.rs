@@ -86,6 +86,14 @@ async fn mask_response(
     response: Response<Body>,
     head: bool,
 ) -> Response<Body> {
+    let no_body =
+        head || matches!(
+            response.status(),
+            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+        ) || response.body().is_end_stream();
+    if no_body {
+        return response;
+    }
     let headers = response.headers();
     if let Some(encoding) = headers.get(CONTENT_ENCODING) {
         let identity = encoding
@@ -98,14 +106,6 @@ async fn mask_response(
                 "the upstream body is compressed (Content-Encoding: {name})"
             ));
         }
-    }
-    let no_body =
-        head || matches!(
-            response.status(),
-            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
-        ) || response.body().is_end_stream();
-    if no_body {
-        return response;
     }
     if is_event_stream(headers) {
         let Some(sse) = masker.sse_masker() else {
