@@ -543,13 +543,13 @@ fn build_backend(
         }
         None => endpoint_method.clone(),
     };
-    if let Some(sd) = &backend.sd {
-        if sd != "static" {
-            errors.push(ConfigError::new(
-                format!("{at}.sd"),
-                format!("service discovery {sd:?} is not supported; use static hosts"),
-            ));
-        }
+    if let Some(sd) = &backend.sd
+        && sd != "static"
+    {
+        errors.push(ConfigError::new(
+            format!("{at}.sd"),
+            format!("service discovery {sd:?} is not supported; use static hosts"),
+        ));
     }
     let (hosts, is_internal) = if backend.host.is_empty() {
         (root_hosts.to_vec(), root_is_self)

@@ -80,7 +80,10 @@ mod tests {
     async fn stalled_body_times_out() {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
         let stream = tokio_stream_from(rx);
-        let mut body = IdleTimeoutBody::new(StreamBody::new(stream), Duration::from_millis(50));
+        let mut body = std::pin::pin!(IdleTimeoutBody::new(
+            StreamBody::new(stream),
+            Duration::from_millis(50)
+        ));
         tx.send(Ok(Frame::data(Bytes::from_static(b"a"))))
             .await
             .unwrap();

@@ -88,17 +88,17 @@ pub(crate) fn lints(root: &RootConfig, warnings: &[String]) -> Vec<Lint> {
                 continue;
             };
             for source in pattern.sources() {
-                if let Source::Header(name) = source {
-                    if !guarded_text.contains(name.as_str()) {
-                        out.push(Lint {
-                            path: format!("{bat}.url_pattern"),
-                            message: format!(
-                                "routes on the client header {name:?} but no policy of this \
-                                 endpoint checks it; add a security/policies req policy that \
-                                 allows only known values"
-                            ),
-                        });
-                    }
+                if let Source::Header(name) = source
+                    && !guarded_text.contains(name.as_str())
+                {
+                    out.push(Lint {
+                        path: format!("{bat}.url_pattern"),
+                        message: format!(
+                            "routes on the client header {name:?} but no policy of this \
+                             endpoint checks it; add a security/policies req policy that \
+                             allows only known values"
+                        ),
+                    });
                 }
             }
             let internal = backend.host.is_empty() && root_has_self_host;

@@ -5,11 +5,21 @@
 //! purely observational ones (telemetry, documentation) are warned about;
 //! anything else may enforce security or cost, so the config is refused.
 
+use std::convert::Infallible;
 use std::path::Path;
 
+use http::{Request, Response};
 use serde_json::{Map, Value};
-use switchboard_core::ConfigError;
+use switchboard_api_keys::ApiKeys;
+use switchboard_body_generator::{GenerateBodyLayer, GenerateResponseBodyLayer};
 use switchboard_core::config::{join_path, key_segment};
+use switchboard_core::{Body, ConfigError};
+use switchboard_header_modifier::ModifyHeadersLayer;
+use switchboard_jwt_claims::ValidateJwtLayer;
+use switchboard_policies::EvaluatePoliciesLayer;
+use switchboard_response_masker::MaskResponseLayer;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service};
 
 use crate::proxy::PipelineService;
 
@@ -54,9 +64,6 @@ enum Kind {
     },
     /// Read by the gateway itself at the root.
     Builtin,
-    /// A namespace whose layer another namespace builds (e.g. the root
-    /// key store of `auth/api-keys` read by each endpoint).
-    RootData,
     /// Only observes traffic: warned about, then ignored.
     Observational,
 }
@@ -66,10 +73,86 @@ struct Entry {
     kind: Kind,
 }
 
+/// Pipeline positions, outermost first. Endpoint: authentication, then
+/// policies, then response masking and generation on the way out, then the
+/// request body generator. Backend: martian request modifiers, the body
+/// generator, policies, masking, the response body generator, martian
+/// response modifiers (innermost, so it sees the upstream answer first).
+mod order {
+    pub(super) const API_KEYS: u8 = 10;
+    pub(super) const JWT: u8 = 20;
+    pub(super) const MARTIAN_REQUEST: u8 = 25;
+    pub(super) const REQUEST_BODY: u8 = 28;
+    pub(super) const POLICIES: u8 = 40;
+    pub(super) const CEL: u8 = 41;
+    pub(super) const MASK: u8 = 50;
+    pub(super) const RESPONSE_BODY: u8 = 60;
+    pub(super) const ENDPOINT_REQUEST_BODY: u8 = 70;
+    pub(super) const MARTIAN_RESPONSE: u8 = 80;
+}
+
+const ENDPOINT_AND_BACKEND: &[Level] = &[Level::Endpoint, Level::Backend];
+
 const REGISTRY: &[Entry] = &[
     Entry {
         names: &["router"],
         kind: Kind::Builtin,
+    },
+    Entry {
+        names: &["modifier/martian"],
+        kind: Kind::Layer {
+            levels: &[Level::Backend],
+            build: build_martian,
+        },
+    },
+    Entry {
+        names: &["modifier/request-body-generator", "modifier/body-generator"],
+        kind: Kind::Layer {
+            levels: ENDPOINT_AND_BACKEND,
+            build: build_request_body,
+        },
+    },
+    Entry {
+        names: &["modifier/response-body-generator"],
+        kind: Kind::Layer {
+            levels: ENDPOINT_AND_BACKEND,
+            build: build_response_body,
+        },
+    },
+    Entry {
+        names: &["security/policies"],
+        kind: Kind::Layer {
+            levels: ENDPOINT_AND_BACKEND,
+            build: build_policies,
+        },
+    },
+    Entry {
+        names: &["validation/cel"],
+        kind: Kind::Layer {
+            levels: ENDPOINT_AND_BACKEND,
+            build: build_cel,
+        },
+    },
+    Entry {
+        names: &["modifier/response-body"],
+        kind: Kind::Layer {
+            levels: ENDPOINT_AND_BACKEND,
+            build: build_mask,
+        },
+    },
+    Entry {
+        names: &["auth/validator"],
+        kind: Kind::Layer {
+            levels: &[Level::Endpoint],
+            build: build_jwt,
+        },
+    },
+    Entry {
+        names: &["auth/api-keys"],
+        kind: Kind::Layer {
+            levels: &[Level::Root, Level::Endpoint],
+            build: build_api_keys,
+        },
     },
     Entry {
         names: &[
@@ -88,6 +171,109 @@ const REGISTRY: &[Entry] = &[
         kind: Kind::Observational,
     },
 ];
+
+fn stage<L>(order: u8, layer: L) -> Stage
+where
+    L: Layer<PipelineService> + Send + 'static,
+    L::Service: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    <L::Service as Service<Request<Body>>>::Future: Send + 'static,
+{
+    Stage {
+        order,
+        apply: Box::new(move |inner| BoxCloneSyncService::new(layer.layer(inner))),
+    }
+}
+
+fn build_martian(value: &Value, _: Level, _: &BuildContext<'_>) -> Result<Vec<Stage>, ConfigError> {
+    let layer = ModifyHeadersLayer::try_from_config(value)?;
+    let mut stages = Vec::new();
+    if layer.has_request_modifiers() {
+        stages.push(stage(order::MARTIAN_REQUEST, layer.request_only()));
+    }
+    if layer.has_response_modifiers() {
+        stages.push(stage(order::MARTIAN_RESPONSE, layer.response_only()));
+    }
+    Ok(stages)
+}
+
+fn build_request_body(
+    value: &Value,
+    level: Level,
+    ctx: &BuildContext<'_>,
+) -> Result<Vec<Stage>, ConfigError> {
+    let layer = GenerateBodyLayer::try_from_config(value, ctx.base_dir)?;
+    let order = match level {
+        Level::Backend => order::REQUEST_BODY,
+        _ => order::ENDPOINT_REQUEST_BODY,
+    };
+    Ok(vec![stage(order, layer)])
+}
+
+fn build_response_body(
+    value: &Value,
+    _: Level,
+    ctx: &BuildContext<'_>,
+) -> Result<Vec<Stage>, ConfigError> {
+    let layer = GenerateResponseBodyLayer::try_from_config(value, ctx.base_dir)?;
+    Ok(vec![stage(order::RESPONSE_BODY, layer)])
+}
+
+fn build_policies(
+    value: &Value,
+    _: Level,
+    _: &BuildContext<'_>,
+) -> Result<Vec<Stage>, ConfigError> {
+    Ok(vec![stage(
+        order::POLICIES,
+        EvaluatePoliciesLayer::try_from_config(value)?,
+    )])
+}
+
+fn build_cel(value: &Value, _: Level, _: &BuildContext<'_>) -> Result<Vec<Stage>, ConfigError> {
+    Ok(vec![stage(
+        order::CEL,
+        EvaluatePoliciesLayer::try_from_cel_validation(value)?,
+    )])
+}
+
+fn build_mask(value: &Value, _: Level, _: &BuildContext<'_>) -> Result<Vec<Stage>, ConfigError> {
+    Ok(vec![stage(
+        order::MASK,
+        MaskResponseLayer::try_from_config(value)?,
+    )])
+}
+
+fn build_jwt(value: &Value, _: Level, ctx: &BuildContext<'_>) -> Result<Vec<Stage>, ConfigError> {
+    Ok(vec![stage(
+        order::JWT,
+        ValidateJwtLayer::try_from_config(value, ctx.base_dir)?,
+    )])
+}
+
+fn build_api_keys(
+    value: &Value,
+    level: Level,
+    ctx: &BuildContext<'_>,
+) -> Result<Vec<Stage>, ConfigError> {
+    if level == Level::Root {
+        ApiKeys::try_from_config(value)?;
+        return Ok(Vec::new());
+    }
+    let Some(root) = ctx.root_extra.get("auth/api-keys") else {
+        return Err(ConfigError::new(
+            "",
+            "needs the keys in the root extra_config[\"auth/api-keys\"]",
+        ));
+    };
+    // Root errors are reported at the root; here they only stop the build.
+    let keys = ApiKeys::try_from_config(root)
+        .map_err(|_| ConfigError::new("", "the root auth/api-keys config is invalid"))?;
+    Ok(vec![stage(order::API_KEYS, keys.layer(value)?)])
+}
 
 /// Looks a namespace up, alias included.
 fn entry(name: &str) -> Option<&'static Entry> {
@@ -121,7 +307,7 @@ pub(crate) fn build_stages(
                     Err(err) => errors.push(err.at(&at)),
                 }
             }
-            Some(Kind::Builtin | Kind::RootData) => {
+            Some(Kind::Builtin) => {
                 if level != Level::Root {
                     errors.push(ConfigError::new(
                         at,

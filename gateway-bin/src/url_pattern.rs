@@ -67,13 +67,12 @@ impl UrlPattern {
         };
         let path = parse_pieces(path_part)?;
         for piece in &path {
-            if let Piece::Text(text) = piece {
-                if text
+            if let Piece::Text(text) = piece
+                && text
                     .split('/')
                     .any(|segment| segment == "." || segment == "..")
-                {
-                    return Err("url_pattern must not contain '.' or '..' segments".to_owned());
-                }
+            {
+                return Err("url_pattern must not contain '.' or '..' segments".to_owned());
             }
         }
         let query = match query_part {

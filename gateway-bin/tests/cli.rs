@@ -17,16 +17,25 @@ fn write_config(name: &str, text: &str) -> PathBuf {
 }
 
 fn repo_file(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
 }
 
 #[test]
 fn help_is_available_on_every_command() {
-    for args in [vec!["--help"], vec!["run", "--help"], vec!["check", "--help"]] {
+    for args in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["check", "--help"],
+    ] {
         let out = bin().args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("--config") || text.contains("check"), "{text}");
+        assert!(
+            text.contains("--config") || text.contains("check"),
+            "{text}"
+        );
     }
 }
 
@@ -37,7 +46,11 @@ fn check_accepts_the_quickstart() {
         .arg(repo_file("examples/configs/quickstart.json"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok, 3 endpoints"));
 }
 
@@ -71,17 +84,29 @@ fn check_names_the_json_path_of_every_error() {
     let out = bin().args(["check", "-c"]).arg(&path).output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("$.endpoints[0].backend[0].url_pattern"), "{stderr}");
+    assert!(
+        stderr.contains("$.endpoints[0].backend[0].url_pattern"),
+        "{stderr}"
+    );
     assert!(stderr.contains("{other}"), "{stderr}");
-    assert!(stderr.contains("$.endpoints[1].backend[0].url_pattern"), "{stderr}");
+    assert!(
+        stderr.contains("$.endpoints[1].backend[0].url_pattern"),
+        "{stderr}"
+    );
     assert!(stderr.contains("input_headers"), "{stderr}");
-    assert!(stderr.contains("$.endpoints[2].extra_config[\"qos/ratelimit/router\"]"), "{stderr}");
+    assert!(
+        stderr.contains("$.endpoints[2].extra_config[\"qos/ratelimit/router\"]"),
+        "{stderr}"
+    );
     assert!(stderr.contains("3 errors"), "{stderr}");
 
     let out = bin().args(["run", "-c"]).arg(&path).output().unwrap();
     assert!(!out.status.success(), "run refuses what check refuses");
 
-    let out = bin().args(["check", "-c", "/nonexistent.json"]).output().unwrap();
+    let out = bin()
+        .args(["check", "-c", "/nonexistent.json"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 }
 
@@ -110,7 +135,10 @@ fn check_lints_method_mismatches_unguarded_routing_headers_and_short_timeouts() 
         "{stdout}"
     );
     assert!(stdout.contains("accepts POST only"), "{stdout}");
-    assert!(stdout.contains("no policy of this endpoint checks it"), "{stdout}");
+    assert!(
+        stdout.contains("no policy of this endpoint checks it"),
+        "{stdout}"
+    );
     assert!(stdout.contains("$.endpoints[2].timeout"), "{stdout}");
 }
 
@@ -157,7 +185,10 @@ fn run_serves_and_stops_gracefully_on_sigterm() {
             assert!(status.success(), "exit status {status}");
             break;
         }
-        assert!(Instant::now() < deadline, "the gateway did not stop on SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

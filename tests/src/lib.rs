@@ -190,12 +190,21 @@ impl Gateway {
 
     /// As [`Gateway::start_in`], returning config errors as text.
     pub async fn try_start_in(config: Value, base_dir: &Path) -> Result<Self, Vec<String>> {
+        Self::try_start_with_env(config, base_dir, &|name| std::env::var(name).ok()).await
+    }
+
+    /// As [`Gateway::try_start_in`], with `{{ env "NAME" }}` looked up in `env`.
+    pub async fn try_start_with_env(
+        config: Value,
+        base_dir: &Path,
+        env: &(dyn Fn(&str) -> Option<String> + Sync),
+    ) -> Result<Self, Vec<String>> {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut config = config;
         config["port"] = Value::from(addr.port());
         let text = config.to_string().replace("GATEWAY", &addr.to_string());
-        let root = switchboard::config::parse_str(&text, &|name| std::env::var(name).ok())
+        let root = switchboard::config::parse_str(&text, env)
             .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
         let loaded = switchboard::config::LoadedConfig {
             root,

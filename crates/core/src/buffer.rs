@@ -146,10 +146,8 @@ pub async fn json_request(
 pub fn set_body_headers(headers: &mut HeaderMap, length: usize, content_type: Option<&str>) {
     headers.insert(CONTENT_LENGTH, length.into());
     headers.remove(http::header::TRANSFER_ENCODING);
-    if let Some(content_type) = content_type {
-        if let Ok(value) = http::HeaderValue::from_str(content_type) {
-            headers.insert(CONTENT_TYPE, value);
-        }
+    if let Some(value) = content_type.and_then(|ct| http::HeaderValue::from_str(ct).ok()) {
+        headers.insert(CONTENT_TYPE, value);
     }
 }
 

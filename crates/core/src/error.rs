@@ -16,6 +16,12 @@ pub const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 /// its own body and content type instead (KrakenD's `error` objects).
 #[derive(Clone)]
 pub struct ErrorResponse {
+    // Boxed so that `Result<_, ErrorResponse>` stays one pointer wide.
+    inner: Box<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
     status: StatusCode,
     kind: &'static str,
     message: String,
@@ -28,11 +34,11 @@ pub struct ErrorResponse {
 impl fmt::Debug for ErrorResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ErrorResponse")
-            .field("status", &self.status)
-            .field("kind", &self.kind)
-            .field("message", &self.message)
-            .field("code", &self.code)
-            .field("retryable", &self.retryable)
+            .field("status", &self.inner.status)
+            .field("kind", &self.inner.kind)
+            .field("message", &self.inner.message)
+            .field("code", &self.inner.code)
+            .field("retryable", &self.inner.retryable)
             .finish_non_exhaustive()
     }
 }
@@ -42,9 +48,9 @@ impl fmt::Display for ErrorResponse {
         write!(
             f,
             "{} {}: {}",
-            self.status.as_u16(),
-            self.kind,
-            self.message
+            self.inner.status.as_u16(),
+            self.inner.kind,
+            self.inner.message
         )
     }
 }
@@ -55,13 +61,15 @@ impl ErrorResponse {
     /// An error with a status, an error `type` and a human message.
     pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         Self {
-            status,
-            kind,
-            message: message.into(),
-            code: None,
-            retryable: true,
-            custom_body: None,
-            headers: HeaderMap::new(),
+            inner: Box::new(Inner {
+                status,
+                kind,
+                message: message.into(),
+                code: None,
+                retryable: true,
+                custom_body: None,
+                headers: HeaderMap::new(),
+            }),
         }
     }
 
@@ -124,72 +132,72 @@ impl ErrorResponse {
     /// Sets the machine-readable `code`.
     #[must_use]
     pub fn with_code(mut self, code: impl Into<String>) -> Self {
-        self.code = Some(code.into());
+        self.inner.code = Some(code.into());
         self
     }
 
     /// Marks the error deterministic: clients get `x-should-retry: false`.
     #[must_use]
     pub fn no_retry(mut self) -> Self {
-        self.retryable = false;
+        self.inner.retryable = false;
         self
     }
 
     /// Replaces the JSON error body by a body the config chose.
     #[must_use]
     pub fn with_body(mut self, body: impl Into<Bytes>, content_type: HeaderValue) -> Self {
-        self.custom_body = Some((body.into(), content_type));
+        self.inner.custom_body = Some((body.into(), content_type));
         self
     }
 
     /// Adds a header to the response (e.g. `WWW-Authenticate`).
     #[must_use]
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.append(name, value);
+        self.inner.headers.append(name, value);
         self
     }
 
     /// Changes the status, keeping everything else.
     #[must_use]
     pub fn with_status(mut self, status: StatusCode) -> Self {
-        self.status = status;
+        self.inner.status = status;
         self
     }
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.inner.status
     }
 
     /// The error `type`.
     pub fn kind(&self) -> &'static str {
-        self.kind
+        self.inner.kind
     }
 
     /// The human message.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.inner.message
     }
 
     /// Whether a client may retry.
     pub fn is_retryable(&self) -> bool {
-        self.retryable
+        self.inner.retryable
     }
 
     /// The JSON body this error renders when the config set none.
     pub fn json_body(&self) -> serde_json::Value {
         serde_json::json!({
             "error": {
-                "message": self.message,
-                "type": self.kind,
-                "code": self.code,
+                "message": self.inner.message,
+                "type": self.inner.kind,
+                "code": self.inner.code,
             }
         })
     }
 
     /// Renders the response.
     pub fn into_response(self) -> Response<Body> {
-        let (bytes, content_type) = match self.custom_body.clone() {
+        let (bytes, content_type) = match self.inner.custom_body.clone() {
             Some(custom) => custom,
             None => (
                 Bytes::from(self.json_body().to_string()),
@@ -197,14 +205,14 @@ impl ErrorResponse {
             ),
         };
         let mut response = Response::new(Body::from(bytes.clone()));
-        *response.status_mut() = self.status;
+        *response.status_mut() = self.inner.status;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, content_type);
         headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        if !self.retryable {
+        if !self.inner.retryable {
             headers.insert(SHOULD_RETRY, HeaderValue::from_static("false"));
         }
-        for (name, value) in &self.headers {
+        for (name, value) in &self.inner.headers {
             headers.append(name.clone(), value.clone());
         }
         response
