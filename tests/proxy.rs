@@ -481,10 +481,15 @@ async fn no_op_passes_status_headers_and_body_untouched() {
 async fn json_encoding_reemits_and_keeps_vendor_errors() {
     let mock = MockUpstream::start(|r| async move {
         if r.path() == "/limited" {
-            json_response(
+            let mut response = json_response(
                 StatusCode::TOO_MANY_REQUESTS,
                 &json!({"error": {"message": "slow down"}}),
-            )
+            );
+            let headers = response.headers_mut();
+            headers.insert("retry-after", "7".parse().unwrap());
+            headers.insert("x-should-retry", "true".parse().unwrap());
+            headers.insert("x-internal-vendor", "1".parse().unwrap());
+            response
         } else if r.path() == "/text" {
             http::Response::new(switchboard_core::Body::from("plain"))
         } else {
@@ -507,6 +512,9 @@ async fn json_encoding_reemits_and_keeps_vendor_errors() {
     assert_eq!(response.json::<Value>().await.unwrap()["id"], "chatcmpl-1");
     let response = http.get(gateway.url("/limited")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "7");
+    assert_eq!(response.headers()["x-should-retry"], "true");
+    assert!(response.headers().get("x-internal-vendor").is_none());
     assert_eq!(
         response.json::<Value>().await.unwrap()["error"]["message"],
         "slow down"

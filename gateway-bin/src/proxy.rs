@@ -312,16 +312,26 @@ async fn single_response(
             .insert(COMPLETED, HeaderValue::from_static("true"));
         return Ok(out);
     }
+    let retry_headers = RETRY_HEADERS.map(|name| response.headers().get(&name).cloned());
     let (status, value) = read_json(backend, response, deadline).await?;
     if status.is_success() {
         let value = reshape(value, &backend.shape);
         Ok(json_response(StatusCode::OK, &value, state.encoding, true))
     } else {
         // The vendor's own error (a 429, a 400 about the prompt) is what the
-        // client needs to see; its status is kept.
-        Ok(json_response(status, &value, Encoding::Json, false))
+        // client needs to see; its status and retry advice are kept.
+        let mut response = json_response(status, &value, Encoding::Json, false);
+        for (name, value) in RETRY_HEADERS.into_iter().zip(retry_headers) {
+            if let Some(value) = value {
+                response.headers_mut().insert(name, value);
+            }
+        }
+        Ok(response)
     }
 }
+
+/// Headers that tell SDK clients whether and when to retry an error.
+const RETRY_HEADERS: [HeaderName; 2] = [switchboard_core::SHOULD_RETRY, http::header::RETRY_AFTER];
 
 /// Reads a backend body within the deadline and decodes it in the backend's
 /// encoding. A non-2xx answer that is not JSON becomes an error object.
