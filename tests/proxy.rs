@@ -1,6 +1,9 @@
 //! End-to-end tests of the gateway's proxying: real HTTP over loopback
 //! against mock upstreams that record what they receive.
 
+// Helpers outside #[test] functions may unwrap too: a failure is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use bytes::Bytes;
