@@ -37,9 +37,17 @@ pub struct SseMasker {
 struct OpenText {
     location: Vec<Step>,
     chain: StreamChain,
-    /// The last event that carried this text, with every masked string
-    /// emptied: the model for a flush event.
-    template: Arc<(Option<String>, Value)>,
+    /// The last event that carried this text: the model for a flush event.
+    template: Arc<Template>,
+}
+
+/// A carrying event as sent: its type, its data and the masked locations it
+/// carried (emptied in a flush event copied from it).
+#[derive(Debug, Default)]
+struct Template {
+    name: Option<String>,
+    data: String,
+    locations: Vec<Vec<Step>>,
 }
 
 impl SseMasker {
@@ -138,42 +146,47 @@ impl SseMasker {
             }
         }
 
-        if !locations.is_empty() {
-            let mut template = value.clone();
-            for (location, _) in &locations {
-                if let Some(slot) = path::get_mut(&mut template, location) {
-                    *slot = Value::String(String::new());
+        let mut carried = Vec::with_capacity(locations.len());
+        for (location, indexes) in locations {
+            let position = match self.open.iter().position(|o| {
+                o.location == location && o.chain.modifier_indexes().eq(indexes.iter().copied())
+            }) {
+                Some(position) => position,
+                None => {
+                    self.open.push(OpenText {
+                        location: location.clone(),
+                        chain: StreamChain::new(&indexes),
+                        template: Arc::default(),
+                    });
+                    self.open.len() - 1
                 }
-            }
-            let template = Arc::new((event.event.clone(), template));
-            for (location, indexes) in locations {
-                let position = match self.open.iter().position(|o| {
-                    o.location == location && o.chain.modifier_indexes().eq(indexes.iter().copied())
-                }) {
-                    Some(position) => position,
-                    None => {
-                        self.open.push(OpenText {
-                            location: location.clone(),
-                            chain: StreamChain::new(&indexes),
-                            template: template.clone(),
-                        });
-                        self.open.len() - 1
-                    }
-                };
-                let open = &mut self.open[position];
-                open.template = template.clone();
-                if let Some(Value::String(text)) = path::get_mut(&mut value, &location) {
-                    let masked = open.chain.push(modifiers, text);
-                    if masked != *text {
-                        *text = masked;
-                        changed = true;
-                    }
+            };
+            carried.push(position);
+            let open = &mut self.open[position];
+            if let Some(Value::String(text)) = path::get_mut(&mut value, &location) {
+                let masked = open.chain.push(modifiers, text);
+                if masked != *text {
+                    *text = masked;
+                    changed = true;
                 }
             }
         }
 
         if changed {
             event.data = Some(value.to_string());
+        }
+        if !carried.is_empty() {
+            let template = Arc::new(Template {
+                name: event.event.clone(),
+                data: event.data.clone().unwrap_or_default(),
+                locations: carried
+                    .iter()
+                    .map(|&i| self.open[i].location.clone())
+                    .collect(),
+            });
+            for i in carried {
+                self.open[i].template = template.clone();
+            }
         }
         out.push(event);
         out
@@ -213,13 +226,18 @@ fn place(value: &mut Value, location: &[Step], text: &str) -> bool {
 }
 
 fn flush_event(ended: &OpenText, rest: String) -> Event {
-    let (name, template) = &*ended.template;
-    let mut value = template.clone();
+    let template = &*ended.template;
+    let mut value = serde_json::from_str(&template.data).unwrap_or(Value::Null);
+    for location in &template.locations {
+        if let Some(slot) = path::get_mut(&mut value, location) {
+            *slot = Value::String(String::new());
+        }
+    }
     if let Some(slot) = path::get_mut(&mut value, &ended.location) {
         *slot = Value::String(rest);
     }
     let mut event = Event::data(value.to_string());
-    event.event = name.clone();
+    event.event = template.name.clone();
     event
 }
 
