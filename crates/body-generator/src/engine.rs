@@ -319,7 +319,9 @@ pub(crate) fn to_json(value: &Value, pretty: bool, html_safe: bool) -> Result<St
         serde_json::to_string(value)
     }
     .map_err(|e| e.to_string())?;
-    if !html_safe || !text.contains(['<', '>', '&', '\u{2028}', '\u{2029}']) {
+    // A cheap byte scan first; 0xE2 leads the UTF-8 of U+2028 and U+2029.
+    let needs_escape = text.bytes().any(|b| matches!(b, b'<' | b'>' | b'&' | 0xE2));
+    if !html_safe || !needs_escape {
         return Ok(text);
     }
     let mut escaped = String::with_capacity(text.len() + 16);

@@ -97,6 +97,13 @@ pub(crate) fn is_go_template(source: &str) -> bool {
         ) {
             return true;
         }
+        let after_word = &trimmed[first_word.len()..];
+        if FUNCTIONS.iter().any(|(name, _, _)| *name == first_word)
+            && after_word.starts_with(is_go_space)
+            && !after_word.trim_start().starts_with(['|', '(', '}'])
+        {
+            return true;
+        }
         let end = action.find("}}").unwrap_or(action.len());
         if has_go_operand(&action[..end]) {
             return true;
@@ -1006,6 +1013,8 @@ mod tests {
         assert!(is_go_template("{{toJson .resp_body}}"));
         assert!(is_go_template("{{- if x }}{{ end }}"));
         assert!(is_go_template("{{ $x := 1 }}"));
+        assert!(is_go_template("{{ toJson \"x\" }}"));
+        assert!(!is_go_template("{{ upper | lower }}"));
         assert!(!is_go_template("{{ req_body.content | json_encode() }}"));
         assert!(!is_go_template("{% if a %}{{ a }}{% endif %}"));
         assert!(!is_go_template("{{ x | default(value=\"a .b\") }}"));
