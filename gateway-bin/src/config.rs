@@ -235,23 +235,24 @@ pub fn load_file(path: &Path) -> Result<LoadedConfig, Vec<ConfigError>> {
 }
 
 /// Parses config text, with `{{ env "NAME" }}` looked up through `env`.
+///
+/// As in KrakenD's flexible config, the template is replaced before the
+/// JSON is parsed, so it may stand inside a string (`"Bearer {{ env
+/// "KEY" }}"`, value JSON-escaped) or outside one (`"port": {{ env "PORT"
+/// }}`, value inserted as it is).
 pub fn parse_str(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RootConfig, Vec<ConfigError>> {
-    let mut value: Value = match serde_json::from_str(text) {
+    let (substituted, mut errors) = substitute_env(text, env);
+    let mut value: Value = match serde_json::from_str(&substituted) {
         Ok(value) => value,
-        // `{{ env }}` outside a string (e.g. `"port": {{ env "PORT" }}`)
-        // only parses once substituted as raw text.
-        Err(first) if text.contains("{{") => {
-            let substituted = substitute_raw(text, env).map_err(|e| vec![e])?;
-            serde_json::from_str(&substituted)
-                .map_err(|_| vec![ConfigError::new("$", format!("invalid JSON: {first}"))])?
+        Err(err) => {
+            errors.push(ConfigError::new("$", format!("invalid JSON: {err}")));
+            return Err(errors);
         }
-        Err(err) => return Err(vec![ConfigError::new("$", format!("invalid JSON: {err}"))]),
     };
-    let mut errors = Vec::new();
-    substitute_strings(&mut value, "$", env, &mut errors);
+    report_unset(&value, "$", &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -295,63 +296,103 @@ fn friendlier(mut err: ConfigError) -> ConfigError {
     err
 }
 
-fn env_pattern_at(text: &str) -> Option<(usize, usize, String)> {
-    let start = text.find("{{")?;
-    let end = text[start..].find("}}")? + start + 2;
-    let inner = text[start + 2..end - 2].trim();
+/// The variable name of a `{{ env "NAME" }}` template (quotes may be
+/// JSON-escaped), or `None` for any other template.
+fn env_name(template: &str) -> Option<&str> {
+    let inner = template.strip_prefix("{{")?.strip_suffix("}}")?.trim();
     let name = inner.strip_prefix("env")?.trim();
-    let name = name.strip_prefix('"')?.strip_suffix('"')?;
-    Some((start, end, name.to_owned()))
+    let name = name
+        .strip_prefix("\\\"")
+        .and_then(|n| n.strip_suffix("\\\""))
+        .or_else(|| name.strip_prefix('"').and_then(|n| n.strip_suffix('"')))?;
+    let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    valid.then_some(name)
 }
 
-fn substitute_raw(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+/// Replaces every `{{ env "NAME" }}`. Inside a JSON string the value is
+/// escaped; an unset variable there is kept (escaped) so that it can be
+/// reported with its JSON path once the text parses.
+fn substitute_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> (String, Vec<ConfigError>) {
     let mut out = String::with_capacity(text.len());
+    let mut errors = Vec::new();
+    let mut in_string = false;
+    let mut escaped = false;
     let mut rest = text;
-    while let Some((start, end, name)) = env_pattern_at(rest) {
-        let value = env(&name).ok_or_else(|| {
-            ConfigError::new("$", format!("environment variable {name} is not set"))
-        })?;
-        out.push_str(&rest[..start]);
-        out.push_str(&value);
-        rest = &rest[end..];
+    while let Some(c) = rest.chars().next() {
+        if rest.starts_with("{{") {
+            if let Some(end) = rest.find("}}") {
+                let template = &rest[..end + 2];
+                if let Some(name) = env_name(template) {
+                    match (env(name), in_string) {
+                        (Some(value), true) => {
+                            let quoted = Value::String(value).to_string();
+                            out.push_str(&quoted[1..quoted.len() - 1]);
+                        }
+                        (Some(value), false) => out.push_str(&value),
+                        (None, true) => {
+                            let kept =
+                                Value::String(format!("{{{{ env \"{name}\" }}}}")).to_string();
+                            out.push_str(&kept[1..kept.len() - 1]);
+                        }
+                        (None, false) => {
+                            let line = text[..text.len() - rest.len()].lines().count().max(1);
+                            errors.push(ConfigError::new(
+                                "$",
+                                format!("line {line}: environment variable {name} is not set"),
+                            ));
+                            out.push_str("null");
+                        }
+                    }
+                    rest = &rest[end + 2..];
+                    escaped = false;
+                    continue;
+                }
+            }
+        }
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
     }
-    out.push_str(rest);
-    Ok(out)
+    (out, errors)
 }
 
-fn substitute_strings(
-    value: &mut Value,
-    path: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-    errors: &mut Vec<ConfigError>,
-) {
+/// Names, with their JSON paths, the variables left unset inside strings.
+fn report_unset(value: &Value, path: &str, errors: &mut Vec<ConfigError>) {
     match value {
-        Value::String(text) if text.contains("{{") => {
-            let mut out = String::with_capacity(text.len());
+        Value::String(text) => {
             let mut rest = text.as_str();
-            while let Some((start, end, name)) = env_pattern_at(rest) {
-                out.push_str(&rest[..start]);
-                match env(&name) {
-                    Some(v) => out.push_str(&v),
-                    None => errors.push(ConfigError::new(
+            while let Some(start) = rest.find("{{") {
+                let Some(end) = rest[start..].find("}}") else {
+                    break;
+                };
+                if let Some(name) = env_name(&rest[start..start + end + 2]) {
+                    errors.push(ConfigError::new(
                         path,
                         format!("environment variable {name} is not set"),
-                    )),
+                    ));
                 }
-                rest = &rest[end..];
+                rest = &rest[start + end + 2..];
             }
-            out.push_str(rest);
-            *text = out;
         }
         Value::Object(map) => {
-            for (key, item) in map.iter_mut() {
+            for (key, item) in map {
                 let child = switchboard_core::config::join_path(path, &key_segment(key));
-                substitute_strings(item, &child, env, errors);
+                report_unset(item, &child, errors);
             }
         }
         Value::Array(items) => {
-            for (i, item) in items.iter_mut().enumerate() {
-                substitute_strings(item, &format!("{path}[{i}]"), env, errors);
+            for (i, item) in items.iter().enumerate() {
+                report_unset(item, &format!("{path}[{i}]"), errors);
             }
         }
         _ => {}
@@ -402,6 +443,20 @@ mod tests {
         let errors = parse_str(text, &no_env).unwrap_err();
         assert_eq!(errors[0].path, "$.endpoints[0].backend[0].url_pattern");
         assert!(errors[0].message.contains("KEY"));
+    }
+
+    #[test]
+    fn env_substitution_with_escaped_quotes_and_no_injection() {
+        let text = r#"{"version":3,"name":"{{ env \"A\" }}","endpoints":[]}"#;
+        let env = |name: &str| match name {
+            "A" => Some("{{ env \"B\" }}".to_owned()),
+            "B" => Some("leaked".to_owned()),
+            _ => None,
+        };
+        let root = parse_str(text, &env);
+        // A value is never expanded again.
+        let errors = root.unwrap_err();
+        assert!(errors[0].message.contains('B'), "{errors:?}");
     }
 
     #[test]
