@@ -731,3 +731,54 @@ async fn unsupported_namespaces_refuse_to_start() {
     );
     assert!(errors[0].contains("not supported"), "{errors:?}");
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connections_and_stalled_bodies_are_cut_off() {
+    let mock = MockUpstream::json(json!({"ok": true})).await;
+    let gateway = Gateway::start(json!({
+        "version": 3,
+        "idle_timeout": "300ms",
+        "read_timeout": "300ms",
+        "endpoints": [{
+            "endpoint": "/in",
+            "method": "POST",
+            "backend": [{"host": [mock.url()], "url_pattern": "/in"}]
+        }]
+    }))
+    .await;
+
+    // A keep-alive connection that stays idle after a response is closed.
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    stream
+        .write_all(b"GET /__health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle connection was not closed");
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // A body that stops halfway is cut off; nothing reaches the upstream.
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    stream
+        .write_all(b"POST /in HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let read =
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    assert!(read.is_ok(), "the stalled body was not cut off");
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+}

@@ -265,10 +265,13 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
                     .unwrap_or_else(|| "0.0.0.0".to_owned()),
                 root.port
             ),
-            read_header_timeout: root
-                .read_header_timeout
-                .or(root.idle_timeout)
+            // hyper's header timer also runs while an HTTP/1.1 keep-alive
+            // connection waits for its next request: it is the idle limit too.
+            read_header_timeout: [root.read_header_timeout, root.idle_timeout]
+                .into_iter()
+                .flatten()
                 .map(|d| d.0)
+                .min()
                 .unwrap_or(Duration::from_secs(10)),
             read_timeout: root
                 .read_timeout
