@@ -319,35 +319,32 @@ fn substitute_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> (String, 
     let mut escaped = false;
     let mut rest = text;
     while let Some(c) = rest.chars().next() {
-        if rest.starts_with("{{") {
-            if let Some(end) = rest.find("}}") {
-                let template = &rest[..end + 2];
-                if let Some(name) = env_name(template) {
-                    match (env(name), in_string) {
-                        (Some(value), true) => {
-                            let quoted = Value::String(value).to_string();
-                            out.push_str(&quoted[1..quoted.len() - 1]);
-                        }
-                        (Some(value), false) => out.push_str(&value),
-                        (None, true) => {
-                            let kept =
-                                Value::String(format!("{{{{ env \"{name}\" }}}}")).to_string();
-                            out.push_str(&kept[1..kept.len() - 1]);
-                        }
-                        (None, false) => {
-                            let line = text[..text.len() - rest.len()].lines().count().max(1);
-                            errors.push(ConfigError::new(
-                                "$",
-                                format!("line {line}: environment variable {name} is not set"),
-                            ));
-                            out.push_str("null");
-                        }
-                    }
-                    rest = &rest[end + 2..];
-                    escaped = false;
-                    continue;
+        if rest.starts_with("{{")
+            && let Some(end) = rest.find("}}")
+            && let Some(name) = env_name(&rest[..end + 2])
+        {
+            match (env(name), in_string) {
+                (Some(value), true) => {
+                    let quoted = Value::String(value).to_string();
+                    out.push_str(&quoted[1..quoted.len() - 1]);
+                }
+                (Some(value), false) => out.push_str(&value),
+                (None, true) => {
+                    let kept = Value::String(format!("{{{{ env \"{name}\" }}}}")).to_string();
+                    out.push_str(&kept[1..kept.len() - 1]);
+                }
+                (None, false) => {
+                    let line = text[..text.len() - rest.len()].lines().count().max(1);
+                    errors.push(ConfigError::new(
+                        "$",
+                        format!("line {line}: environment variable {name} is not set"),
+                    ));
+                    out.push_str("null");
                 }
             }
+            rest = &rest[end + 2..];
+            escaped = false;
+            continue;
         }
         if in_string {
             if escaped {
