@@ -55,6 +55,27 @@ fn may_reach(pattern: &str, endpoint: &str) -> bool {
             .all(|(x, y)| x == y || *x == "\u{0}" || y.starts_with('{'))
 }
 
+/// Masking that cannot follow a stream answers event streams with 502.
+fn stream_refusal_lint(
+    extra: &serde_json::Map<String, serde_json::Value>,
+    at: &str,
+    out: &mut Vec<Lint>,
+) {
+    let Some(config) = extra.get("modifier/response-body") else {
+        return;
+    };
+    if let Ok(masker) = switchboard_response_masker::ResponseMasker::try_from_config(config)
+        && let Some(reason) = masker.stream_refusal()
+    {
+        out.push(Lint {
+            path: format!("{at}[\"modifier/response-body\"]"),
+            message: format!(
+                "event streams (\"stream\": true) through here will answer 502: {reason}"
+            ),
+        });
+    }
+}
+
 /// Finds the lints of a config; `warnings` from the build come first.
 pub(crate) fn lints(root: &RootConfig, warnings: &[String]) -> Vec<Lint> {
     let mut out: Vec<Lint> = warnings
@@ -82,8 +103,18 @@ pub(crate) fn lints(root: &RootConfig, warnings: &[String]) -> Vec<Lint> {
             .map(|v| v.to_string().to_ascii_lowercase())
             .collect::<String>();
         let mut reaches_vendor = calls_vendor(endpoint);
+        stream_refusal_lint(
+            &endpoint.extra_config,
+            &format!("{at}.extra_config"),
+            &mut out,
+        );
         for (j, backend) in endpoint.backend.iter().enumerate() {
             let bat = format!("{at}.backend[{j}]");
+            stream_refusal_lint(
+                &backend.extra_config,
+                &format!("{bat}.extra_config"),
+                &mut out,
+            );
             let Ok(pattern) = UrlPattern::parse(&backend.url_pattern) else {
                 continue;
             };

@@ -195,3 +195,34 @@ fn run_serves_and_stops_gracefully_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn the_verbatim_seed_loads_with_a_lint_explaining_its_method_mismatch() {
+    let out = bin()
+        .args(["check", "-c"])
+        .arg(repo_file("examples/configs/seed-verbatim.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("$.endpoints[0].backend[0]: calls /_llm/openai with GET (the endpoint's method, GET by default) but that endpoint accepts POST only"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("event streams (\"stream\": true) through here will answer 502"),
+        "{stdout}"
+    );
+
+    let out = bin()
+        .args(["check", "-c"])
+        .arg(repo_file("examples/configs/seed.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("with GET"));
+}
