@@ -19,6 +19,82 @@ pub struct BodyTemplate {
     tera: tera::Tera,
     go_style: bool,
     source: String,
+    /// Literal text and `{{ .path | toJson }}` only (every seed vendor
+    /// template): rendered directly, without tera's copies of the data.
+    direct: Option<Vec<Segment>>,
+}
+
+#[derive(Clone, Debug)]
+enum Segment {
+    Text(String),
+    Json(Vec<String>),
+}
+
+/// Plans a Go template made only of text and `{{ .a.b | toJson }}` /
+/// `{{ toJson .a.b }}` actions; `None` for anything else.
+fn plan_direct(source: &str) -> Option<Vec<Segment>> {
+    let mut segments = Vec::new();
+    let mut rest = source;
+    while let Some(open) = rest.find("{{") {
+        if open > 0 {
+            segments.push(Segment::Text(rest[..open].to_owned()));
+        }
+        let close = rest[open..].find("}}")? + open;
+        let action = rest[open + 2..close].trim();
+        if action.starts_with('-') || action.ends_with('-') {
+            return None;
+        }
+        let path = action
+            .strip_suffix("| toJson")
+            .map(str::trim_end)
+            .or_else(|| action.strip_prefix("toJson ").map(str::trim_start))?
+            .strip_prefix('.')?;
+        let fields: Vec<String> = path.split('.').map(str::to_owned).collect();
+        let plain = fields
+            .iter()
+            .all(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        if !plain {
+            return None;
+        }
+        segments.push(Segment::Json(fields));
+        rest = &rest[close + 2..];
+    }
+    if !rest.is_empty() {
+        segments.push(Segment::Text(rest.to_owned()));
+    }
+    Some(segments)
+}
+
+/// Renders a direct plan, or `None` when a path crosses a value that is not
+/// an object (tera then renders it, with Go's error).
+fn render_direct(
+    segments: &[Segment],
+    data: &Map<String, Value>,
+) -> Option<Result<String, RenderError>> {
+    let mut out = String::with_capacity(256);
+    for segment in segments {
+        match segment {
+            Segment::Text(text) => out.push_str(text),
+            Segment::Json(fields) => {
+                let mut current = data.get(&fields[0]);
+                for field in &fields[1..] {
+                    current = match current {
+                        Some(Value::Object(map)) => map.get(field),
+                        None | Some(Value::Null) => None,
+                        Some(_) => return None,
+                    };
+                }
+                match current {
+                    Some(Value::String(text)) => push_json_string(&mut out, text),
+                    other => match to_json(other.unwrap_or(&Value::Null), false, true) {
+                        Ok(json) => out.push_str(&json),
+                        Err(message) => return Some(Err(RenderError { message })),
+                    },
+                }
+            }
+        }
+    }
+    Some(Ok(out))
 }
 
 impl fmt::Debug for BodyTemplate {
@@ -78,6 +154,7 @@ impl BodyTemplate {
             tera,
             go_style,
             source: tera_source,
+            direct: if go_style { plan_direct(source) } else { None },
         })
     }
 
@@ -94,6 +171,11 @@ impl BodyTemplate {
 
     /// Renders with `data` (a JSON object of top-level names) as the context.
     pub fn render(&self, data: &Value) -> Result<String, RenderError> {
+        if let (Some(plan), Value::Object(map)) = (self.direct.as_deref(), data)
+            && let Some(rendered) = render_direct(plan, map)
+        {
+            return rendered;
+        }
         let mut map = match data {
             Value::Object(map) => map.clone(),
             Value::Null => Map::new(),
@@ -108,6 +190,13 @@ impl BodyTemplate {
 
     /// Renders with an owned data map (avoids a copy of large bodies).
     pub(crate) fn render_map(&self, data: &mut Map<String, Value>) -> Result<String, RenderError> {
+        if let Some(rendered) = self
+            .direct
+            .as_deref()
+            .and_then(|plan| render_direct(plan, data))
+        {
+            return rendered;
+        }
         if self.go_style {
             data.insert(NULL_VAR.to_owned(), Value::Null);
         }
@@ -313,6 +402,11 @@ fn lookup(name: &str) -> Option<GoFn> {
 /// Those characters only occur inside JSON strings, so escaping them in the
 /// serialized text keeps it valid JSON.
 pub(crate) fn to_json(value: &Value, pretty: bool, html_safe: bool) -> Result<String, String> {
+    if let (Value::String(text), true) = (value, html_safe) {
+        let mut out = String::with_capacity(text.len() + text.len() / 8 + 2);
+        push_json_string(&mut out, text);
+        return Ok(out);
+    }
     let text = if pretty {
         serde_json::to_string_pretty(value)
     } else {
@@ -336,6 +430,76 @@ pub(crate) fn to_json(value: &Value, pretty: bool, html_safe: bool) -> Result<St
         }
     }
     Ok(escaped)
+}
+
+/// What a byte becomes inside a JSON string: 0 stays, `b'u'` is `\u00XX`,
+/// anything else is the letter after a backslash. `<`, `>` and `&` are
+/// escaped as Go does, to keep the output safe inside HTML.
+const ESCAPES: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        table[i] = b'u';
+        i += 1;
+    }
+    table[b'\n' as usize] = b'n';
+    table[b'\r' as usize] = b'r';
+    table[b'\t' as usize] = b't';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table[b'<' as usize] = b'u';
+    table[b'>' as usize] = b'u';
+    table[b'&' as usize] = b'u';
+    // The lead byte of U+2028 and U+2029: checked below.
+    table[0xE2] = b'?';
+    table
+};
+
+/// Writes `text` as a JSON string literal with Go's escaping, copying the
+/// runs that need no escape in one piece.
+fn push_json_string(out: &mut String, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = text.as_bytes();
+    out.push('"');
+    let mut run_start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        let escape = ESCAPES[byte as usize];
+        if escape == 0 {
+            i += 1;
+            continue;
+        }
+        if escape == b'?' {
+            // U+2028 and U+2029 are E2 80 A8 / E2 80 A9.
+            if bytes.get(i + 1) == Some(&0x80) && matches!(bytes.get(i + 2), Some(0xA8 | 0xA9)) {
+                out.push_str(&text[run_start..i]);
+                out.push_str(if bytes[i + 2] == 0xA8 {
+                    "\\u2028"
+                } else {
+                    "\\u2029"
+                });
+                i += 3;
+                run_start = i;
+            } else {
+                i += 1;
+            }
+            continue;
+        }
+        out.push_str(&text[run_start..i]);
+        out.push('\\');
+        if escape == b'u' {
+            out.push_str("u00");
+            out.push(char::from(HEX[(byte >> 4) as usize]));
+            out.push(char::from(HEX[(byte & 0xF) as usize]));
+        } else {
+            out.push(char::from(escape));
+        }
+        i += 1;
+        run_start = i;
+    }
+    out.push_str(&text[run_start..]);
+    out.push('"');
 }
 
 /// A value as text: strings as they are, `null` as nothing, the rest as JSON.
@@ -474,6 +638,81 @@ fn entries(value: &Value) -> Value {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn json_strings_parse_back_to_the_same_text() {
+        for text in [
+            "",
+            "plain",
+            "\"\\\n\r\t\u{0}\u{1f}\u{7f}",
+            "<script>&</script>",
+            "\u{2028}\u{2029}\u{2027}€😀",
+        ] {
+            let mut out = String::new();
+            push_json_string(&mut out, text);
+            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), text, "{out}");
+            assert!(!out.contains(['<', '>', '&', '\u{2028}']), "{out}");
+        }
+    }
+
+    #[test]
+    fn direct_rendering_equals_tera_rendering() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/templates");
+        let contents = [
+            "plain",
+            "quote \" backslash \\ newline \n tab \t nul \u{0} bell \u{7}",
+            "</script><script>alert(1)</script> & \u{2028}\u{2029}",
+            "{{ .req_body }} {% raw %} {{ toJson . }}",
+            "😀 emoji ünïcödé",
+        ];
+        let mut planned = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let source = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let template = BodyTemplate::compile(&source).unwrap();
+            if template.direct.is_some() {
+                planned += 1;
+            }
+            let mut through_tera = template.clone();
+            through_tera.direct = None;
+            for content in contents {
+                for data in [
+                    json!({"req_body": {"content": content}}),
+                    json!({"req_body": null}),
+                    json!({"req_body": {"content": {"nested": [content, 1, true]}}}),
+                ] {
+                    assert_eq!(
+                        template.render(&data).unwrap(),
+                        through_tera.render(&data).unwrap(),
+                        "{source}"
+                    );
+                }
+            }
+        }
+        assert_eq!(planned, 7, "every seed template renders directly");
+        let template = BodyTemplate::compile("{{ .req_body.content.x | toJson }}").unwrap();
+        assert!(template.direct.is_some());
+        // A path through a string falls back to tera, which refuses it as Go does.
+        let data = json!({"req_body": {"content": "text"}});
+        let mut through_tera = template.clone();
+        through_tera.direct = None;
+        assert_eq!(
+            template.render(&data).is_ok(),
+            through_tera.render(&data).is_ok()
+        );
+        assert!(
+            BodyTemplate::compile("{{- .a | toJson }}")
+                .unwrap()
+                .direct
+                .is_none()
+        );
+        assert!(
+            BodyTemplate::compile("{{ .a | toJson | upper }}")
+                .unwrap()
+                .direct
+                .is_none()
+        );
+    }
+
     use super::*;
     use serde_json::json;
 
