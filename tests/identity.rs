@@ -116,6 +116,17 @@ async fn jwt_claim_routing_reaches_the_vendor_the_identity_provider_chose() {
             .unwrap();
         assert_eq!(response.status(), status, "{model}");
     }
+    // The inner endpoints validate the token too: calling them directly
+    // without one gets nowhere.
+    for path in ["/_llm/openai", "/_llm/gemini"] {
+        let response = http
+            .post(gateway.url(path))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
     assert_eq!(openai.count(), 1);
     assert_eq!(gemini.count(), 1);
 }

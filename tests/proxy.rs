@@ -203,7 +203,10 @@ async fn sse_chunks_reach_the_client_one_by_one() {
     let mock = MockUpstream::start(move |_| {
         let mut release = release_rx.clone();
         async move {
-            let (tx, response) = sse_response();
+            let (tx, mut response) = sse_response();
+            let headers = response.headers_mut();
+            headers.insert("x-request-id", "req-123".parse().unwrap());
+            headers.insert("set-cookie", "vendor=1".parse().unwrap());
             tokio::spawn(async move {
                 tx.send(Bytes::from_static(b"data: {\"n\":1}\n\n"))
                     .await
@@ -237,6 +240,8 @@ async fn sse_chunks_reach_the_client_one_by_one() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(response.headers()["x-request-id"], "req-123");
+    assert!(response.headers().get("set-cookie").is_none());
     let first = tokio::time::timeout(Duration::from_secs(5), response.chunk())
         .await
         .expect("the first event arrives before the upstream sends the second")

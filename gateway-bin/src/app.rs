@@ -147,6 +147,24 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
         errors.append(&mut errs);
     }
 
+    for (field, set) in [
+        ("cache_ttl", root.cache_ttl.is_some()),
+        ("write_timeout", root.write_timeout.is_some()),
+        ("disable_rest", root.disable_rest),
+    ] {
+        if set {
+            warnings.push(format!(
+                "$.{field}: accepted for compatibility; has no effect"
+            ));
+        }
+    }
+    if root.output_encoding == Some(Encoding::String) {
+        errors.push(ConfigError::new(
+            "$.output_encoding",
+            "\"string\" is a backend encoding; endpoints answer json, json-collection or no-op",
+        ));
+    }
+
     let mut root_hosts = Vec::new();
     for (i, host) in root.host.iter().enumerate() {
         match normalize_host(host) {
@@ -423,6 +441,17 @@ fn build_endpoint(
             "{at}.concurrent_calls: backends are called once; concurrent_calls is ignored"
         ));
     }
+    if encoding == Encoding::String {
+        errors.push(ConfigError::new(
+            format!("{at}.output_encoding"),
+            "\"string\" is a backend encoding; endpoints answer json, json-collection or no-op",
+        ));
+    }
+    if endpoint.cache_ttl.is_some() {
+        warnings.push(format!(
+            "{at}.cache_ttl: Switchboard does not cache responses; ignored"
+        ));
+    }
     if encoding == Encoding::NoOp && endpoint.backend.len() > 1 {
         errors.push(ConfigError::new(
             format!("{at}.output_encoding"),
@@ -546,6 +575,11 @@ fn build_backend(
         }
         None => endpoint_method.clone(),
     };
+    if backend.disable_host_sanitize {
+        warnings.push(format!(
+            "{at}.disable_host_sanitize: hosts are always normalised; ignored"
+        ));
+    }
     if let Some(sd) = &backend.sd
         && sd != "static"
     {
@@ -613,7 +647,8 @@ fn build_backend(
         shape: Shape {
             group: backend.group.clone(),
             target: backend.target.clone(),
-            is_collection: backend.is_collection,
+            is_collection: backend.is_collection
+                || backend.encoding == Some(Encoding::JsonCollection),
             allow: backend.allow.clone(),
             deny: backend.deny.clone(),
             mapping,

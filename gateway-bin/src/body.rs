@@ -1,5 +1,5 @@
-//! Body wrappers: an idle timeout between chunks, and a guard that runs when
-//! a streamed response ends.
+//! A body wrapper that ends a body whose peer pauses too long between
+//! chunks.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -9,21 +9,20 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use switchboard_core::BoxError;
+use switchboard_core::buffer::BodyTimeout;
 use tokio::time::{Instant, Sleep};
 
-/// The error a body yields when its peer paused too long.
-#[derive(Debug, thiserror::Error)]
-#[error("no data for {0:?}")]
-pub(crate) struct IdleTimeout(pub(crate) Duration);
-
 pin_project! {
-    /// Ends a body with an error when no frame arrives for `idle`.
+    /// Ends a body with an error when no frame arrives for `idle`. The
+    /// clock starts at the first read, so a body that waits unread in a
+    /// queue is not cut off.
     pub(crate) struct IdleTimeoutBody<B> {
         #[pin]
         inner: B,
         #[pin]
         sleep: Sleep,
         idle: Duration,
+        started: bool,
     }
 }
 
@@ -33,6 +32,7 @@ impl<B> IdleTimeoutBody<B> {
             inner,
             sleep: tokio::time::sleep(idle),
             idle,
+            started: false,
         }
     }
 }
@@ -50,6 +50,10 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
+        if !*this.started {
+            *this.started = true;
+            this.sleep.as_mut().reset(Instant::now() + *this.idle);
+        }
         match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.sleep.as_mut().reset(Instant::now() + *this.idle);
@@ -57,7 +61,7 @@ where
             }
             Poll::Pending => {
                 ready!(this.sleep.poll(cx));
-                Poll::Ready(Some(Err(Box::new(IdleTimeout(*this.idle)))))
+                Poll::Ready(Some(Err(Box::new(BodyTimeout(*this.idle)))))
             }
         }
     }
@@ -89,7 +93,7 @@ mod tests {
             .unwrap();
         assert!(body.frame().await.unwrap().is_ok());
         let err = body.frame().await.unwrap().unwrap_err();
-        assert!(err.is::<IdleTimeout>());
+        assert!(err.is::<BodyTimeout>());
         drop(tx);
     }
 

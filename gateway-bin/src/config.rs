@@ -31,10 +31,11 @@ pub enum Encoding {
     /// Parsed as JSON and re-emitted (KrakenD's default).
     #[serde(rename = "json", alias = "safejson")]
     Json,
-    /// A JSON array answered as `{"collection": [...]}`.
+    /// Backend: a JSON array, wrapped as `{"collection": [...]}`.
+    /// Endpoint: the `collection` array answered bare.
     #[serde(rename = "json-collection")]
     JsonCollection,
-    /// Any body wrapped as `{"content": "..."}`.
+    /// Backend only: any body wrapped as `{"content": "..."}`.
     #[serde(rename = "string")]
     String,
     /// Passed through untouched and streamed.
@@ -48,7 +49,7 @@ pub enum Encoding {
 pub struct RootConfig {
     /// Must be 3.
     pub version: u32,
-    /// A name for logs.
+    /// A name, shown in the startup log.
     #[serde(default)]
     pub name: Option<String>,
     /// Default backend hosts.
@@ -97,7 +98,7 @@ pub struct RootConfig {
     /// Root namespaces.
     #[serde(default)]
     pub extra_config: Map<String, Value>,
-    /// Accepted for compatibility; TLS termination is not served here.
+    /// Accepted for compatibility; has no effect.
     #[serde(default)]
     pub disable_rest: bool,
 }
@@ -252,11 +253,12 @@ pub fn parse_str(
             return Err(errors);
         }
     };
+    // Comments may mention variables that are not set.
+    strip_comments(&mut value);
     report_unset(&value, "$", &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
-    strip_comments(&mut value);
     if let Some(version) = value.get("version") {
         if version != &Value::from(3) {
             return Err(vec![ConfigError::new(

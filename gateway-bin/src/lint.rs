@@ -36,6 +36,14 @@ const LLM_HOSTS: [&str; 10] = [
     ":11434",
 ];
 
+/// Namespaces that decide who may call an endpoint.
+const GUARDS: [&str; 4] = [
+    "auth/validator",
+    "auth/api-keys",
+    "security/policies",
+    "validation/cel",
+];
+
 fn calls_vendor(endpoint: &EndpointConfig) -> bool {
     endpoint
         .backend
@@ -142,12 +150,32 @@ pub(crate) fn lints(root: &RootConfig, warnings: &[String]) -> Vec<Lint> {
                 .unwrap_or_else(|| endpoint.method.clone())
                 .to_ascii_uppercase();
             let probe = pattern.path_with("\u{0}");
-            for target in &root.endpoints {
+            let caller_guards: Vec<&str> = GUARDS
+                .iter()
+                .copied()
+                .filter(|ns| endpoint.extra_config.contains_key(*ns))
+                .collect();
+            for (k, target) in root.endpoints.iter().enumerate() {
                 if !may_reach(&probe, &target.endpoint) {
                     continue;
                 }
                 if calls_vendor(target) {
                     reaches_vendor = true;
+                }
+                let target_guarded = GUARDS
+                    .iter()
+                    .any(|ns| target.extra_config.contains_key(*ns));
+                if !caller_guards.is_empty() && !target_guarded && k != i {
+                    out.push(Lint {
+                        path: format!("$.endpoints[{k}]"),
+                        message: format!(
+                            "{} is reached through {} (guarded by {}) but can also be called \
+                             directly, skipping those checks; guard it as well",
+                            target.endpoint,
+                            endpoint.endpoint,
+                            caller_guards.join(", ")
+                        ),
+                    });
                 }
                 let target_method = target.method.to_ascii_uppercase();
                 let same_path_other_method = root.endpoints.iter().any(|e| {

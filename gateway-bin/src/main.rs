@@ -125,8 +125,9 @@ async fn run(path: &std::path::Path, port: Option<u16>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let name = loaded.root.name.as_deref().unwrap_or("switchboard");
     tracing::info!(
-        "switchboard listening on {listen} with {} endpoints",
+        "{name} listening on {listen} with {} endpoints",
         app.endpoint_count()
     );
     match serve(listener, app, shutdown_signal()).await {

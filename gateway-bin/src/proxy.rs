@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
 use http::{HeaderMap, Method, Request, Response, StatusCode, request};
 use serde_json::{Map, Value};
 use switchboard_core::buffer::{collect, is_event_stream, response_bytes};
@@ -299,18 +299,17 @@ async fn single_response(
         return Ok(Response::from_parts(parts, body));
     }
     if is_event_stream(response.headers()) {
-        // A stream parsed as one JSON document can only fail: stream it.
-        let (parts, body) = response.into_parts();
-        let mut out = Response::new(Body::new(IdleTimeoutBody::new(body, state.timeout)));
-        *out.status_mut() = parts.status;
-        for name in [CONTENT_TYPE, CACHE_CONTROL] {
-            if let Some(value) = parts.headers.get(&name) {
-                out.headers_mut().insert(name, value.clone());
-            }
-        }
-        out.headers_mut()
+        // A stream parsed as one JSON document can only fail: stream it,
+        // with the vendor's headers (request ids, rate limits).
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        parts.headers.remove(http::header::SET_COOKIE);
+        parts
+            .headers
             .insert(COMPLETED, HeaderValue::from_static("true"));
-        return Ok(out);
+        let body = Body::new(IdleTimeoutBody::new(body, state.timeout));
+        return Ok(Response::from_parts(parts, body));
     }
     let retry_headers = RETRY_HEADERS.map(|name| response.headers().get(&name).cloned());
     let (status, value) = read_json(backend, response, deadline).await?;

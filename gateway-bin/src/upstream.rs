@@ -15,6 +15,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use switchboard_core::buffer::{body_timeout_error, is_body_timeout};
 use switchboard_core::{Body, ErrorResponse};
 use tower::{Service, ServiceExt};
 
@@ -71,12 +72,7 @@ impl Service<Request<Body>> for HttpUpstream {
         Box::pin(async move {
             Ok(match future.await {
                 Ok(response) => response.map(Body::new),
-                Err(err) if caused_by_stalled_client(&err) => ErrorResponse::new(
-                    http::StatusCode::REQUEST_TIMEOUT,
-                    "invalid_request_error",
-                    "the client stopped sending the request body",
-                )
-                .into_response(),
+                Err(err) if is_body_timeout(&err) => body_timeout_error().into_response(),
                 Err(err) => {
                     // The error names the failure kind, never the URL (which
                     // may carry a key in its query).
@@ -91,19 +87,6 @@ impl Service<Request<Body>> for HttpUpstream {
             })
         })
     }
-}
-
-/// Whether an upstream failure comes from the client's body pausing past
-/// the read timeout, which is the client's fault, not the upstream's.
-fn caused_by_stalled_client(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(err);
-    while let Some(current) = source {
-        if current.is::<crate::body::IdleTimeout>() {
-            return true;
-        }
-        source = current.source();
-    }
-    false
 }
 
 /// Calls the gateway's own router in-process, exactly as a request over a

@@ -217,6 +217,10 @@ fn the_verbatim_seed_loads_with_a_lint_explaining_its_method_mismatch() {
         stdout.contains("event streams (\"stream\": true) through here will answer 502"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("$.endpoints[2]: /_llm/openai is reached through /multi-llm (guarded by security/policies) but can also be called directly"),
+        "{stdout}"
+    );
 
     let out = bin()
         .args(["check", "-c"])

@@ -12,6 +12,33 @@ use serde_json::Value;
 
 use crate::{Body, BodyLimit, BoxError, ErrorResponse, JsonBody};
 
+/// The error a body yields when its peer paused longer than allowed between
+/// two chunks. Reading such a request body answers 408.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no data for {0:?}")]
+pub struct BodyTimeout(pub std::time::Duration);
+
+/// Whether an error, or any error it wraps, is a [`BodyTimeout`].
+pub fn is_body_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(current) = source {
+        if current.is::<BodyTimeout>() {
+            return true;
+        }
+        source = current.source();
+    }
+    false
+}
+
+/// The response for a client that stopped sending its body.
+pub fn body_timeout_error() -> ErrorResponse {
+    ErrorResponse::new(
+        http::StatusCode::REQUEST_TIMEOUT,
+        "invalid_request_error",
+        "the client stopped sending the request body",
+    )
+}
+
 /// Refuses a declared Content-Length over `limit`.
 pub fn check_content_length(headers: &HeaderMap, limit: usize) -> Result<(), ErrorResponse> {
     let declared = headers
@@ -36,6 +63,7 @@ where
         Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
             Err(ErrorResponse::payload_too_large(limit))
         }
+        Err(err) if is_body_timeout(err.as_ref()) => Err(body_timeout_error()),
         Err(err) => Err(ErrorResponse::bad_request(format!(
             "failed to read the request body: {err}"
         ))),

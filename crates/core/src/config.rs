@@ -68,12 +68,21 @@ pub fn is_comment_key(key: &str) -> bool {
     key.starts_with(['@', '$', '_', '#'])
 }
 
-/// Removes comment keys from every object in a value, recursively.
+/// Objects whose keys are data, not config fields: their keys are kept even
+/// when they look like comments (`"mapping": {"_id": "id"}`).
+const DATA_MAPS: [&str; 2] = ["mapping", "variables"];
+
+/// Removes comment keys from every object in a value, recursively, except
+/// inside data maps (`mapping`, `variables`).
 pub fn strip_comments(value: &mut Value) {
     match value {
         Value::Object(map) => {
             map.retain(|key, _| !is_comment_key(key));
-            map.values_mut().for_each(strip_comments);
+            for (key, item) in map.iter_mut() {
+                if !DATA_MAPS.contains(&key.as_str()) {
+                    strip_comments(item);
+                }
+            }
         }
         Value::Array(items) => items.iter_mut().for_each(strip_comments),
         _ => {}
@@ -168,6 +177,21 @@ mod tests {
     fn comments_are_ignored() {
         let value = serde_json::json!({"@comment": "x", "items": [{"name": "a", "$ref": 1}]});
         assert!(from_value::<Outer>(&value).is_ok());
+    }
+
+    #[test]
+    fn data_maps_keep_their_keys() {
+        let mut value = serde_json::json!({
+            "@c": 1,
+            "mapping": {"_id": "id", "@x": "x"},
+            "variables": {"$v": 1},
+            "other": {"_gone": 1}
+        });
+        strip_comments(&mut value);
+        assert_eq!(
+            value,
+            serde_json::json!({"mapping": {"_id": "id", "@x": "x"}, "variables": {"$v": 1}, "other": {}})
+        );
     }
 
     #[test]
