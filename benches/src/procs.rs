@@ -263,7 +263,17 @@ pub fn callgrind_dump(pid: u32, prefix: &Path) -> Result<u64, String> {
                 .and_then(|v| v.split_whitespace().next())
                 .and_then(|v| v.parse().ok())
                 .ok_or_else(|| format!("no totals in {}", new.display()))?;
-            let _ = std::fs::remove_file(new);
+            match std::env::var_os("BENCH_KEEP_DUMPS") {
+                // Kept for `callgrind_annotate`.
+                Some(dir) => {
+                    let kept = Path::new(&dir).join(format!("callgrind.{total}"));
+                    let _ = std::fs::rename(new, &kept);
+                    eprintln!("  dump kept: {}", kept.display());
+                }
+                None => {
+                    let _ = std::fs::remove_file(new);
+                }
+            }
             return Ok(total);
         }
         if started.elapsed() > Duration::from_secs(60) {

@@ -231,6 +231,7 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
         .clone()
         .unwrap_or_else(|| "/__health".to_owned());
     router = router.route(&health_path, get(health));
+    router = router.route(crate::metrics::METRICS_PATH, get(crate::metrics::handler));
     if root.echo_endpoint {
         router = router
             .route("/__echo/", any(echo::echo))
@@ -356,7 +357,10 @@ fn validate_path(path: &str) -> Result<Vec<String>, String> {
     if !path.starts_with('/') {
         return Err(format!("endpoint {path:?} must start with '/'"));
     }
-    if path.starts_with("/__health") || path.starts_with("/__echo") || path.starts_with("/__debug")
+    if path.starts_with("/__health")
+        || path.starts_with("/__echo")
+        || path.starts_with("/__debug")
+        || path.starts_with(crate::metrics::METRICS_PATH)
     {
         return Err(format!("endpoint {path:?} is reserved for the gateway"));
     }
@@ -517,6 +521,7 @@ fn build_endpoint(
     let pipeline = apply_stages(stages, BoxCloneSyncService::new(proxy));
     let entry = EndpointEntry {
         limit: body_limit,
+        has_params: !params.is_empty(),
         inner: pipeline,
     };
     Ok((method, BoxCloneSyncService::new(entry)))
@@ -638,7 +643,11 @@ fn build_backend(
     } else {
         BoxCloneSyncService::new(http.clone())
     };
+    let fixed_uri = BackendRoute::fixed_uri(&hosts, &pattern);
+    let needs_context = is_internal || !stages.is_empty();
     Ok(BackendRoute {
+        fixed_uri,
+        needs_context,
         pattern,
         method,
         hosts,
@@ -664,6 +673,8 @@ fn build_backend(
 #[derive(Clone)]
 struct EndpointEntry {
     limit: usize,
+    /// Whether the path declares `{params}` (most do not: no extraction).
+    has_params: bool,
     inner: PipelineService,
 }
 
@@ -678,21 +689,24 @@ impl Service<Request<Body>> for EndpointEntry {
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let limit = self.limit;
+        let has_params = self.has_params;
         let inner = self.inner.clone();
         Box::pin(async move {
             let (mut parts, body) = request.into_parts();
             if let Err(error) = check_content_length(&parts.headers, limit) {
                 return Ok(error.into_response());
             }
-            let params = RawPathParams::from_request_parts(&mut parts, &())
-                .await
-                .map(|raw| {
-                    raw.iter()
-                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                        .collect::<RouteParams>()
-                })
-                .unwrap_or_default();
-            parts.extensions.insert(params);
+            if has_params {
+                let params = RawPathParams::from_request_parts(&mut parts, &())
+                    .await
+                    .map(|raw| {
+                        raw.iter()
+                            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                            .collect::<RouteParams>()
+                    })
+                    .unwrap_or_default();
+                parts.extensions.insert(params);
+            }
             parts.extensions.insert(BodyLimit(limit));
             let body = if parts.headers.contains_key(http::header::CONTENT_LENGTH) {
                 body

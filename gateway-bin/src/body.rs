@@ -14,15 +14,16 @@ use tokio::time::{Instant, Sleep};
 
 pin_project! {
     /// Ends a body with an error when no frame arrives for `idle`. The
-    /// clock starts at the first read, so a body that waits unread in a
-    /// queue is not cut off.
+    /// clock starts when a read finds nothing ready, so a body that waits
+    /// unread in a queue is not cut off, and a body whose frames are always
+    /// ready (a small request, a burst of events) never touches the timer.
     pub(crate) struct IdleTimeoutBody<B> {
         #[pin]
         inner: B,
-        #[pin]
-        sleep: Sleep,
+        sleep: Option<Pin<Box<Sleep>>>,
         idle: Duration,
-        started: bool,
+        // A frame arrived since the timer was last armed.
+        progressed: bool,
     }
 }
 
@@ -30,9 +31,9 @@ impl<B> IdleTimeoutBody<B> {
     pub(crate) fn new(inner: B, idle: Duration) -> Self {
         Self {
             inner,
-            sleep: tokio::time::sleep(idle),
+            sleep: None,
             idle,
-            started: false,
+            progressed: false,
         }
     }
 }
@@ -49,18 +50,27 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        if !*this.started {
-            *this.started = true;
-            this.sleep.as_mut().reset(Instant::now() + *this.idle);
-        }
+        let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.sleep.as_mut().reset(Instant::now() + *this.idle);
+                *this.progressed = true;
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                ready!(this.sleep.poll(cx));
+                let deadline = Instant::now() + *this.idle;
+                let sleep = match this.sleep {
+                    Some(sleep) => {
+                        if *this.progressed {
+                            sleep.as_mut().reset(deadline);
+                        }
+                        sleep
+                    }
+                    None => this
+                        .sleep
+                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
+                *this.progressed = false;
+                ready!(sleep.as_mut().poll(cx));
                 Poll::Ready(Some(Err(Box::new(BodyTimeout(*this.idle)))))
             }
         }

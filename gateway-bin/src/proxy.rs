@@ -11,8 +11,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
-use http::{HeaderMap, Method, Request, Response, StatusCode, request};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, request};
+use http_body::Body as _;
 use serde_json::{Map, Value};
 use switchboard_core::buffer::{collect, is_event_stream, response_bytes};
 use switchboard_core::{Body, BodyLimit, Claims, ErrorResponse, JsonBody, RouteParams};
@@ -57,6 +58,40 @@ pub(crate) struct BackendRoute {
     pub(crate) encoding: Encoding,
     pub(crate) shape: Shape,
     pub(crate) service: PipelineService,
+    /// The upstream URI when it never changes (one host, no placeholders):
+    /// parsed once instead of per request.
+    pub(crate) fixed_uri: Option<Uri>,
+    /// Whether anything below reads the request context (a backend layer,
+    /// or the gateway's own router); a plain HTTP call does not.
+    pub(crate) needs_context: bool,
+}
+
+impl BackendRoute {
+    /// The URI of a backend with one host and a pattern without
+    /// placeholders.
+    pub(crate) fn fixed_uri(hosts: &[String], pattern: &UrlPattern) -> Option<Uri> {
+        struct NoValues;
+        impl Values for NoValues {
+            fn param(&self, _: &str) -> Option<String> {
+                None
+            }
+            fn header(&self, _: &str) -> Option<String> {
+                None
+            }
+            fn query(&self, _: &str) -> Option<String> {
+                None
+            }
+            fn claim(&self, _: &str) -> Result<Option<String>, String> {
+                Ok(None)
+            }
+        }
+        let [host] = hosts else { return None };
+        if pattern.sources().next().is_some() {
+            return None;
+        }
+        let path = pattern.expand(&NoValues).ok()?;
+        format!("{host}{path}").parse().ok()
+    }
 }
 
 pub(crate) struct EndpointState {
@@ -143,8 +178,14 @@ async fn handle(
 ) -> Result<Response<Body>, ErrorResponse> {
     let (parts, body) = request.into_parts();
     let values = RequestValues { parts: &parts };
+    let query = state.query.apply(parts.uri.query());
     let mut paths = Vec::with_capacity(state.backends.len());
     for backend in &state.backends {
+        if backend.fixed_uri.is_some() && query.is_empty() {
+            // `backend_request` uses the fixed URI.
+            paths.push(String::new());
+            continue;
+        }
         paths.push(
             backend
                 .pattern
@@ -153,11 +194,18 @@ async fn handle(
         );
     }
     let headers = state.headers.apply(&parts.headers);
-    let query = state.query.apply(parts.uri.query());
     let deadline = Instant::now() + state.timeout;
 
     if let [backend] = state.backends.as_slice() {
         let path = paths.pop().unwrap_or_default();
+        let mut headers = headers;
+        // The body goes on unchanged: keep its declared length rather than
+        // have the client format it again.
+        if let Some(length) = parts.headers.get(CONTENT_LENGTH)
+            && length.to_str().ok().and_then(|v| v.parse::<u64>().ok()) == body.size_hint().exact()
+        {
+            headers.insert(CONTENT_LENGTH, length.clone());
+        }
         let upstream = backend_request(backend, &parts, &path, &query, headers, body)?;
         let response = call_backend(backend, upstream, deadline).await?;
         return single_response(state, backend, response, deadline).await;
@@ -229,28 +277,37 @@ fn backend_request(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Request<Body>, ErrorResponse> {
-    let host = match backend.hosts.len() {
-        0 => return Err(ErrorResponse::internal("backend has no host")),
-        1 => &backend.hosts[0],
-        n => &backend.hosts[backend.next_host.fetch_add(1, Ordering::Relaxed) % n],
+    let uri = match &backend.fixed_uri {
+        Some(uri) if forwarded_query.is_empty() => uri.clone(),
+        _ => {
+            let host = match backend.hosts.len() {
+                0 => return Err(ErrorResponse::internal("backend has no host")),
+                1 => &backend.hosts[0],
+                n => &backend.hosts[backend.next_host.fetch_add(1, Ordering::Relaxed) % n],
+            };
+            let mut uri =
+                String::with_capacity(host.len() + path.len() + forwarded_query.len() + 1);
+            uri.push_str(host);
+            uri.push_str(path);
+            if !forwarded_query.is_empty() {
+                uri.push(if path.contains('?') { '&' } else { '?' });
+                uri.push_str(forwarded_query);
+            }
+            uri.parse()
+                .map_err(|_| ErrorResponse::bad_request("the backend URL is invalid"))?
+        }
     };
-    let mut uri = String::with_capacity(host.len() + path.len() + forwarded_query.len() + 1);
-    uri.push_str(host);
-    uri.push_str(path);
-    if !forwarded_query.is_empty() {
-        uri.push(if path.contains('?') { '&' } else { '?' });
-        uri.push_str(forwarded_query);
-    }
     let mut request = Request::new(body);
     *request.method_mut() = backend.method.clone();
-    *request.uri_mut() = uri
-        .parse()
-        .map_err(|_| ErrorResponse::bad_request("the backend URL is invalid"))?;
+    *request.uri_mut() = uri;
     *request.headers_mut() = headers;
     request
         .headers_mut()
         .entry(USER_AGENT)
         .or_insert(HeaderValue::from_static(USER_AGENT_VALUE));
+    if !backend.needs_context {
+        return Ok(request);
+    }
     let extensions = request.extensions_mut();
     if let Some(params) = client.extensions.get::<RouteParams>() {
         extensions.insert(params.clone());
@@ -294,7 +351,9 @@ async fn single_response(
     let passthrough = state.encoding == Encoding::NoOp || backend.encoding == Encoding::NoOp;
     if passthrough {
         let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
+        if has_hop_by_hop(&parts.headers) {
+            strip_hop_by_hop(&mut parts.headers);
+        }
         let body = Body::new(IdleTimeoutBody::new(body, state.timeout));
         return Ok(Response::from_parts(parts, body));
     }
@@ -363,6 +422,25 @@ async fn read_json(
             "the backend answered a body that is not JSON: {err}"
         ))),
     }
+}
+
+/// Whether any header is hop-by-hop: one pass over the names instead of a
+/// lookup per hop-by-hop name, for the usual answer that has none.
+fn has_hop_by_hop(headers: &HeaderMap) -> bool {
+    headers.keys().any(|name| {
+        matches!(
+            name.as_str(),
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+        )
+    })
 }
 
 fn string_object(bytes: &Bytes) -> Value {

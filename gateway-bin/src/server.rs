@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
@@ -17,6 +18,7 @@ use tower::ServiceExt;
 
 use crate::app::App;
 use crate::body::IdleTimeoutBody;
+use crate::metrics;
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops
 /// accepting and lets in-flight requests and streams finish within the
@@ -25,7 +27,7 @@ pub async fn serve<F>(listener: TcpListener, app: App, shutdown: F) -> std::io::
 where
     F: Future<Output = ()> + Send,
 {
-    let settings = app.settings().clone();
+    let settings = Arc::new(app.settings().clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -60,21 +62,23 @@ where
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let router = router.clone();
             let read_timeout = settings.read_timeout;
-            let log = settings.access_log
+            // The method and path are copied only when the line is written.
+            let access = (settings.access_log
+                && tracing::enabled!(tracing::Level::INFO)
                 && !settings
                     .logger_skip_paths
                     .iter()
-                    .any(|p| p == request.uri().path());
-            let method = request.method().clone();
-            let path = request.uri().path().to_owned();
+                    .any(|p| p == request.uri().path()))
+            .then(|| (request.method().clone(), request.uri().path().to_owned()));
             let started = Instant::now();
             let request = request.map(|body| Body::new(IdleTimeoutBody::new(body, read_timeout)));
             async move {
-                let response: Response<Body> = match router.oneshot(request).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                };
-                if log {
+                let response: Response<Body> =
+                    match metrics::measure(started, router.oneshot(request)).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    };
+                if let Some((method, path)) = access {
                     tracing::info!(
                         %method,
                         path,

@@ -68,9 +68,12 @@ impl Service<Request<Body>> for HttpUpstream {
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let started = std::time::Instant::now();
         let future = self.client.request(request);
         Box::pin(async move {
-            Ok(match future.await {
+            let result = future.await;
+            crate::metrics::upstream_wait(started.elapsed());
+            Ok(match result {
                 Ok(response) => response.map(Body::new),
                 Err(err) if is_body_timeout(&err) => body_timeout_error().into_response(),
                 Err(err) => {
