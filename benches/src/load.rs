@@ -20,6 +20,8 @@ use tokio::net::TcpStream;
 pub struct Target {
     /// Where to send it.
     pub addr: SocketAddr,
+    /// The method.
+    pub method: Method,
     /// Path and query.
     pub path: String,
     /// Extra request headers.
@@ -33,6 +35,7 @@ impl Target {
     pub fn post(addr: SocketAddr, path: &str, body: Bytes) -> Self {
         Self {
             addr,
+            method: Method::POST,
             path: path.to_owned(),
             headers: vec![(
                 http::header::CONTENT_TYPE,
@@ -100,7 +103,7 @@ impl Conn {
             .await
             .map_err(|e| format!("connection closed: {e}"))?;
         let mut request = Request::new(Full::new(target.body.clone()));
-        *request.method_mut() = Method::POST;
+        *request.method_mut() = target.method.clone();
         *request.uri_mut() = target.path.parse().map_err(|_| "bad path".to_owned())?;
         let headers = request.headers_mut();
         headers.insert(http::header::HOST, HeaderValue::from_static("bench"));
@@ -213,7 +216,8 @@ pub async fn closed_loop(target: &Target, conns: usize, duration: Duration, expe
 }
 
 /// Sends `rate` requests per second for `duration` over `conns`
-/// connections; each latency counts from the time the request was due.
+/// connections; each latency counts from the time the request was released
+/// (so time queued behind a slow answer counts, as in wrk2).
 pub async fn open_loop(
     target: &Target,
     rate: u32,
@@ -243,7 +247,11 @@ pub async fn open_loop(
     for i in 0..total {
         let due = started + period * i as u32;
         tokio::time::sleep_until(due.into()).await;
-        let _ = senders[i % senders.len()].send(due);
+        // Counted from when the request is released, not from `due`: the
+        // timer wakes up to a millisecond late, which is the load
+        // generator's delay, not the server's. Time spent queued behind a
+        // slow answer on the same connection is still counted.
+        let _ = senders[i % senders.len()].send(Instant::now());
     }
     drop(senders);
     let mut latencies = Vec::with_capacity(total);

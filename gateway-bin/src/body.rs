@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use switchboard_core::BoxError;
@@ -85,6 +85,118 @@ where
     }
 }
 
+/// The most bytes [`CoalesceBody`] joins into one frame.
+const COALESCE_LIMIT: usize = 64 * 1024;
+
+/// What the inner body yielded while frames were being joined.
+type Stashed = Option<Result<Frame<Bytes>, BoxError>>;
+
+pin_project! {
+    /// Joins data frames that are ready together into one, so a burst of
+    /// small events from a fast upstream is written as one chunk with one
+    /// syscall instead of one per event. Nothing is held back: joining
+    /// stops as soon as the inner body has nothing ready.
+    pub(crate) struct CoalesceBody<B> {
+        #[pin]
+        inner: B,
+        // A trailer frame, the end or an error met while joining: next.
+        stashed: Option<Stashed>,
+    }
+}
+
+impl<B> CoalesceBody<B> {
+    pub(crate) fn new(inner: B) -> Self {
+        Self {
+            inner,
+            stashed: None,
+        }
+    }
+}
+
+impl<B> HttpBody for CoalesceBody<B>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        if let Some(stashed) = this.stashed.take() {
+            return Poll::Ready(stashed);
+        }
+        let first = match ready!(this.inner.as_mut().poll_frame(cx)) {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => return Poll::Ready(Some(Ok(frame))),
+            },
+            Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
+            None => return Poll::Ready(None),
+        };
+        if first.len() >= COALESCE_LIMIT {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        let mut joined: Option<BytesMut> = None;
+        loop {
+            let next = match this.inner.as_mut().poll_frame(cx) {
+                Poll::Pending => break,
+                Poll::Ready(next) => next,
+            };
+            match next {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let buffer = match &mut joined {
+                            Some(buffer) => buffer,
+                            None => {
+                                let mut buffer =
+                                    BytesMut::with_capacity((first.len() + data.len()) * 4);
+                                buffer.extend_from_slice(&first);
+                                joined.insert(buffer)
+                            }
+                        };
+                        buffer.extend_from_slice(&data);
+                        if buffer.len() >= COALESCE_LIMIT {
+                            break;
+                        }
+                    }
+                    Err(frame) => {
+                        *this.stashed = Some(Some(Ok(frame)));
+                        break;
+                    }
+                },
+                Some(Err(err)) => {
+                    *this.stashed = Some(Some(Err(err.into())));
+                    break;
+                }
+                None => {
+                    *this.stashed = Some(None);
+                    break;
+                }
+            }
+        }
+        let data = match joined {
+            Some(buffer) => buffer.freeze(),
+            None => first,
+        };
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.stashed {
+            Some(stashed) => stashed.is_none(),
+            None => self.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +217,42 @@ mod tests {
         let err = body.frame().await.unwrap().unwrap_err();
         assert!(err.is::<BodyTimeout>());
         drop(tx);
+    }
+
+    #[tokio::test]
+    async fn ready_frames_are_joined_in_order() {
+        let frames = (0..5).map(|i| Ok::<_, BoxError>(Frame::data(Bytes::from(format!("e{i};")))));
+        let body = CoalesceBody::new(StreamBody::new(futures_util::stream::iter(frames)));
+        let mut body = std::pin::pin!(body);
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first, "e0;e1;e2;e3;e4;");
+        assert!(body.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn frames_not_ready_are_not_waited_for() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
+        let mut body = std::pin::pin!(CoalesceBody::new(StreamBody::new(tokio_stream_from(rx))));
+        tx.send(Ok(Frame::data(Bytes::from_static(b"a"))))
+            .await
+            .unwrap();
+        tx.send(Ok(Frame::data(Bytes::from_static(b"b"))))
+            .await
+            .unwrap();
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "ab"
+        );
+        tx.send(Ok(Frame::data(Bytes::from_static(b"c"))))
+            .await
+            .unwrap();
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "c"
+        );
+        tx.send(Err("boom".into())).await.unwrap();
+        drop(tx);
+        assert!(body.frame().await.unwrap().is_err());
     }
 
     fn tokio_stream_from<T: Send + 'static>(

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
-use crate::body::IdleTimeoutBody;
+use crate::body::{CoalesceBody, IdleTimeoutBody};
 use crate::config::Encoding;
 use crate::forward::{HeaderFilter, QueryFilter, query_value, strip_hop_by_hop};
 use crate::upstream::CallDepth;
@@ -354,7 +354,7 @@ async fn single_response(
         if has_hop_by_hop(&parts.headers) {
             strip_hop_by_hop(&mut parts.headers);
         }
-        let body = Body::new(IdleTimeoutBody::new(body, state.timeout));
+        let body = Body::new(CoalesceBody::new(IdleTimeoutBody::new(body, state.timeout)));
         return Ok(Response::from_parts(parts, body));
     }
     if is_event_stream(response.headers()) {
@@ -367,7 +367,7 @@ async fn single_response(
         parts
             .headers
             .insert(COMPLETED, HeaderValue::from_static("true"));
-        let body = Body::new(IdleTimeoutBody::new(body, state.timeout));
+        let body = Body::new(CoalesceBody::new(IdleTimeoutBody::new(body, state.timeout)));
         return Ok(Response::from_parts(parts, body));
     }
     let retry_headers = RETRY_HEADERS.map(|name| response.headers().get(&name).cloned());

@@ -456,6 +456,7 @@ fn cpu_per_request(
 async fn overhead(addr: SocketAddr) -> Value {
     let target = Target {
         addr,
+        method: http::Method::GET,
         path: "/__metrics".to_owned(),
         headers: Vec::new(),
         body: bytes::Bytes::new(),
