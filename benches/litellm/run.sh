@@ -35,16 +35,20 @@ model_list:
 litellm_settings:
   telemetry: false
   drop_params: true
+general_settings:
+  master_key: sk-bench
 YAML
 
 cores=$(nproc)
 last=$((cores - 1))
 pin() { if command -v taskset > /dev/null && [ "$cores" -ge 2 ]; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
+# In the background, exec so that $! is the server itself.
+pin_bg() { if command -v taskset > /dev/null && [ "$cores" -ge 2 ]; then exec taskset -c "$1" "${@:2}"; else exec "${@:2}"; fi; }
 
-pin "$last" "$bin/mock-vendor" --listen "127.0.0.1:$mock_port" &
+pin_bg "$last" "$bin/mock-vendor" --listen "127.0.0.1:$mock_port" &
 mock_pid=$!
-LITELLM_LOG=ERROR DISABLE_SCHEMA_UPDATE=true \
-  pin 0 "$venv/bin/litellm" --config "$work/config.yaml" --host 127.0.0.1 --port "$litellm_port" --num_workers 1 \
+LITELLM_LOG=ERROR \
+  pin_bg 0 "$venv/bin/litellm" --config "$work/config.yaml" --host 127.0.0.1 --port "$litellm_port" --num_workers 1 \
   > "$work/litellm.log" 2>&1 &
 litellm_pid=$!
 trap 'kill $litellm_pid $mock_pid 2> /dev/null || true; rm -rf "$work"' EXIT
