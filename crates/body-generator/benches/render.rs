@@ -18,11 +18,22 @@ fn render(c: &mut Criterion) {
         .take(100 * 1024)
         .collect();
     let large = json!({"req_body": {"content": large_text}});
+    // Prose as prompts usually are: a line break every ~80 bytes, few quotes.
+    let prose_text: String = "Summarise the following report for the board, keeping every figure. "
+        .chars()
+        .chain("The quarter closed with revenue up 12% and costs flat.\n".chars())
+        .cycle()
+        .take(100 * 1024)
+        .collect();
+    let prose = json!({"req_body": {"content": prose_text}});
     c.bench_function("openai_small", |b| {
         b.iter(|| template.render(black_box(&small)))
     });
     c.bench_function("openai_100kb", |b| {
         b.iter(|| template.render(black_box(&large)))
+    });
+    c.bench_function("openai_100kb_prose", |b| {
+        b.iter(|| template.render(black_box(&prose)))
     });
 }
 

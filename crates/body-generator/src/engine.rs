@@ -455,50 +455,79 @@ const ESCAPES: [u8; 256] = {
     table
 };
 
-/// Writes `text` as a JSON string literal with Go's escaping, copying the
-/// runs that need no escape in one piece.
+/// Whether any of 16 bytes may need escaping: a control character, `"`,
+/// `\\`, `<`, `>`, `&`, or 0xE2 (the lead byte of U+2028 and U+2029).
+/// Written without branches so that it compiles to vector compares.
+fn chunk_needs_escape(chunk: &[u8; 16]) -> bool {
+    chunk.iter().fold(false, |found, &b| {
+        found
+            | (b < 0x20)
+            | (b == b'"')
+            | (b == b'\\')
+            | (b == b'<')
+            | (b == b'>')
+            | (b == b'&')
+            | (b == 0xE2)
+    })
+}
+
+/// Writes `text` as a JSON string literal with Go's escaping. Runs that
+/// need no escape are found sixteen bytes at a time and copied in one piece.
 fn push_json_string(out: &mut String, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = text.as_bytes();
+    out.reserve(bytes.len() + bytes.len() / 16 + 2);
     out.push('"');
-    let mut run_start = 0;
     let mut i = 0;
     while i < bytes.len() {
-        let byte = bytes[i];
-        let escape = ESCAPES[byte as usize];
-        if escape == 0 {
-            i += 1;
-            continue;
+        let run_start = i;
+        while let Some(chunk) = bytes
+            .get(i..i + 16)
+            .and_then(|c| <&[u8; 16]>::try_from(c).ok())
+        {
+            if chunk_needs_escape(chunk) {
+                break;
+            }
+            i += 16;
         }
-        if escape == b'?' {
-            // U+2028 and U+2029 are E2 80 A8 / E2 80 A9.
-            if bytes.get(i + 1) == Some(&0x80) && matches!(bytes.get(i + 2), Some(0xA8 | 0xA9)) {
-                out.push_str(&text[run_start..i]);
-                out.push_str(if bytes[i + 2] == 0xA8 {
-                    "\\u2028"
+        while i < bytes.len() && ESCAPES[bytes[i] as usize] == 0 {
+            i += 1;
+        }
+        // `i` stops only at an ASCII byte, a lead byte or the end: a char
+        // boundary, so the run is valid text.
+        out.push_str(&text[run_start..i]);
+        let Some(&byte) = bytes.get(i) else { break };
+        match ESCAPES[byte as usize] {
+            b'?' => {
+                // U+2028 and U+2029 are E2 80 A8 / E2 80 A9; other
+                // characters led by E2 are copied as they are.
+                let len = if matches!(bytes.get(i + 1..i + 3), Some([0x80, 0xA8 | 0xA9])) {
+                    out.push_str(if bytes[i + 2] == 0xA8 {
+                        "\\u2028"
+                    } else {
+                        "\\u2029"
+                    });
+                    3
                 } else {
-                    "\\u2029"
-                });
-                i += 3;
-                run_start = i;
-            } else {
+                    let len = text[i..].chars().next().map_or(1, char::len_utf8);
+                    out.push_str(&text[i..i + len]);
+                    len
+                };
+                i += len;
+            }
+            b'u' => {
+                out.push_str("\\u00");
+                out.push(char::from(HEX[(byte >> 4) as usize]));
+                out.push(char::from(HEX[(byte & 0xF) as usize]));
                 i += 1;
             }
-            continue;
+            escape => {
+                out.push('\\');
+                out.push(char::from(escape));
+                i += 1;
+            }
         }
-        out.push_str(&text[run_start..i]);
-        out.push('\\');
-        if escape == b'u' {
-            out.push_str("u00");
-            out.push(char::from(HEX[(byte >> 4) as usize]));
-            out.push(char::from(HEX[(byte & 0xF) as usize]));
-        } else {
-            out.push(char::from(escape));
-        }
-        i += 1;
-        run_start = i;
     }
-    out.push_str(&text[run_start..]);
     out.push('"');
 }
 

@@ -79,14 +79,10 @@ impl Generator {
             );
         }
         set_body_headers(&mut parts.headers, rendered.len(), Some(&self.content_type));
-        match serde_json::from_str::<Value>(&rendered) {
-            Ok(value) => {
-                parts.extensions.insert(JsonBody::new(value));
-            }
-            Err(_) => {
-                parts.extensions.remove::<JsonBody>();
-            }
-        }
+        // The parsed client body no longer describes the body; a later
+        // layer that needs the new one parses it on demand, so a large
+        // prompt is not parsed again when nobody reads it.
+        parts.extensions.remove::<JsonBody>();
         Ok(Request::from_parts(parts, Body::from(rendered)))
     }
 
