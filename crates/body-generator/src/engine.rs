@@ -455,24 +455,16 @@ const ESCAPES: [u8; 256] = {
     table
 };
 
-/// Whether any of 16 bytes may need escaping: a control character, `"`,
-/// `\\`, `<`, `>`, `&`, or 0xE2 (the lead byte of U+2028 and U+2029).
-/// Written without branches so that it compiles to vector compares.
-fn chunk_needs_escape(chunk: &[u8; 16]) -> bool {
-    chunk.iter().fold(false, |found, &b| {
-        found
-            | (b < 0x20)
-            | (b == b'"')
-            | (b == b'\\')
-            | (b == b'<')
-            | (b == b'>')
-            | (b == b'&')
-            | (b == 0xE2)
-    })
+/// Whether any of 8 bytes may need escaping (see [`ESCAPES`]): eight table
+/// loads joined without branches.
+fn chunk_needs_escape(chunk: &[u8; 8]) -> bool {
+    let [a, b, c, d, e, f, g, h] = *chunk;
+    let t = |x: u8| ESCAPES[usize::from(x)];
+    (t(a) | t(b) | t(c) | t(d) | t(e) | t(f) | t(g) | t(h)) != 0
 }
 
 /// Writes `text` as a JSON string literal with Go's escaping. Runs that
-/// need no escape are found sixteen bytes at a time and copied in one piece.
+/// need no escape are found eight bytes at a time and copied in one piece.
 fn push_json_string(out: &mut String, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = text.as_bytes();
@@ -482,13 +474,13 @@ fn push_json_string(out: &mut String, text: &str) {
     while i < bytes.len() {
         let run_start = i;
         while let Some(chunk) = bytes
-            .get(i..i + 16)
-            .and_then(|c| <&[u8; 16]>::try_from(c).ok())
+            .get(i..i + 8)
+            .and_then(|c| <&[u8; 8]>::try_from(c).ok())
         {
             if chunk_needs_escape(chunk) {
                 break;
             }
-            i += 16;
+            i += 8;
         }
         while i < bytes.len() && ESCAPES[bytes[i] as usize] == 0 {
             i += 1;
