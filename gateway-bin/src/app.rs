@@ -137,15 +137,15 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
         base_dir: &loaded.base_dir,
         root_extra: &root.extra_config,
     };
-    if let Err(mut errs) = build_stages(
+    // Root namespaces build no layer; they are checked here.
+    build_stages(
         &root.extra_config,
         Level::Root,
         "$.extra_config",
         &ctx,
         &mut warnings,
-    ) {
-        errors.append(&mut errs);
-    }
+        &mut errors,
+    );
 
     for (field, set) in [
         ("cache_ttl", root.cache_ttl.is_some()),
@@ -500,14 +500,8 @@ fn build_endpoint(
         &format!("{at}.extra_config"),
         ctx,
         warnings,
+        &mut errors,
     );
-    let stages = match stages {
-        Ok(stages) => stages,
-        Err(mut errs) => {
-            errors.append(&mut errs);
-            Vec::new()
-        }
-    };
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -627,14 +621,8 @@ fn build_backend(
         &format!("{at}.extra_config"),
         ctx,
         warnings,
+        &mut errors,
     );
-    let stages = match stages {
-        Ok(stages) => stages,
-        Err(mut errs) => {
-            errors.append(&mut errs);
-            Vec::new()
-        }
-    };
     if !errors.is_empty() {
         return Err(errors);
     }

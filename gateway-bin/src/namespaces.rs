@@ -280,17 +280,18 @@ fn entry(name: &str) -> Option<&'static Entry> {
     REGISTRY.iter().find(|e| e.names.contains(&name))
 }
 
-/// The layers a set of namespaces asks for, and warnings for what is
-/// ignored. Errors carry the full JSON path (`path` is where `extra` sits).
+/// The layers a set of namespaces asks for, outermost first. What is
+/// ignored goes to `warnings`; mistakes go to `errors` with their full JSON
+/// path (`path` is where `extra` sits).
 pub(crate) fn build_stages(
     extra: &Map<String, Value>,
     level: Level,
     path: &str,
     ctx: &BuildContext<'_>,
     warnings: &mut Vec<String>,
-) -> Result<Vec<Stage>, Vec<ConfigError>> {
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Stage> {
     let mut stages = Vec::new();
-    let mut errors = Vec::new();
     for (name, value) in extra {
         let at = join_path(path, &key_segment(name));
         match entry(name).map(|e| &e.kind) {
@@ -327,12 +328,8 @@ pub(crate) fn build_stages(
             )),
         }
     }
-    if errors.is_empty() {
-        stages.sort_by_key(|s| s.order);
-        Ok(stages)
-    } else {
-        Err(errors)
-    }
+    stages.sort_by_key(|s| s.order);
+    stages
 }
 
 /// Wraps `inner` in the stages, outermost first in the list.
@@ -357,15 +354,15 @@ mod tests {
         extra.insert("qos/ratelimit/router".to_owned(), Value::Null);
         extra.insert("telemetry/logging".to_owned(), Value::Null);
         let mut warnings = Vec::new();
-        let Err(errors) = build_stages(
+        let mut errors = Vec::new();
+        build_stages(
             &extra,
             Level::Endpoint,
             "$.endpoints[0].extra_config",
             &ctx,
             &mut warnings,
-        ) else {
-            panic!("an unknown namespace must refuse");
-        };
+            &mut errors,
+        );
         assert_eq!(errors.len(), 1);
         assert_eq!(
             errors[0].path,
