@@ -5,10 +5,12 @@ pub mod config;
 mod context;
 mod error;
 pub mod sse;
+mod usage;
 
 pub use config::ConfigError;
 pub use context::{BodyLimit, Claims, JsonBody, RouteParams, lookup_path};
 pub use error::{ErrorResponse, SHOULD_RETRY};
+pub use usage::{Outcome, Usage, UsageReport};
 
 /// The one body type every body-touching Switchboard layer uses.
 pub type Body = axum_core::body::Body;
