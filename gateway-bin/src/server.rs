@@ -71,7 +71,11 @@ where
                     .any(|p| p == request.uri().path()))
             .then(|| (request.method().clone(), request.uri().path().to_owned()));
             let started = Instant::now();
-            let request = request.map(|body| Body::new(IdleTimeoutBody::new(body, read_timeout)));
+            let mut request =
+                request.map(|body| Body::new(IdleTimeoutBody::new(body, read_timeout)));
+            request
+                .extensions_mut()
+                .insert(switchboard_core::ClientAddr(peer));
             async move {
                 let response: Response<Body> =
                     match metrics::measure(started, router.oneshot(request)).await {

@@ -4,7 +4,8 @@ use std::task::{Context, Poll};
 
 use futures_util::future::{Either, Ready, ready};
 use http::{HeaderValue, Request, Response};
-use switchboard_core::{Body, ErrorResponse};
+use sha2::{Digest, Sha256};
+use switchboard_core::{ApiKeyIdentity, Body, ErrorResponse};
 use tower::Service;
 
 use crate::extract::{TakeError, take_key};
@@ -96,6 +97,19 @@ impl<S> ValidateApiKey<S> {
         {
             request.headers_mut().insert(name.clone(), value);
         }
+        request
+            .extensions_mut()
+            .insert(ApiKeyIdentity::new(key_id(&key), role));
         Ok(())
     }
+}
+
+/// A stable id for a key that does not reveal it: the first eight bytes of
+/// its SHA-256, in hex (quotas and rate limits count per key with it).
+fn key_id(key: &[u8]) -> String {
+    Sha256::digest(key)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

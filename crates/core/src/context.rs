@@ -93,6 +93,41 @@ impl JsonBody {
     }
 }
 
+/// The address of the client that opened the connection (the server puts
+/// it in every request's extensions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+/// Who an API key is: a stable, non-secret id of the key (a digest prefix)
+/// and the role it was admitted with. Put in the extensions by the API-key
+/// layer for quotas and rate limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKeyIdentity {
+    id: Arc<str>,
+    role: Arc<str>,
+}
+
+impl ApiKeyIdentity {
+    /// An identity.
+    pub fn new(id: impl Into<Arc<str>>, role: impl Into<Arc<str>>) -> Self {
+        Self {
+            id: id.into(),
+            role: role.into(),
+        }
+    }
+
+    /// The key's id (never the key).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The role the key was admitted with (`ANY` when the endpoint asks
+    /// for none).
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+}
+
 /// The most bytes a layer may buffer of this request's body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BodyLimit(pub usize);

@@ -26,6 +26,10 @@ pub struct Usage {
     pub provider: Option<Arc<str>>,
     /// The model that answered, as the vendor names it.
     pub model: Option<Arc<str>>,
+    /// What the call cost, in millionths of the currency of the price table
+    /// set on the report ([`UsageReport::set_prices`]); `None` without a
+    /// table or a price for the model.
+    pub cost_micros: Option<u64>,
 }
 
 impl Usage {
@@ -55,6 +59,84 @@ impl Usage {
     }
 }
 
+/// The price of one model, per million tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Price {
+    /// Per million prompt tokens not served from the cache.
+    #[serde(default)]
+    pub input: f64,
+    /// Per million completion tokens.
+    #[serde(default)]
+    pub output: f64,
+    /// Per million cached prompt tokens (the input price when unset).
+    #[serde(default)]
+    pub cached: Option<f64>,
+}
+
+impl Price {
+    /// A price per million input and output tokens.
+    pub fn new(input: f64, output: f64) -> Self {
+        Self {
+            input,
+            output,
+            cached: None,
+        }
+    }
+
+    /// What `usage` costs at this price, in millionths of the currency
+    /// (rounded up: a budget never loses a fraction).
+    pub fn cost_micros(&self, usage: &Usage) -> u64 {
+        let cached = usage.cached_tokens.min(usage.input_tokens);
+        let fresh = usage.input_tokens - cached;
+        // Prices are per million tokens, so tokens × price is in millionths.
+        let micros = fresh as f64 * self.input
+            + cached as f64 * self.cached.unwrap_or(self.input)
+            + usage.output_tokens as f64 * self.output;
+        micros.max(0.0).ceil() as u64
+    }
+}
+
+/// A price table: by `provider/model`, then by `model`, then `*`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Prices {
+    by_name: std::collections::BTreeMap<String, Price>,
+}
+
+impl Prices {
+    /// Adds a price under `provider/model`, `model` or `*`.
+    pub fn insert(&mut self, name: impl Into<String>, price: Price) {
+        self.by_name.insert(name.into(), price);
+    }
+
+    /// The price that applies to a provider and model.
+    pub fn lookup(&self, provider: Option<&str>, model: Option<&str>) -> Option<&Price> {
+        let qualified = provider
+            .zip(model)
+            .and_then(|(p, m)| self.by_name.get(&format!("{p}/{m}")));
+        qualified
+            .or_else(|| model.and_then(|m| self.by_name.get(m)))
+            .or_else(|| self.by_name.get("*"))
+    }
+
+    /// The highest price per token in the table: an upper bound on a call
+    /// whose model is not known yet.
+    pub fn highest(&self) -> Option<Price> {
+        self.by_name.values().copied().reduce(|a, b| Price {
+            input: a.input.max(b.input),
+            output: a.output.max(b.output),
+            cached: None,
+        })
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
 /// How the answer whose usage was reported ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -75,6 +157,18 @@ struct State {
     recorded: bool,
     finished: Option<Outcome>,
     watchers: Vec<Watcher>,
+    prices: Option<Arc<Prices>>,
+}
+
+impl State {
+    /// Prices the usage, when a table applies, before watchers see it.
+    fn price(&mut self) {
+        if let Some(prices) = &self.prices
+            && let Some(price) = prices.lookup(self.usage.provider.as_deref(), self.usage.model.as_deref())
+        {
+            self.usage.cost_micros = Some(price.cost_micros(&self.usage));
+        }
+    }
 }
 
 /// A shared slot for the usage of the call that serves this request.
@@ -95,6 +189,7 @@ impl Drop for Shared {
     fn drop(&mut self) {
         let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
         if state.finished.is_none() {
+            state.price();
             let usage = std::mem::take(&mut state.usage);
             for watcher in state.watchers.drain(..) {
                 watcher(&usage, Outcome::Cancelled);
@@ -168,10 +263,20 @@ impl UsageReport {
                 return;
             }
             state.finished = Some(outcome);
+            state.price();
             (state.usage.clone(), std::mem::take(&mut state.watchers))
         };
         for watcher in watchers {
             watcher(&usage, outcome);
+        }
+    }
+
+    /// Sets the price table the cost is computed with when the report
+    /// finishes (the first table set wins).
+    pub fn set_prices(&self, prices: Arc<Prices>) {
+        let mut state = self.lock();
+        if state.prices.is_none() {
+            state.prices = Some(prices);
         }
     }
 
@@ -239,6 +344,24 @@ mod tests {
         });
         assert_eq!(seen.load(Ordering::SeqCst), 2);
         assert!(report.usage().is_some());
+    }
+
+    #[test]
+    fn finished_usage_is_priced() {
+        let report = UsageReport::new();
+        let mut prices = Prices::default();
+        prices.insert("openai/gpt-x", Price::new(2.0, 8.0));
+        prices.insert("*", Price::new(1.0, 1.0));
+        report.set_prices(Arc::new(prices));
+        let seen = Arc::new(Mutex::new(None));
+        let slot = seen.clone();
+        report.on_finish(move |usage, _| *slot.lock().unwrap() = usage.cost_micros);
+        let mut usage = Usage::new(1_000_000, 500_000).with_source("openai", "gpt-x");
+        usage.cached_tokens = 500_000;
+        report.record(usage);
+        report.finish(Outcome::Complete);
+        // 0.5M fresh at 2 + 0.5M cached at 2 + 0.5M out at 8.
+        assert_eq!(*seen.lock().unwrap(), Some(6_000_000));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod caller;
 mod config;
 mod memory;
 mod redis_store;

@@ -128,6 +128,12 @@ impl Activation {
         self.set(var, Box::new(CelBool::from(value)));
     }
 
+    /// Binds a JSON value under a name outside the KrakenD set (`body`,
+    /// `meta` in prompt guards).
+    pub(crate) fn set_named_json(&mut self, name: &str, value: &serde_json::Value) {
+        self.context.add_variable_as_val(name.to_owned(), json_to_val(value));
+    }
+
     /// Binds a JSON value.
     pub(crate) fn set_json(&mut self, var: Var, value: &serde_json::Value) {
         self.set(var, json_to_val(value));
