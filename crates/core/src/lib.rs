@@ -8,7 +8,9 @@ pub mod sse;
 mod usage;
 
 pub use config::ConfigError;
-pub use context::{ApiKeyIdentity, BodyLimit, Claims, ClientAddr, JsonBody, RouteParams, lookup_path};
+pub use context::{
+    ApiKeyIdentity, BodyLimit, Claims, ClientAddr, JsonBody, RouteParams, lookup_path,
+};
 pub use error::{ErrorResponse, SHOULD_RETRY};
 pub use usage::{Outcome, Price, Prices, Usage, UsageReport};
 

@@ -164,7 +164,8 @@ impl State {
     /// Prices the usage, when a table applies, before watchers see it.
     fn price(&mut self) {
         if let Some(prices) = &self.prices
-            && let Some(price) = prices.lookup(self.usage.provider.as_deref(), self.usage.model.as_deref())
+            && let Some(price) =
+                prices.lookup(self.usage.provider.as_deref(), self.usage.model.as_deref())
         {
             self.usage.cost_micros = Some(price.cost_micros(&self.usage));
         }

@@ -21,7 +21,9 @@ pub struct RequestCondition {
 
 impl fmt::Debug for RequestCondition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("RequestCondition").field(&self.source).finish()
+        f.debug_tuple("RequestCondition")
+            .field(&self.source)
+            .finish()
     }
 }
 
@@ -101,10 +103,15 @@ mod tests {
         let condition =
             RequestCondition::compile("req_headers['X-Plan'][0] == 'gold' || JWT.plan == 'gold'")
                 .unwrap();
-        let by_header = Request::builder().header("x-plan", "gold").body(()).unwrap();
+        let by_header = Request::builder()
+            .header("x-plan", "gold")
+            .body(())
+            .unwrap();
         assert!(condition.matches(&by_header));
         let mut by_claim = Request::new(());
-        by_claim.extensions_mut().insert(Claims::new(json!({"plan": "gold"})));
+        by_claim
+            .extensions_mut()
+            .insert(Claims::new(json!({"plan": "gold"})));
         assert!(condition.matches(&by_claim));
         assert!(!condition.matches(&Request::new(())));
         assert!(RequestCondition::compile("resp_status == 200").is_err());

@@ -24,7 +24,10 @@ fn redis(c: &mut Criterion) {
         eprintln!("redis-server not found: Redis benches skipped");
         return;
     };
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
         return;
     };
     let Ok(store) = runtime.block_on(async {
@@ -33,7 +36,11 @@ fn redis(c: &mut Criterion) {
         return;
     };
     use switchboard_store::Store;
-    let counters = [Counter::new("bench:minute", u64::MAX, Duration::from_secs(60))];
+    let counters = [Counter::new(
+        "bench:minute",
+        u64::MAX,
+        Duration::from_secs(60),
+    )];
     c.bench_function("redis charge", |b| {
         b.iter(|| runtime.block_on(store.charge(&counters, 1, ChargeMode::IfFits)))
     });

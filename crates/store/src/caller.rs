@@ -77,9 +77,17 @@ impl Caller {
                 raw.split(',').next().unwrap_or(raw).trim().to_owned()
             }
             Source::Ip => request.extensions().get::<ClientAddr>()?.0.ip().to_string(),
-            Source::Param(name) => request.extensions().get::<RouteParams>()?.get(name)?.to_owned(),
+            Source::Param(name) => request
+                .extensions()
+                .get::<RouteParams>()?
+                .get(name)?
+                .to_owned(),
             Source::Jwt(path) => scalar(request.extensions().get::<Claims>()?.get_path(path)?)?,
-            Source::ApiKey => request.extensions().get::<ApiKeyIdentity>()?.id().to_owned(),
+            Source::ApiKey => request
+                .extensions()
+                .get::<ApiKeyIdentity>()?
+                .id()
+                .to_owned(),
         };
         (!value.is_empty()).then_some(value)
     }
@@ -123,7 +131,9 @@ impl TierKey {
         }
         HeaderName::from_bytes(tier_key.as_bytes())
             .map(Self::Header)
-            .map_err(|_| format!("{tier_key:?} is not a header name, `JWT.<claim>` or `api_key.role`"))
+            .map_err(|_| {
+                format!("{tier_key:?} is not a header name, `JWT.<claim>` or `api_key.role`")
+            })
     }
 
     /// The request's tier value.
@@ -205,8 +215,13 @@ mod tests {
             .unwrap();
         let ext = request.extensions_mut();
         ext.insert(ClientAddr("127.0.0.7:5000".parse().unwrap()));
-        ext.insert(RouteParams::from_iter([("team".to_owned(), "red".to_owned())]));
-        ext.insert(Claims::new(json!({"sub": "u1", "org": {"id": 42}, "plan": "pro"})));
+        ext.insert(RouteParams::from_iter([(
+            "team".to_owned(),
+            "red".to_owned(),
+        )]));
+        ext.insert(Claims::new(
+            json!({"sub": "u1", "org": {"id": 42}, "plan": "pro"}),
+        ));
         ext.insert(ApiKeyIdentity::new("abcd", "admin"));
         request
     }
@@ -215,8 +230,14 @@ mod tests {
     fn every_caller_strategy() {
         let r = request();
         let id = |s, k| Caller::new(s, k).unwrap().identify(&r);
-        assert_eq!(id(Strategy::Header, Some("X-User")).as_deref(), Some("alice"));
-        assert_eq!(id(Strategy::Header, Some("X-Forwarded-For")).as_deref(), Some("10.0.0.9"));
+        assert_eq!(
+            id(Strategy::Header, Some("X-User")).as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            id(Strategy::Header, Some("X-Forwarded-For")).as_deref(),
+            Some("10.0.0.9")
+        );
         assert_eq!(id(Strategy::Ip, None).as_deref(), Some("127.0.0.7"));
         assert_eq!(id(Strategy::Param, Some("team")).as_deref(), Some("red"));
         assert_eq!(id(Strategy::Jwt, Some("org.id")).as_deref(), Some("42"));

@@ -144,7 +144,8 @@ impl Stores {
                 return Err(ConfigError::new(at("timeout"), "must be more than zero"));
             }
             duration(&at("dial_timeout"), pool.dial_timeout.as_deref(), timeout)?;
-            let (host, port) = split_address(&pool.address).map_err(|m| ConfigError::new(at("address"), m))?;
+            let (host, port) =
+                split_address(&pool.address).map_err(|m| ConfigError::new(at("address"), m))?;
             let mut redis = RedisConnectionInfo::default().set_db(pool.db);
             if let Some(user) = &pool.user_name {
                 redis = redis.set_username(user);
@@ -221,15 +222,23 @@ mod tests {
 
     #[tokio::test]
     async fn mistakes_name_their_field() {
-        let err = Stores::try_from_config(&json!({"connection_pools": [{"name": "a", "address": "nohost"}]})).unwrap_err();
+        let err = Stores::try_from_config(
+            &json!({"connection_pools": [{"name": "a", "address": "nohost"}]}),
+        )
+        .unwrap_err();
         assert_eq!(err.path, "connection_pools[0].address");
         let err = Stores::try_from_config(&json!({"connection_pools": [
             {"name": "a", "address": "h:1"}, {"name": "a", "address": "h:2"}]}))
         .unwrap_err();
         assert_eq!(err.path, "connection_pools[1].name");
-        let err = Stores::try_from_config(&json!({"clusters": [{"name": "c", "addresses": ["h:1"]}]})).unwrap_err();
+        let err =
+            Stores::try_from_config(&json!({"clusters": [{"name": "c", "addresses": ["h:1"]}]}))
+                .unwrap_err();
         assert_eq!(err.path, "clusters");
-        let err = Stores::try_from_config(&json!({"connection_pools": [{"name": "a", "address": "h:1", "timeout": "soon"}]})).unwrap_err();
+        let err = Stores::try_from_config(
+            &json!({"connection_pools": [{"name": "a", "address": "h:1", "timeout": "soon"}]}),
+        )
+        .unwrap_err();
         assert_eq!(err.path, "connection_pools[0].timeout");
     }
 }

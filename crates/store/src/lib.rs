@@ -136,7 +136,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Charged, StoreError>>;
 
     /// Takes `cost` tokens from a bucket if it holds that many.
-    fn take<'a>(&'a self, bucket: &'a Bucket, cost: u64) -> BoxFuture<'a, Result<Taken, StoreError>>;
+    fn take<'a>(
+        &'a self,
+        bucket: &'a Bucket,
+        cost: u64,
+    ) -> BoxFuture<'a, Result<Taken, StoreError>>;
 
     /// What the store is, for logs (`memory`, `redis 127.0.0.1:6379`); never
     /// a password.
@@ -169,6 +173,8 @@ impl std::ops::Deref for SharedStore {
 
 impl fmt::Debug for SharedStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("SharedStore").field(&self.0.describe()).finish()
+        f.debug_tuple("SharedStore")
+            .field(&self.0.describe())
+            .finish()
     }
 }

@@ -14,8 +14,15 @@ const SHARDS: usize = 64;
 const SWEEP_EVERY: u32 = 4096;
 
 enum Entry {
-    Counter { value: u64, expires: Instant },
-    Bucket { tokens: f64, at: Instant, expires: Instant },
+    Counter {
+        value: u64,
+        expires: Instant,
+    },
+    Bucket {
+        tokens: f64,
+        at: Instant,
+        expires: Instant,
+    },
 }
 
 impl Entry {
@@ -35,7 +42,7 @@ struct Shard {
 impl Shard {
     fn wrote(&mut self, now: Instant) {
         self.writes = self.writes.wrapping_add(1);
-        if self.writes % SWEEP_EVERY == 0 {
+        if self.writes.is_multiple_of(SWEEP_EVERY) {
             self.entries.retain(|_, e| e.expires() > now);
         }
     }
@@ -149,7 +156,11 @@ impl MemoryStore {
         let capacity = bucket.capacity as f64;
         let mut shard = self.shard(&bucket.key);
         let (tokens, at) = match shard.entries.get(&bucket.key) {
-            Some(Entry::Bucket { tokens, at, expires }) if *expires > now => (*tokens, *at),
+            Some(Entry::Bucket {
+                tokens,
+                at,
+                expires,
+            }) if *expires > now => (*tokens, *at),
             _ => (capacity, now),
         };
         let elapsed = now.saturating_duration_since(at).as_secs_f64();
@@ -206,7 +217,11 @@ impl Store for MemoryStore {
         ready(Ok(self.charge_now(counters, amount, mode))).boxed()
     }
 
-    fn take<'a>(&'a self, bucket: &'a Bucket, cost: u64) -> BoxFuture<'a, Result<Taken, StoreError>> {
+    fn take<'a>(
+        &'a self,
+        bucket: &'a Bucket,
+        cost: u64,
+    ) -> BoxFuture<'a, Result<Taken, StoreError>> {
         ready(Ok(self.take_now(bucket, cost))).boxed()
     }
 
@@ -240,7 +255,10 @@ mod tests {
         let store = MemoryStore::new();
         let one = [counter("a", 3)];
         assert_eq!(store.charge_now(&one, 7, ChargeMode::Always).used, vec![7]);
-        assert_eq!(store.charge_now(&one, -10, ChargeMode::Always).used, vec![0]);
+        assert_eq!(
+            store.charge_now(&one, -10, ChargeMode::Always).used,
+            vec![0]
+        );
         assert!(!store.charge_now(&one, -1, ChargeMode::IfFits).admitted);
     }
 

@@ -103,7 +103,9 @@ impl RedisStore {
 }
 
 fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 impl Store for RedisStore {
@@ -130,13 +132,20 @@ impl Store for RedisStore {
                 .ok_or_else(|| StoreError::Backend("empty reply from the charge script".into()))?;
             Ok(Charged {
                 admitted: *admitted == 1,
-                used: used.iter().map(|&u| u64::try_from(u).unwrap_or(0)).collect(),
+                used: used
+                    .iter()
+                    .map(|&u| u64::try_from(u).unwrap_or(0))
+                    .collect(),
             })
         }
         .boxed()
     }
 
-    fn take<'a>(&'a self, bucket: &'a Bucket, cost: u64) -> BoxFuture<'a, Result<Taken, StoreError>> {
+    fn take<'a>(
+        &'a self,
+        bucket: &'a Bucket,
+        cost: u64,
+    ) -> BoxFuture<'a, Result<Taken, StoreError>> {
         async move {
             let mut invocation = self.inner.take.prepare_invoke();
             invocation

@@ -1,5 +1,8 @@
 //! The Redis store against a real `redis-server`.
 
+// Helpers outside #[test] functions may unwrap too: a failure is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,7 +22,13 @@ async fn charges_fit_or_change_nothing() {
         Counter::new("t:a", 10, Duration::from_secs(60)),
         Counter::new("t:b", 5, Duration::from_secs(60)),
     ];
-    assert!(store.charge(&both, 4, ChargeMode::IfFits).await.unwrap().admitted);
+    assert!(
+        store
+            .charge(&both, 4, ChargeMode::IfFits)
+            .await
+            .unwrap()
+            .admitted
+    );
     let refused = store.charge(&both, 2, ChargeMode::IfFits).await.unwrap();
     assert!(!refused.admitted);
     assert_eq!(refused.used, vec![4, 4]);
@@ -33,7 +42,10 @@ async fn charges_fit_or_change_nothing() {
 #[tokio::test]
 async fn two_instances_admit_exactly_the_limit() {
     let server = RedisServer::require();
-    let stores = [SharedStore::new(store(&server)), SharedStore::new(store(&server))];
+    let stores = [
+        SharedStore::new(store(&server)),
+        SharedStore::new(store(&server)),
+    ];
     let admitted = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for i in 0..1000 {
@@ -97,15 +109,26 @@ async fn a_frozen_server_fails_fast_and_service_resumes() {
         if store.charge(&counter, 1, ChargeMode::IfFits).await.is_ok() {
             break;
         }
-        assert!(resumed.elapsed() < Duration::from_secs(5), "no recovery within 5 s");
+        assert!(
+            resumed.elapsed() < Duration::from_secs(5),
+            "no recovery within 5 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 #[tokio::test]
 async fn a_server_that_is_down_fails_fast_and_is_found_when_it_starts() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let store = RedisStore::connect(&format!("redis://127.0.0.1:{port}"), Duration::from_millis(100)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store = RedisStore::connect(
+        &format!("redis://127.0.0.1:{port}"),
+        Duration::from_millis(100),
+    )
+    .unwrap();
     let counter = [Counter::new("t:down", 1, Duration::from_secs(60))];
     assert!(store.charge(&counter, 1, ChargeMode::IfFits).await.is_err());
 }

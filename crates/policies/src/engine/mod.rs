@@ -131,7 +131,8 @@ impl Activation {
     /// Binds a JSON value under a name outside the KrakenD set (`body`,
     /// `meta` in prompt guards).
     pub(crate) fn set_named_json(&mut self, name: &str, value: &serde_json::Value) {
-        self.context.add_variable_as_val(name.to_owned(), json_to_val(value));
+        self.context
+            .add_variable_as_val(name.to_owned(), json_to_val(value));
     }
 
     /// Binds a JSON value.
