@@ -133,11 +133,13 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
         .max_payload_size
         .unwrap_or(switchboard_core::DEFAULT_BODY_LIMIT);
 
+    let governance = crate::governance::Governance::from_root(&root.extra_config);
     let ctx = BuildContext {
         base_dir: &loaded.base_dir,
         root_extra: &root.extra_config,
         backend_url: None,
         streaming: false,
+        governance: &governance,
     };
     // Root namespaces build no layer; they are checked here.
     build_stages(

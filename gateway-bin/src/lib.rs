@@ -18,6 +18,7 @@ mod body;
 pub mod config;
 mod echo;
 mod forward;
+mod governance;
 mod lint;
 mod llm;
 mod metrics;

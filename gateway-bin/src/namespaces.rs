@@ -57,6 +57,8 @@ pub(crate) struct BuildContext<'a> {
     pub(crate) backend_url: Option<&'a str>,
     /// Backends: whether the endpoint's `output_encoding` is `streaming`.
     pub(crate) streaming: bool,
+    /// Shared quota, rate-limit and guard state, built once from the root.
+    pub(crate) governance: &'a crate::governance::Governance,
 }
 
 type Builder = fn(&Value, Level, &BuildContext<'_>) -> Result<Vec<Stage>, ConfigError>;
@@ -86,6 +88,18 @@ struct Entry {
 mod order {
     pub(super) const API_KEYS: u8 = 10;
     pub(super) const JWT: u8 = 20;
+    /// Limits and quotas come right after authentication (SPEC §3.1):
+    /// service-wide first, then the endpoint's; on a backend, before any
+    /// request rewrite.
+    pub(super) const SERVICE_RATE_LIMIT: u8 = 21;
+    pub(super) const RATE_LIMIT: u8 = 22;
+    pub(super) const SERVICE_QUOTA: u8 = 23;
+    pub(super) const QUOTA: u8 = 24;
+    /// Request validation before policies (endpoint), and on a backend
+    /// after the body generator so that guards see the final prompt.
+    pub(super) const JSON_SCHEMA: u8 = 30;
+    pub(super) const PROMPT_GUARD: u8 = 31;
+    pub(super) const BACKEND_PROMPT_GUARD: u8 = 29;
     pub(super) const MARTIAN_REQUEST: u8 = 25;
     pub(super) const REQUEST_BODY: u8 = 28;
     pub(super) const POLICIES: u8 = 40;
@@ -173,6 +187,83 @@ const REGISTRY: &[Entry] = &[
         kind: Kind::Layer {
             levels: &[Level::Backend],
             build: build_llm,
+        },
+    },
+    Entry {
+        names: &["redis"],
+        kind: Kind::Layer {
+            levels: &[Level::Root],
+            build: build_redis,
+        },
+    },
+    Entry {
+        names: &["governance/processors"],
+        kind: Kind::Layer {
+            levels: &[Level::Root],
+            build: build_processors,
+        },
+    },
+    Entry {
+        names: &["qos/ratelimit/service"],
+        kind: Kind::Layer {
+            levels: &[Level::Root],
+            build: build_service_rate_limit,
+        },
+    },
+    Entry {
+        names: &["qos/ratelimit/service/redis"],
+        kind: Kind::Layer {
+            levels: &[Level::Root],
+            build: build_service_rate_limit_redis,
+        },
+    },
+    Entry {
+        names: &["governance/quota"],
+        kind: Kind::Layer {
+            levels: &[Level::Root, Level::Endpoint, Level::Backend],
+            build: build_quota,
+        },
+    },
+    Entry {
+        names: &["qos/ratelimit/router"],
+        kind: Kind::Layer {
+            levels: &[Level::Endpoint],
+            build: build_rate_limit,
+        },
+    },
+    Entry {
+        names: &["qos/ratelimit/router/redis"],
+        kind: Kind::Layer {
+            levels: &[Level::Endpoint],
+            build: build_rate_limit_redis,
+        },
+    },
+    Entry {
+        names: &["qos/ratelimit/tiered"],
+        kind: Kind::Layer {
+            levels: &[Level::Root, Level::Endpoint],
+            build: build_tiered,
+        },
+    },
+    Entry {
+        names: &["qos/ratelimit/proxy"],
+        kind: Kind::Layer {
+            levels: &[Level::Backend],
+            build: build_proxy_rate_limit,
+        },
+    },
+    Entry {
+        names: &["validation/json-schema"],
+        kind: Kind::Layer {
+            levels: &[Level::Endpoint],
+            build: build_json_schema,
+        },
+    },
+    Entry {
+        names: &["ai/prompt-guard"],
+        kind: Kind::Layer {
+            levels: &[Level::Root, Level::Endpoint, Level::Backend],
+            build: build_prompt_guard,
         },
     },
     Entry {
@@ -303,6 +394,132 @@ fn build_api_keys(
     Ok(vec![stage(order::API_KEYS, keys.layer(value)?)])
 }
 
+/// Root governance namespaces build no layer here: the shared state was
+/// built once (`Governance::from_root`); its error is reported at the root.
+fn root_governance(name: &str, ctx: &BuildContext<'_>) -> Result<Vec<Stage>, ConfigError> {
+    match ctx.governance.root_error(name) {
+        Some(err) => Err(err),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// One root builder per shared-state namespace.
+macro_rules! root_builder {
+    ($name:ident, $namespace:literal) => {
+        fn $name(_: &Value, _: Level, ctx: &BuildContext<'_>) -> Result<Vec<Stage>, ConfigError> {
+            root_governance($namespace, ctx)
+        }
+    };
+}
+root_builder!(build_redis, "redis");
+root_builder!(build_processors, "governance/processors");
+root_builder!(build_service_rate_limit, "qos/ratelimit/service");
+root_builder!(
+    build_service_rate_limit_redis,
+    "qos/ratelimit/service/redis"
+);
+
+fn build_quota(
+    value: &Value,
+    level: Level,
+    ctx: &BuildContext<'_>,
+) -> Result<Vec<Stage>, ConfigError> {
+    if level == Level::Root {
+        return root_governance("governance/quota", ctx);
+    }
+    Ok(vec![stage(
+        order::QUOTA,
+        ctx.governance.quota_layer(value)?,
+    )])
+}
+
+fn build_rate_limit(
+    value: &Value,
+    _: Level,
+    ctx: &BuildContext<'_>,
+) -> Result<Vec<Stage>, ConfigError> {
+    Ok(vec![stage(
+        order::RATE_LIMIT,
+        ctx.governance
+            .rate_limit(value, switchboard_rate_limit::Variant::Memory)?,
+    )])
+}
+
+fn build_rate_limit_redis(
+    value: &Value,
+    _: Level,
+    ctx: &BuildContext<'_>,
+) -> Result<Vec<Stage>, ConfigError> {
+    Ok(vec![stage(
+        order::RATE_LIMIT,
+        ctx.governance
+            .rate_limit(value, switchboard_rate_limit::Variant::Redis)?,
+    )])
+}
+
+fn build_tiered(
+    value: &Value,
+    level: Level,
+    ctx: &BuildContext<'_>,
+) -> Result<Vec<Stage>, ConfigError> {
+    if level == Level::Root {
+        return root_governance("qos/ratelimit/tiered", ctx);
+    }
+    Ok(vec![stage(
+        order::RATE_LIMIT,
+        ctx.governance.tiered(value)?,
+    )])
+}
+
+fn build_proxy_rate_limit(
+    value: &Value,
+    _: Level,
+    ctx: &BuildContext<'_>,
+) -> Result<Vec<Stage>, ConfigError> {
+    Ok(vec![stage(
+        order::RATE_LIMIT,
+        ctx.governance.proxy_rate_limit(value)?,
+    )])
+}
+
+fn build_json_schema(
+    value: &Value,
+    _: Level,
+    _: &BuildContext<'_>,
+) -> Result<Vec<Stage>, ConfigError> {
+    Ok(vec![stage(
+        order::JSON_SCHEMA,
+        crate::governance::Governance::json_schema(value)?,
+    )])
+}
+
+fn build_prompt_guard(
+    value: &Value,
+    level: Level,
+    ctx: &BuildContext<'_>,
+) -> Result<Vec<Stage>, ConfigError> {
+    let order = match level {
+        Level::Root => return root_governance("ai/prompt-guard", ctx),
+        Level::Endpoint => order::PROMPT_GUARD,
+        Level::Backend => order::BACKEND_PROMPT_GUARD,
+    };
+    Ok(vec![stage(order, ctx.governance.guard_layer(value)?)])
+}
+
+/// The service-wide limits and quota every endpoint gets.
+fn service_stages(ctx: &BuildContext<'_>) -> Vec<Stage> {
+    let mut stages: Vec<Stage> = ctx
+        .governance
+        .service_limits
+        .iter()
+        .map(|layer| stage(order::SERVICE_RATE_LIMIT, layer.clone()))
+        .collect();
+    if let Some(quota) = &ctx.governance.service_quota {
+        stages.push(stage(order::SERVICE_QUOTA, quota.clone()));
+    }
+    stages
+}
+
 /// Looks a namespace up, alias included.
 fn entry(name: &str) -> Option<&'static Entry> {
     REGISTRY.iter().find(|e| e.names.contains(&name))
@@ -356,6 +573,9 @@ pub(crate) fn build_stages(
             )),
         }
     }
+    if level == Level::Endpoint {
+        stages.extend(service_stages(ctx));
+    }
     stages.sort_by_key(|s| s.order);
     stages
 }
@@ -379,9 +599,10 @@ mod tests {
             root_extra: &Map::new(),
             backend_url: None,
             streaming: false,
+            governance: &crate::governance::Governance::default(),
         };
         let mut extra = Map::new();
-        extra.insert("qos/ratelimit/router".to_owned(), Value::Null);
+        extra.insert("security/bot-detector".to_owned(), Value::Null);
         extra.insert("telemetry/logging".to_owned(), Value::Null);
         let mut warnings = Vec::new();
         let mut errors = Vec::new();
@@ -396,7 +617,7 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(
             errors[0].path,
-            "$.endpoints[0].extra_config[\"qos/ratelimit/router\"]"
+            "$.endpoints[0].extra_config[\"security/bot-detector\"]"
         );
         assert_eq!(warnings.len(), 1);
     }

@@ -325,6 +325,13 @@ fn backend_request(
         extensions.insert(*depth);
     }
     // Token usage flows back to the layers around the endpoint.
+    // Backend-level limits and quotas tell callers apart by these.
+    if let Some(addr) = client.extensions.get::<switchboard_core::ClientAddr>() {
+        extensions.insert(*addr);
+    }
+    if let Some(identity) = client.extensions.get::<switchboard_core::ApiKeyIdentity>() {
+        extensions.insert(identity.clone());
+    }
     if let Some(report) = client.extensions.get::<switchboard_core::UsageReport>() {
         extensions.insert(report.clone());
     }

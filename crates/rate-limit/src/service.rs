@@ -92,9 +92,10 @@ where
     let mut response = inner.call(request).await?;
     if !taken.is_empty() {
         let headers = response.headers_mut();
-        headers.insert(RATELIMIT_POLICY, policy_header(limiter));
+        // Appended: a service-wide and an endpoint limit each add theirs.
+        headers.append(RATELIMIT_POLICY, policy_header(limiter));
         if let Some(value) = remaining_header(&taken) {
-            headers.insert(RATELIMIT, value);
+            headers.append(RATELIMIT, value);
         }
     }
     Ok(response)
