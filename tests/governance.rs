@@ -416,3 +416,34 @@ async fn config_mistakes_name_their_path() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn the_governance_example_builds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/configs");
+    let text = std::fs::read_to_string(dir.join("governance.json")).unwrap();
+    let config: Value = serde_json::from_str(&text).unwrap();
+    let env = |name: &str| (name == "OPENAI_API_KEY").then(|| "sk-test".to_owned());
+    let gateway = Gateway::try_start_with_env(config, &dir, &env)
+        .await
+        .unwrap();
+    // Without a key the endpoint refuses before any limit is spent.
+    let response = client()
+        .post(gateway.url("/v1/chat/completions"))
+        .json(&json!({"messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // A valid key with a body the schema refuses: 400 before the vendor.
+    let response = client()
+        .post(gateway.url("/v1/chat/completions"))
+        .header("authorization", "team-b-key")
+        .json(&json!({"messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.headers()["x-should-retry"], "false");
+    // The quota ran first (SPEC order) and shows team-b's monthly budget.
+    assert_eq!(response.headers()["x-quota-limit"], "50000000");
+}

@@ -63,6 +63,36 @@ fn may_reach(pattern: &str, endpoint: &str) -> bool {
             .all(|(x, y)| x == y || *x == "\u{0}" || y.starts_with('{'))
 }
 
+/// Token and money quotas reserve before the call: say so, since a request
+/// may then be refused while the counter is still below its limit.
+fn quota_lint(extra: &serde_json::Map<String, serde_json::Value>, at: &str, out: &mut Vec<Lint>) {
+    let Some(config) = extra.get("governance/quota") else {
+        return;
+    };
+    let strategy = config.get("weight_strategy").and_then(|v| v.as_str());
+    let key = config.get("weight_key").and_then(|v| v.as_str());
+    let tokens = matches!(strategy, Some("usage" | "cost"))
+        || (key == Some("usage") && matches!(strategy, None | Some("body")));
+    if !tokens {
+        return;
+    }
+    let reserve = config.pointer("/reserve/enabled").and_then(|v| v.as_bool()) != Some(false);
+    let message = if reserve {
+        "token quota: before the call an estimate is reserved (prompt bytes / \
+         reserve.bytes_per_token + the request's max_tokens, or reserve.max_output_tokens, or a \
+         fixed reserve.ceiling) and the request is refused with 429 if it does not fit; when the \
+         answer ends the reservation is replaced by the real usage, and a failed or cancelled \
+         call gives back what it did not use"
+    } else {
+        "token quota with reserve.enabled false: usage is counted after the call, as KrakenD \
+         does, so the call that crosses the limit and every call in flight with it go through"
+    };
+    out.push(Lint {
+        path: format!("{at}[\"governance/quota\"]"),
+        message: message.to_owned(),
+    });
+}
+
 /// Masking that cannot follow a stream answers event streams with 502.
 fn stream_refusal_lint(
     extra: &serde_json::Map<String, serde_json::Value>,
@@ -111,6 +141,18 @@ pub(crate) fn lints(root: &RootConfig, warnings: &[String]) -> Vec<Lint> {
             .map(|v| v.to_string().to_ascii_lowercase())
             .collect::<String>();
         let mut reaches_vendor = calls_vendor(endpoint);
+        quota_lint(
+            &endpoint.extra_config,
+            &format!("{at}.extra_config"),
+            &mut out,
+        );
+        for (j, backend) in endpoint.backend.iter().enumerate() {
+            quota_lint(
+                &backend.extra_config,
+                &format!("{at}.backend[{j}].extra_config"),
+                &mut out,
+            );
+        }
         stream_refusal_lint(
             &endpoint.extra_config,
             &format!("{at}.extra_config"),
