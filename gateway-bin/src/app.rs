@@ -145,6 +145,9 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
         &BuildContext {
             base_dir: &loaded.base_dir,
             root: &RootLayers::default(),
+            root_extra: &root.extra_config,
+            backend_url: None,
+            streaming: false,
         },
         &mut warnings,
         &mut errors,
@@ -152,6 +155,9 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
     let ctx = BuildContext {
         base_dir: &loaded.base_dir,
         root: &root_layers,
+        root_extra: &root.extra_config,
+        backend_url: None,
+        streaming: false,
     };
 
     for (field, set) in [
@@ -624,12 +630,20 @@ impl PipelineBuilder<'_> {
                 )),
             }
         }
+        let backend_url = hosts
+            .first()
+            .map(|host| format!("{host}{}", backend.url_pattern));
+        let ctx = BuildContext {
+            backend_url: backend_url.as_deref(),
+            streaming: of.endpoint.output_encoding == Some(Encoding::Streaming),
+            ..*self.ctx
+        };
         let mut layers = BackendLayers::default();
         build_layers(
             &backend.extra_config,
             Slots::Backend(&mut layers),
             &format!("{at}.extra_config"),
-            self.ctx,
+            &ctx,
             self.warnings,
             &mut errors,
         );

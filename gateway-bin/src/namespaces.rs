@@ -17,6 +17,7 @@ use switchboard_core::config::{join_path, key_segment};
 use switchboard_core::{Body, ConfigError};
 use switchboard_header_modifier::ModifyHeadersLayer;
 use switchboard_jwt_claims::ValidateJwtLayer;
+use switchboard_llm_router::RouteLlmLayer;
 use switchboard_policies::EvaluatePoliciesLayer;
 use switchboard_response_masker::MaskResponseLayer;
 use tower::{Service, ServiceBuilder};
@@ -97,9 +98,12 @@ pub(crate) struct BackendLayers {
     pub(crate) mask: Option<MaskResponseLayer>,
     /// `modifier/response-body-generator`.
     pub(crate) response_body: Option<GenerateResponseBodyLayer>,
-    /// `modifier/martian`, response scope: innermost, so it sees the
-    /// upstream answer first.
+    /// `modifier/martian`, response scope: it sees the upstream answer
+    /// first.
     pub(crate) martian_response: Option<ModifyHeadersLayer>,
+    /// `ai/llm`: innermost, speaks to the vendor after every request
+    /// rewrite.
+    pub(crate) llm: Option<RouteLlmLayer>,
 }
 
 impl BackendLayers {
@@ -112,6 +116,7 @@ impl BackendLayers {
             && self.mask.is_none()
             && self.response_body.is_none()
             && self.martian_response.is_none()
+            && self.llm.is_none()
     }
 
     /// Stacks the layers around `upstream`: a static service, without a box.
@@ -127,6 +132,7 @@ impl BackendLayers {
             .option_layer(self.mask)
             .option_layer(self.response_body)
             .option_layer(self.martian_response)
+            .option_layer(self.llm)
             .service(upstream)
     }
 }
@@ -184,6 +190,12 @@ impl Slots<'_> {
 pub(crate) struct BuildContext<'a> {
     pub(crate) base_dir: &'a Path,
     pub(crate) root: &'a RootLayers,
+    pub(crate) root_extra: &'a Map<String, Value>,
+    /// Backends: the first host + `url_pattern` (an inline `ai/llm`
+    /// endpoint).
+    pub(crate) backend_url: Option<&'a str>,
+    /// Backends: whether the endpoint's `output_encoding` is `streaming`.
+    pub(crate) streaming: bool,
 }
 
 type Builder = fn(&Value, Slots<'_>, &BuildContext<'_>) -> Result<(), ConfigError>;
@@ -269,6 +281,20 @@ const REGISTRY: &[Entry] = &[
         },
     },
     Entry {
+        names: &["ai/providers"],
+        kind: Kind::Layer {
+            levels: &[Level::Root],
+            build: crate::llm::check_providers,
+        },
+    },
+    Entry {
+        names: &["ai/llm"],
+        kind: Kind::Layer {
+            levels: &[Level::Backend],
+            build: build_llm,
+        },
+    },
+    Entry {
         names: &[
             "telemetry/logging",
             "telemetry/metrics",
@@ -297,6 +323,14 @@ fn fill<T>(slot: &mut Option<T>, layer: T) -> Result<(), ConfigError> {
     }
     *slot = Some(layer);
     Ok(())
+}
+
+fn build_llm(value: &Value, slots: Slots<'_>, ctx: &BuildContext<'_>) -> Result<(), ConfigError> {
+    let layer = crate::llm::layer(value, ctx.root_extra, ctx.backend_url, ctx.streaming)?;
+    match slots {
+        Slots::Backend(set) => fill(&mut set.llm, layer),
+        _ => Ok(()),
+    }
 }
 
 fn build_martian(value: &Value, slots: Slots<'_>, _: &BuildContext<'_>) -> Result<(), ConfigError> {
@@ -474,6 +508,9 @@ mod tests {
         let ctx = BuildContext {
             base_dir: Path::new("."),
             root: &root,
+            root_extra: &Map::new(),
+            backend_url: None,
+            streaming: false,
         };
         let mut extra = Map::new();
         extra.insert("qos/ratelimit/router".to_owned(), Value::Null);
