@@ -3,7 +3,7 @@
 //! and read the vendor's answer (OpenAI, Mistral, Deepseek, Alibaba, Ollama,
 //! any compatible server).
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -317,13 +317,13 @@ fn content_parts(content: Option<WireContent>) -> Result<Vec<ContentPart>, LlmEr
         Some(WireContent::Text(text)) => vec![ContentPart::Text(text)],
         Some(WireContent::Parts(parts)) => parts
             .into_iter()
-            .filter_map(|part| match part {
-                WirePart::Text { text } => Some(ContentPart::Text(text)),
+            .map(|part| match part {
+                WirePart::Text { text } => ContentPart::Text(text),
                 WirePart::ImageUrl { image_url } => {
-                    Some(ContentPart::Image(ImageSource::from_url(&image_url.url)))
+                    ContentPart::Image(ImageSource::from_url(&image_url.url))
                 }
                 // A refusal in history is the model's own words: keep as text.
-                WirePart::Refusal { refusal } => Some(ContentPart::Text(refusal)),
+                WirePart::Refusal { refusal } => ContentPart::Text(refusal),
             })
             .collect(),
     })
@@ -743,7 +743,7 @@ pub(crate) struct ChunkDecoder {
     finished_any: bool,
     failed: bool,
     /// Tool calls whose start was sent, by (choice, index).
-    open_calls: BTreeMap<(u32, u32), ()>,
+    open_calls: BTreeSet<(u32, u32)>,
 }
 
 impl ChunkDecoder {
@@ -754,7 +754,7 @@ impl ChunkDecoder {
             done: false,
             finished_any: false,
             failed: false,
-            open_calls: BTreeMap::new(),
+            open_calls: BTreeSet::new(),
         }
     }
 
@@ -838,8 +838,7 @@ impl ChunkDecoder {
                         .and_then(Value::as_u64)
                         .map_or(position as u32, |i| i as u32);
                     let function = call.get("function");
-                    if !self.open_calls.contains_key(&(index, call_index)) {
-                        self.open_calls.insert((index, call_index), ());
+                    if self.open_calls.insert((index, call_index)) {
                         out.push(StreamEvent::ToolCallStart {
                             choice: index,
                             index: call_index,
