@@ -627,3 +627,28 @@ async fn config_mistakes_name_their_path() {
     );
     assert!(errors.iter().all(|e| !e.contains("\"k\"")));
 }
+
+#[tokio::test]
+async fn streaming_endpoint_passes_the_vendor_stream_through() {
+    let openai = MockUpstream::json(json!({})).await;
+    let anthropic = streaming_vendor(anthropic_check, ANTHROPIC_STREAM).await;
+    let mut config = config(&openai, &anthropic);
+    config["endpoints"].as_array_mut().unwrap().push(json!({
+        "endpoint": "/unified/stream", "method": "POST", "output_encoding": "streaming",
+        "backend": [{"host": [anthropic.url()], "url_pattern": "/unused",
+            "extra_config": {"ai/llm": {"provider": "claude"}}}]}));
+    let gateway = Gateway::start(config).await;
+    let text = sse_text(
+        client()
+            .post(gateway.url("/unified/stream"))
+            .json(&json!({"instructions": "Be brief.", "contents": "Salut"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(text, ANTHROPIC_STREAM.concat());
+    let sent = anthropic.requests()[0].json();
+    assert_eq!(sent["stream"], true);
+    assert_eq!(sent["system"], "Be brief.");
+}
