@@ -182,6 +182,10 @@ impl VendorAdapter for CompatibleVendor {
         self.requires_model
     }
 
+    fn native_dialect(&self) -> Option<crate::ir::WireDialect> {
+        Some(crate::ir::WireDialect::OpenAiChat)
+    }
+
     fn check_request(&self, request: &ChatRequest) -> Result<(), LlmError> {
         check_features(request, self.unsupported, self.vendor)
     }
