@@ -357,16 +357,7 @@ impl CohereStream {
         self.sse.get_or_insert_with(SseJson::new)
     }
 
-    fn on_event(&mut self, value: Value, out: &mut Vec<StreamEvent>) {
-        let event: CohereEvent = match serde_json::from_value(value) {
-            Ok(event) => event,
-            Err(err) => {
-                let error =
-                    LlmError::bad_upstream(format!("cohere streamed an unknown event: {err}"));
-                self.sse().fail(error, out);
-                return;
-            }
-        };
+    fn on_event(&mut self, event: CohereEvent, out: &mut Vec<StreamEvent>) {
         let message = event.delta.as_ref().and_then(|d| d.message.as_ref());
         match event.kind.as_str() {
             "message-start" => out.push(StreamEvent::Start {

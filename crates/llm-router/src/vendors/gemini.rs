@@ -497,16 +497,7 @@ impl GeminiStream {
         self.sse.get_or_insert_with(SseJson::new)
     }
 
-    fn on_event(&mut self, value: Value, out: &mut Vec<StreamEvent>) {
-        let answer: GenerateResponse = match serde_json::from_value(value) {
-            Ok(answer) => answer,
-            Err(err) => {
-                let error =
-                    LlmError::bad_upstream(format!("gemini streamed an unknown event: {err}"));
-                self.sse().fail(error, out);
-                return;
-            }
-        };
+    fn on_event(&mut self, answer: GenerateResponse, out: &mut Vec<StreamEvent>) {
         if let Some(error) = answer.error {
             let error = error.into_error(StatusCode::BAD_GATEWAY, &HeaderMap::new());
             self.sse().fail(error, out);

@@ -436,17 +436,7 @@ impl ResponsesStream {
         self.sse.get_or_insert_with(SseJson::new)
     }
 
-    fn on_event(&mut self, value: Value, out: &mut Vec<StreamEvent>) {
-        let event: ResponsesEvent = match serde_json::from_value(value) {
-            Ok(event) => event,
-            Err(err) => {
-                let error = LlmError::bad_upstream(format!(
-                    "the responses stream sent an unknown event: {err}"
-                ));
-                self.sse().fail(error, out);
-                return;
-            }
-        };
+    fn on_event(&mut self, event: ResponsesEvent, out: &mut Vec<StreamEvent>) {
         match event.kind.as_str() {
             "response.created" => {
                 let response = event.response;

@@ -208,8 +208,12 @@ impl SseJson {
     }
 }
 
-/// Reads an event's data as JSON (`None` for comments and empty data).
-pub(crate) fn event_json(vendor: &str, event: &Event) -> Option<Result<Value, LlmError>> {
+/// Reads an event's data as JSON into `T` (`None` for comments and empty
+/// data), in one pass.
+pub(crate) fn event_json<T: DeserializeOwned>(
+    vendor: &str,
+    event: &Event,
+) -> Option<Result<T, LlmError>> {
     let data = event.data.as_deref()?;
     if data.trim().is_empty() {
         return None;
