@@ -16,8 +16,18 @@ const VENDORS: &[(&str, &str, Option<&str>, &str)] = &[
     ("gemini", "gemini", None, "stream.sse"),
     ("bedrock", "bedrock", None, "stream_tools.bin"),
     ("cohere", "cohere", None, "stream_tools.sse"),
-    ("ollama-native", "ollama", Some("http://127.0.0.1:11434/api/chat"), "stream.ndjson"),
-    ("openai-responses", "openai", Some("https://api.openai.com/v1/responses"), "stream.sse"),
+    (
+        "ollama-native",
+        "ollama",
+        Some("http://127.0.0.1:11434/api/chat"),
+        "stream.ndjson",
+    ),
+    (
+        "openai-responses",
+        "openai",
+        Some("https://api.openai.com/v1/responses"),
+        "stream.sse",
+    ),
 ];
 
 fn fixture(vendor: &str, name: &str) -> PathBuf {

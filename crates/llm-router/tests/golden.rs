@@ -237,11 +237,10 @@ fn errors_match_their_transcripts() {
                     );
                 }
             }
-            let err = fixture.adapter.parse_error(
-                StatusCode::from_u16(status).unwrap(),
-                &headers,
-                &body,
-            );
+            let err =
+                fixture
+                    .adapter
+                    .parse_error(StatusCode::from_u16(status).unwrap(), &headers, &body);
             let mut text = format!(
                 "status: {}\nkind: {:?}\nretry-after: {:?}\n",
                 err.status.as_u16(),

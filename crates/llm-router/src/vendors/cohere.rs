@@ -17,7 +17,7 @@ use crate::ir::{
     StreamEvent, TokenUsage, ToolChoice,
 };
 use crate::vendors::openai_compatible::json_request;
-use crate::vendors::wire::{self, Knobs, SseJson, event_json, put, tool_result_text};
+use crate::vendors::wire::{self, SseJson, event_json, put, tool_result_text};
 
 const VENDOR: &str = "cohere";
 
@@ -208,14 +208,12 @@ fn request_body(
     if request.stream {
         body.insert("stream".to_owned(), json!(true));
     }
-    let knobs = Knobs::new(request, provider);
-    put(&mut body, "max_tokens", knobs.max_tokens(&["max_tokens"]));
-    put(&mut body, "temperature", knobs.temperature());
-    put(&mut body, "p", knobs.top_p());
-    put(&mut body, "k", knobs.top_k());
-    let stop = knobs.stop("stop_sequences");
-    if !stop.is_empty() {
-        body.insert("stop_sequences".to_owned(), json!(stop));
+    put(&mut body, "max_tokens", request.max_tokens);
+    put(&mut body, "temperature", request.temperature);
+    put(&mut body, "p", request.top_p);
+    put(&mut body, "k", request.top_k);
+    if !request.stop.is_empty() {
+        body.insert("stop_sequences".to_owned(), json!(request.stop));
     }
     put(&mut body, "seed", request.seed);
     put(&mut body, "presence_penalty", request.presence_penalty);

@@ -36,7 +36,7 @@ use crate::ir::{
     ChatRequest, ChatResponse, Choice, ContentPart, ErrorKind, FinishReason, ImageSource, LlmError,
     Role, StreamEvent, TokenUsage, ToolChoice,
 };
-use crate::vendors::wire::{self, Knobs, MAX_STREAM_EVENT, arguments_object};
+use crate::vendors::wire::{self, MAX_STREAM_EVENT, arguments_object};
 
 pub(crate) use eventstream::{EventStreamDecoder, EventStreamError, Frame};
 pub(crate) use sigv4::{AwsCredentials, region_from_host, sign_request};
@@ -174,7 +174,7 @@ impl VendorAdapter for Bedrock {
         provider: &ProviderSettings,
     ) -> Result<UpstreamRequest, LlmError> {
         let model = provider.model_for(request);
-        let body = wire::to_body(&request_body(request, provider, model)?)?;
+        let body = wire::to_body(&request_body(request, model)?)?;
         let url = if provider.endpoint_configured {
             configured_url(&provider.endpoint, request.stream)
         } else {
@@ -347,11 +347,7 @@ fn image_block(media_type: &str, data: &str) -> Result<Value, LlmError> {
     Ok(json!({"image": {"format": format, "source": {"bytes": data}}}))
 }
 
-fn request_body(
-    request: &ChatRequest,
-    provider: &ProviderSettings,
-    model: &str,
-) -> Result<Value, LlmError> {
+fn request_body(request: &ChatRequest, model: &str) -> Result<Value, LlmError> {
     let mut body = Map::new();
     let mut messages = Vec::with_capacity(request.messages.len());
     let mut has_tool_blocks = false;
@@ -413,23 +409,17 @@ fn request_body(
     if let Some(system) = &request.system {
         body.insert("system".to_owned(), json!([{"text": system}]));
     }
-    let knobs = Knobs::new(request, provider);
     let mut inference = Map::new();
-    wire::put(
-        &mut inference,
-        "maxTokens",
-        knobs.max_tokens(&["max_tokens"]),
-    );
-    wire::put(&mut inference, "temperature", knobs.temperature());
-    wire::put(&mut inference, "topP", knobs.top_p());
-    let stop = knobs.stop("stop_sequences");
-    if !stop.is_empty() {
-        inference.insert("stopSequences".to_owned(), json!(stop));
+    wire::put(&mut inference, "maxTokens", request.max_tokens);
+    wire::put(&mut inference, "temperature", request.temperature);
+    wire::put(&mut inference, "topP", request.top_p);
+    if !request.stop.is_empty() {
+        inference.insert("stopSequences".to_owned(), json!(request.stop));
     }
     if !inference.is_empty() {
         body.insert("inferenceConfig".to_owned(), Value::Object(inference));
     }
-    if let Some(top_k) = knobs.top_k() {
+    if let Some(top_k) = request.top_k {
         // Converse has no top-k of its own; each model family names it.
         let fields = if model.contains("amazon.nova") {
             json!({"inferenceConfig": {"topK": top_k}})
@@ -865,10 +855,9 @@ mod tests {
                 }),
             ],
         ));
-        let mut settings = settings("k");
-        settings.variables = serde_json::from_value(json!({"temperature": 0.3})).unwrap();
+        chat.temperature = Some(0.3);
         let request = Bedrock::new("us-east-1")
-            .build_request(&chat, &settings)
+            .build_request(&chat, &settings("k"))
             .unwrap();
         let body: Value = serde_json::from_slice(request.body()).unwrap();
         assert_eq!(
