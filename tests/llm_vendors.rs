@@ -353,7 +353,7 @@ fn bedrock_body_check(r: &Recorded) -> Result<(), String> {
 fn bedrock_signed_check(r: &Recorded) -> Result<(), String> {
     let action = r
         .path()
-        .strip_prefix("/model/eu.amazon.nova-lite-v1:0/")
+        .strip_prefix("/model/eu.meta.llama3-2-1b-instruct-v1:0/")
         .ok_or_else(|| format!("bad path {}", r.path()))?;
     if action != "converse" && action != "converse-stream" {
         return Err(format!("bad action {action}"));
@@ -398,7 +398,7 @@ fn bedrock_config(signed: &MockUpstream, keyed: &MockUpstream) -> Value {
         "endpoints": [
             {"endpoint": "/bedrock/v1/chat/completions", "method": "POST", "output_encoding": "no-op",
              "backend": [{"host": [signed.url()],
-                "url_pattern": "/model/eu.amazon.nova-lite-v1:0/converse",
+                "url_pattern": "/model/eu.meta.llama3-2-1b-instruct-v1:0/converse",
                 "extra_config": {"ai/llm": {"format": "openai", "bedrock": {"v1": {
                     "credentials": format!("{ACCESS_KEY}:{SECRET_KEY}:{SESSION_TOKEN}"),
                     "variables": {"max_tokens": 100}}}}}}]},
@@ -420,9 +420,17 @@ async fn bedrock_signed_and_keyed_through_the_openai_format() {
     let signed = vendor(bedrock_signed_check, bedrock_answer).await;
     let keyed = vendor(bedrock_key_check, bedrock_answer).await;
     let gateway = Gateway::start(bedrock_config(&signed, &keyed)).await;
-    for (path, mock) in [
-        ("/bedrock/v1/chat/completions", &signed),
-        ("/bedrock-key/v1/chat/completions", &keyed),
+    for (path, mock, model) in [
+        (
+            "/bedrock/v1/chat/completions",
+            &signed,
+            "eu.meta.llama3-2-1b-instruct-v1:0",
+        ),
+        (
+            "/bedrock-key/v1/chat/completions",
+            &keyed,
+            "eu.amazon.nova-lite-v1:0",
+        ),
     ] {
         let mut body = bedrock_chat(false);
         body.as_object_mut().unwrap().remove("stream_options");
@@ -439,6 +447,8 @@ async fn bedrock_signed_and_keyed_through_the_openai_format() {
             answer["choices"][0]["message"]["content"],
             "The capital of France is Paris."
         );
+        // The model in the URL answers, whatever the client named.
+        assert_eq!(answer["model"], model, "{path}");
         assert_eq!(answer["usage"]["prompt_tokens"], 15);
         assert_eq!(answer["usage"]["completion_tokens"], 9);
         assert_eq!(mock.count(), 1, "{path}");
@@ -516,7 +526,7 @@ async fn bedrock_streams_tool_calls_and_mid_stream_errors() {
     let sent = signed.requests().pop().unwrap();
     assert_eq!(
         sent.path(),
-        "/model/eu.amazon.nova-lite-v1:0/converse-stream"
+        "/model/eu.meta.llama3-2-1b-instruct-v1:0/converse-stream"
     );
 
     // A throttling exception mid-stream ends the stream as an error.

@@ -66,6 +66,13 @@ impl VendorAdapter for Gemini {
         "gemini-3.5-flash"
     }
 
+    fn model_from_endpoint(&self, endpoint: &str) -> Option<String> {
+        let path = super::endpoint_path(endpoint);
+        let (_, rest) = path.rsplit_once("/models/")?;
+        let (model, _) = rest.split_once(':')?;
+        (!model.is_empty() && !model.contains('/')).then(|| model.to_owned())
+    }
+
     fn check_request(&self, request: &ChatRequest) -> Result<(), LlmError> {
         check_features(request, UNSUPPORTED, VENDOR)
     }
@@ -694,6 +701,17 @@ mod tests {
             body(&request)["generationConfig"],
             json!({"temperature": 1.0, "topP": 0.9})
         );
+    }
+
+    #[test]
+    fn the_model_is_read_from_a_configured_url() {
+        assert_eq!(
+            Gemini.model_from_endpoint(
+                "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent"
+            ),
+            Some("gemini-2.5-flash".into())
+        );
+        assert_eq!(Gemini.model_from_endpoint("http://h/v1/chat"), None);
     }
 
     #[test]

@@ -164,6 +164,16 @@ impl VendorAdapter for Bedrock {
         crate::config::check_common_variables(variables)
     }
 
+    fn model_from_endpoint(&self, endpoint: &str) -> Option<String> {
+        let path = super::endpoint_path(endpoint);
+        let (_, rest) = path.rsplit_once("/model/")?;
+        let (model, _) = rest.split_once('/')?;
+        let model = percent_encoding::percent_decode_str(model)
+            .decode_utf8()
+            .ok()?;
+        (!model.is_empty()).then(|| model.into_owned())
+    }
+
     fn check_request(&self, request: &ChatRequest) -> Result<(), LlmError> {
         check_features(request, UNSUPPORTED, VENDOR)
     }
@@ -877,6 +887,21 @@ mod tests {
                                "toolChoice": {"any": {}}}
             })
         );
+    }
+
+    #[test]
+    fn the_model_is_read_from_a_configured_url() {
+        let adapter = Bedrock::new("us-east-1");
+        for url in [
+            "https://bedrock-runtime.eu-west-1.amazonaws.com/model/eu.meta.llama3-2-1b-instruct-v1:0/converse",
+            "https://bedrock-runtime.eu-west-1.amazonaws.com/model/eu.meta.llama3-2-1b-instruct-v1%3A0/converse-stream",
+        ] {
+            assert_eq!(
+                adapter.model_from_endpoint(url).as_deref(),
+                Some("eu.meta.llama3-2-1b-instruct-v1:0")
+            );
+        }
+        assert_eq!(adapter.model_from_endpoint("http://h/converse"), None);
     }
 
     #[test]
