@@ -9,7 +9,7 @@ use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
 use switchboard_core::ConfigError;
 
-use crate::ir::{ChatRequest, ChatResponse, LlmError, StreamEvent};
+use crate::ir::{ChatRequest, ChatResponse, LlmError, StreamEvent, WireDialect};
 
 /// An API key. Its `Debug` and `Display` never show it.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -265,6 +265,14 @@ pub trait VendorAdapter: Send + Sync + 'static {
     /// relative to the variables object (`temperature`).
     fn check_variables(&self, variables: &Map<String, Value>) -> Result<(), ConfigError> {
         crate::config::check_common_variables(variables)
+    }
+
+    /// The client dialect this vendor's own API is, when it is one: such an
+    /// adapter forwards the client's unmodelled fields
+    /// ([`ChatRequest::client_fields`]) of that dialect as they are. `None`
+    /// (the default): a request carrying any is refused with a 400.
+    fn native_dialect(&self) -> Option<WireDialect> {
+        None
     }
 
     /// Whether the config must name a model (no usable default).

@@ -103,9 +103,12 @@ impl ClientFormat {
         {
             headers.insert(RETRY_AFTER, value);
         }
-        if err.status == StatusCode::BAD_REQUEST
-            && err.code.as_deref() == Some("unsupported_parameter")
-            || err.status == StatusCode::UNPROCESSABLE_ENTITY
+        // Retrying a request refused for what it says cannot help.
+        if err.status.is_client_error()
+            && !matches!(
+                err.status,
+                StatusCode::REQUEST_TIMEOUT | StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS
+            )
         {
             headers.insert(SHOULD_RETRY, HeaderValue::from_static("false"));
         }
