@@ -12,7 +12,7 @@ use switchboard_core::ConfigError;
 use switchboard_quota::{EnforceQuotaLayer, Quotas};
 use switchboard_rate_limit::{LimitRateLayer, Variant};
 use switchboard_store::Stores;
-use switchboard_validation::{PromptGuards, ValidateJsonSchemaLayer};
+use switchboard_validation::PromptGuards;
 
 /// The shared governance state of one gateway.
 #[derive(Debug, Default)]
@@ -22,9 +22,11 @@ pub(crate) struct Governance {
     guards: Option<Result<PromptGuards, ()>>,
     /// Root namespace → its error, reported once at the root.
     errors: BTreeMap<&'static str, ConfigError>,
-    /// Service-wide layers every endpoint gets, outermost first.
-    pub(crate) service_limits: Vec<LimitRateLayer>,
-    pub(crate) service_quota: Option<EnforceQuotaLayer>,
+    /// Service-wide layers every endpoint gets.
+    service_rate_limit: Option<LimitRateLayer>,
+    service_rate_limit_redis: Option<LimitRateLayer>,
+    service_tiered: Option<LimitRateLayer>,
+    service_quota: Option<EnforceQuotaLayer>,
     scopes: AtomicUsize,
 }
 
@@ -56,8 +58,9 @@ impl Governance {
             ("qos/ratelimit/service/redis", Variant::Redis),
         ] {
             if let Some(value) = root.get(name) {
-                match LimitRateLayer::try_from_config(value, variant, "service", &mut stores) {
-                    Ok(layer) => governance.service_limits.push(layer),
+                match LimitRateLayer::try_from_config(value, variant, name, &mut stores) {
+                    Ok(layer) if variant == Variant::Memory => governance.service_rate_limit = Some(layer),
+                    Ok(layer) => governance.service_rate_limit_redis = Some(layer),
                     Err(err) => {
                         governance.errors.insert(name, err);
                     }
@@ -66,7 +69,7 @@ impl Governance {
         }
         if let Some(value) = root.get("qos/ratelimit/tiered") {
             match LimitRateLayer::try_from_tiered_config(value, "service-tiers", &mut stores) {
-                Ok(layer) => governance.service_limits.push(layer),
+                Ok(layer) => governance.service_tiered = Some(layer),
                 Err(err) => {
                     governance.errors.insert("qos/ratelimit/tiered", err);
                 }
@@ -147,7 +150,11 @@ impl Governance {
         LimitRateLayer::try_from_proxy_config(value, &scope, &mut self.stores())
     }
 
-    pub(crate) fn json_schema(value: &Value) -> Result<ValidateJsonSchemaLayer, ConfigError> {
-        ValidateJsonSchemaLayer::try_from_config(value)
+    /// Gives an endpoint the service-wide limits and quota.
+    pub(crate) fn fill_service_layers(&self, set: &mut crate::namespaces::EndpointLayers) {
+        set.service_rate_limit = self.service_rate_limit.clone();
+        set.service_rate_limit_redis = self.service_rate_limit_redis.clone();
+        set.service_tiered = self.service_tiered.clone();
+        set.service_quota = self.service_quota.clone();
     }
 }
