@@ -95,7 +95,8 @@ pub(crate) fn params_map(params: Option<&RouteParams>) -> Value {
     Value::Object(map)
 }
 
-/// The request data a template uses (everything but `req_body`).
+/// The request data a template uses (everything but `req_body` and
+/// `variables`, which templates read by reference).
 pub(crate) fn request_metadata(
     uses: &Uses,
     method: &Method,
@@ -103,7 +104,6 @@ pub(crate) fn request_metadata(
     headers: &HeaderMap,
     params: Option<&RouteParams>,
     claims: Option<&Claims>,
-    variables: &Value,
 ) -> Map<String, Value> {
     let mut data = Map::new();
     if uses.req_headers {
@@ -130,7 +130,6 @@ pub(crate) fn request_metadata(
             claims.map_or(Value::Null, |c| c.value().clone()),
         );
     }
-    data.insert("variables".to_owned(), variables.clone());
     data
 }
 

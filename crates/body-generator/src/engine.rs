@@ -67,16 +67,16 @@ fn plan_direct(source: &str) -> Option<Vec<Segment>> {
 
 /// Renders a direct plan, or `None` when a path crosses a value that is not
 /// an object (tera then renders it, with Go's error).
-fn render_direct(
+fn render_direct<'a>(
     segments: &[Segment],
-    data: &Map<String, Value>,
+    top: impl Fn(&str) -> Option<&'a Value>,
 ) -> Option<Result<String, RenderError>> {
     let mut out = String::with_capacity(256);
     for segment in segments {
         match segment {
             Segment::Text(text) => out.push_str(text),
             Segment::Json(fields) => {
-                let mut current = data.get(&fields[0]);
+                let mut current = top(&fields[0]);
                 for field in &fields[1..] {
                     current = match current {
                         Some(Value::Object(map)) => map.get(field),
@@ -158,6 +158,12 @@ impl BodyTemplate {
         })
     }
 
+    /// Whether the template renders without tera (plain text and `toJson`
+    /// of dot paths), reading its data in place.
+    pub(crate) fn has_direct_plan(&self) -> bool {
+        self.direct.is_some()
+    }
+
     /// Whether the template was written in Go-template style.
     pub fn is_go_style(&self) -> bool {
         self.go_style
@@ -172,7 +178,7 @@ impl BodyTemplate {
     /// Renders with `data` (a JSON object of top-level names) as the context.
     pub fn render(&self, data: &Value) -> Result<String, RenderError> {
         if let (Some(plan), Value::Object(map)) = (self.direct.as_deref(), data)
-            && let Some(rendered) = render_direct(plan, map)
+            && let Some(rendered) = render_direct(plan, |name| map.get(name))
         {
             return rendered;
         }
@@ -188,12 +194,38 @@ impl BodyTemplate {
         self.render_map(&mut map)
     }
 
+    /// Renders with an owned data map plus top-level names read by
+    /// reference (the parsed request body, the variables). A direct plan
+    /// reads them in place; only tera needs its own copy.
+    pub(crate) fn render_borrowing(
+        &self,
+        data: &mut Map<String, Value>,
+        borrowed: &[(&str, &Value)],
+    ) -> Result<String, RenderError> {
+        if let Some(plan) = self.direct.as_deref() {
+            let top = |name: &str| {
+                borrowed
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| *v)
+                    .or_else(|| data.get(name))
+            };
+            if let Some(rendered) = render_direct(plan, top) {
+                return rendered;
+            }
+        }
+        for (name, value) in borrowed {
+            data.insert((*name).to_owned(), (*value).clone());
+        }
+        self.render_map(data)
+    }
+
     /// Renders with an owned data map (avoids a copy of large bodies).
     pub(crate) fn render_map(&self, data: &mut Map<String, Value>) -> Result<String, RenderError> {
         if let Some(rendered) = self
             .direct
             .as_deref()
-            .and_then(|plan| render_direct(plan, data))
+            .and_then(|plan| render_direct(plan, |name| data.get(name)))
         {
             return rendered;
         }

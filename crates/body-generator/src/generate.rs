@@ -17,9 +17,7 @@ impl Generator {
     /// goes on (empty when it reads none).
     pub(crate) fn capture_request<B>(&self, request: &Request<B>) -> Map<String, Value> {
         if !self.uses.any_request_metadata() {
-            let mut data = Map::new();
-            data.insert("variables".to_owned(), self.variables.clone());
-            return data;
+            return Map::new();
         }
         request_metadata(
             &self.uses,
@@ -28,7 +26,6 @@ impl Generator {
             request.headers(),
             request.extensions().get::<RouteParams>(),
             request.extensions().get::<Claims>(),
-            &self.variables,
         )
     }
 
@@ -46,8 +43,8 @@ impl Generator {
         request: Request<Body>,
     ) -> Result<Request<Body>, ErrorResponse> {
         let body = match request.extensions().get::<JsonBody>() {
-            Some(json) if self.uses.req_body => json.value().clone(),
-            _ => Value::Null,
+            Some(json) if self.uses.req_body => Some(json.clone()),
+            _ => None,
         };
         self.render_request(request, body)
     }
@@ -59,7 +56,7 @@ impl Generator {
         let (request, body) = if self.uses.req_body {
             let (request, json) = json_request(request).await?;
             match json {
-                Some(json) => (request, json.value().clone()),
+                Some(json) => (request, Some(json)),
                 None => {
                     let (parts, bytes) = request_bytes(request).await?;
                     if !bytes.iter().all(u8::is_ascii_whitespace) {
@@ -68,33 +65,75 @@ impl Generator {
                         )
                         .with_code("invalid_json"));
                     }
-                    (Request::from_parts(parts, Body::empty()), Value::Null)
+                    (Request::from_parts(parts, Body::empty()), None)
                 }
             }
         } else {
-            (request, Value::Null)
+            (request, None)
         };
         self.render_request(request, body)
+    }
+
+    /// The names templates read by reference: `variables` always,
+    /// `req_body` / `resp_body` when the template reads them.
+    fn borrowed<'a>(
+        &'a self,
+        name: &'static str,
+        body: &'a Value,
+        used: bool,
+    ) -> Vec<(&'static str, &'a Value)> {
+        let mut borrowed = vec![("variables", &self.variables)];
+        if used {
+            borrowed.push((name, body));
+        }
+        borrowed
+    }
+
+    fn log_input(&self, which: &str, data: &Map<String, Value>, borrowed: &[(&str, &Value)]) {
+        if self.debug {
+            let mut all = data.clone();
+            for (name, value) in borrowed {
+                all.insert((*name).to_owned(), (*value).clone());
+            }
+            tracing::debug!(
+                target: "switchboard::body_generator",
+                input = %redacted(&all),
+                "{which} body generator input"
+            );
+        }
     }
 
     fn render_request(
         &self,
         request: Request<Body>,
-        body: Value,
+        body: Option<JsonBody>,
     ) -> Result<Request<Body>, ErrorResponse> {
         let mut data = self.capture_request(&request);
         let (mut parts, _original_body) = request.into_parts();
-        if self.uses.req_body {
-            data.insert("req_body".to_owned(), body);
-        }
-        if self.debug {
-            tracing::debug!(
-                target: "switchboard::body_generator",
-                input = %redacted(&data),
-                "request body generator input"
+        // The parsed client body no longer describes the body; a later
+        // layer that needs the new one parses it on demand, so a large
+        // prompt is not parsed again when nobody reads it. Removed first,
+        // so that the body below is usually the last reference.
+        parts.extensions.remove::<JsonBody>();
+        // A direct template reads the body in place; tera needs it owned
+        // (moved out of the shared value when nobody else holds it).
+        let for_tera = self.uses.req_body && !self.template.has_direct_plan();
+        let body = if for_tera {
+            data.insert(
+                "req_body".to_owned(),
+                body.map_or(Value::Null, JsonBody::into_value),
             );
-        }
-        let rendered = self.template.render_map(&mut data).map_err(|err| {
+            None
+        } else {
+            body
+        };
+        let borrowed = self.borrowed(
+            "req_body",
+            body.as_ref().map_or(&Value::Null, JsonBody::value),
+            self.uses.req_body && !for_tera,
+        );
+        self.log_input("request", &data, &borrowed);
+        let rendered = self.template.render_borrowing(&mut data, &borrowed).map_err(|err| {
             tracing::warn!(target: "switchboard::body_generator", error = %err, "request body template failed");
             ErrorResponse::internal(format!("the request body template failed: {}", err.message))
         })?;
@@ -106,10 +145,6 @@ impl Generator {
             );
         }
         set_body_headers(&mut parts.headers, rendered.len(), Some(&self.content_type));
-        // The parsed client body no longer describes the body; a later
-        // layer that needs the new one parses it on demand, so a large
-        // prompt is not parsed again when nobody reads it.
-        parts.extensions.remove::<JsonBody>();
         Ok(Request::from_parts(parts, Body::from(rendered)))
     }
 
@@ -158,23 +193,19 @@ impl Generator {
         body: Value,
         mut data: Map<String, Value>,
     ) -> Response<Body> {
+        // The parsed answer is owned here: it goes into the data as it is.
         if self.uses.resp_body {
             data.insert("resp_body".to_owned(), body);
         }
+        let borrowed = self.borrowed("resp_body", &Value::Null, false);
         if self.uses.resp_headers {
             data.insert("resp_headers".to_owned(), headers_map(&parts.headers));
         }
         if self.uses.resp_status {
             data.insert("resp_status".to_owned(), Value::from(parts.status.as_u16()));
         }
-        if self.debug {
-            tracing::debug!(
-                target: "switchboard::body_generator",
-                input = %redacted(&data),
-                "response body generator input"
-            );
-        }
-        let rendered = match self.template.render_map(&mut data) {
+        self.log_input("response", &data, &borrowed);
+        let rendered = match self.template.render_borrowing(&mut data, &borrowed) {
             Ok(rendered) => rendered,
             Err(err) => {
                 tracing::warn!(target: "switchboard::body_generator", error = %err, "response body template failed");

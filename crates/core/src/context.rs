@@ -91,6 +91,13 @@ impl JsonBody {
     pub fn value(&self) -> &Value {
         &self.value
     }
+
+    /// The parsed body by value: moved out when this is the last reference
+    /// (a layer that replaces the body removed it from the extensions
+    /// first), copied otherwise.
+    pub fn into_value(self) -> Value {
+        Arc::try_unwrap(self.value).unwrap_or_else(|shared| (*shared).clone())
+    }
 }
 
 /// The address of the client that opened the connection (the server puts
