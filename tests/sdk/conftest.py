@@ -136,3 +136,38 @@ def gateway(mocks, tmp_path_factory):
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+CLIENT_KEY = "sk-client-key-never-for-vendors"
+
+
+@pytest.fixture
+def openai_client(gateway):
+    import openai
+
+    def make(target, **kw):
+        return openai.OpenAI(base_url=gateway.url + target.openai_base, api_key=CLIENT_KEY, max_retries=0, **kw)
+
+    return make
+
+
+@pytest.fixture
+def anthropic_client(gateway):
+    import anthropic
+
+    def make(target, **kw):
+        return anthropic.Anthropic(base_url=gateway.url + target.anthropic_base, api_key=CLIENT_KEY, max_retries=0, **kw)
+
+    return make
+
+
+def vendor_saw(mocks, target) -> dict:
+    """The one request the target's mock received, checked for the basics."""
+    v = mocks[target.mock]
+    reqs = v.requests
+    assert len(reqs) == 1, f"{target.mock} received {len(reqs)} requests, expected 1"
+    rec = reqs[0]
+    assert rec["api"] == target.api, f"the gateway called {rec['path']} ({rec['api']}), expected the {target.api} API"
+    assert rec["summary"]["model"] == target.model
+    assert CLIENT_KEY not in json.dumps(rec["headers"]), "the client's key reached the vendor"
+    return rec

@@ -115,6 +115,8 @@ def env_defaults() -> dict[str, str]:
     for _, env, default in VENDORS.values():
         out[env] = os.environ.get(env, default)
     out[BEDROCK_SECRET_ENV[0]] = os.environ.get(*BEDROCK_SECRET_ENV)
+    # The signing region when the endpoint's host names none (the mock's).
+    out["AWS_REGION"] = os.environ.get("AWS_REGION", "eu-west-1")
     return out
 
 
