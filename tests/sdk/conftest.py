@@ -70,6 +70,18 @@ def _free_port() -> int:
 def render_config(mocks: MockVendors) -> str:
     """unified.json with every documented mock port replaced by the live one."""
     text = CONFIG.read_text()
+    if os.environ.get("SDK_TARGETS"):
+        from targets import TARGETS
+
+        cfg = json.loads(text)
+        keep = {t.name + s for t in TARGETS for s in ("", "-anthropic", "-unified")}
+        providers = cfg["extra_config"]["ai/providers"]["providers"]
+        providers[:] = [p for p in providers if p["name"] in keep]
+        cfg["endpoints"] = [
+            e for e in cfg["endpoints"]
+            if all(b.get("extra_config", {}).get("ai/llm", {}).get("provider") in keep for b in e["backend"])
+        ]
+        text = json.dumps(cfg)
     ports = {BASE_PORT + off: mocks[name].port for name, (off, _, _) in VENDORS.items()}
     return re.sub(
         r"127\.0\.0\.1:(\d+)",

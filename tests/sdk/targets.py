@@ -7,6 +7,7 @@ scenario (failover, routing), add a row here and its endpoints to the
 config; every parametrised test picks it up.
 """
 
+import os
 from dataclasses import dataclass, field
 
 
@@ -48,3 +49,9 @@ TARGETS = [
 ]
 
 BY_NAME = {t.name: t for t in TARGETS}
+
+# SDK_TARGETS=openai,anthropic runs a subset (the gateway's config is pruned
+# to those targets' providers and endpoints).
+if os.environ.get("SDK_TARGETS"):
+    _wanted = os.environ["SDK_TARGETS"].split(",")
+    TARGETS = [BY_NAME[name] for name in _wanted]

@@ -131,3 +131,12 @@ def test_midstream_vendor_error_surfaces_as_sdk_error(target, mocks, anthropic_c
     assert not isinstance(info.value, anthropic.APIConnectionError), "the stream was cut, not ended with an error event"
     rec = vendor_saw(mocks, target)
     assert text == "".join(rec["answer"]["pieces"][:2])
+
+
+@targets
+def test_vendor_error_body_with_200_is_an_error(target, mocks, anthropic_client):
+    mocks[target.mock].fail("error_body", status=500)
+    with pytest.raises(anthropic.APIStatusError) as info:
+        anthropic_client(target).messages.create(model=target.model, max_tokens=16, messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code >= 500
+    assert mocks[target.mock].count == 1

@@ -168,3 +168,12 @@ def test_midstream_vendor_error_surfaces_as_sdk_error(target, mocks, openai_clie
     rec = vendor_saw(mocks, target)
     assert text == "".join(rec["answer"]["pieces"][:2])
     assert finish is None, "a normal finish was reported before the error"
+
+
+@targets
+def test_vendor_error_body_with_200_is_an_error(target, mocks, openai_client):
+    mocks[target.mock].fail("error_body", status=500)
+    with pytest.raises(openai.APIStatusError) as info:
+        openai_client(target).chat.completions.create(model=target.model, messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code >= 500
+    assert mocks[target.mock].count == 1
