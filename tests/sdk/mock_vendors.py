@@ -767,9 +767,18 @@ def parse_cohere(vendor, body) -> Summary:
         need(role in ("system", "user", "assistant", "tool"), f"{where}.role {role!r} is invalid")
         c = m.get("content")
         if isinstance(c, list):
+            parts = []
             for j, p in enumerate(c):
-                need(p.get("type") in ("text", "image_url", "document"), f"{where}.content[{j}].type {p.get('type')!r} is invalid")
-            text = "".join(p.get("text", "") for p in c)
+                kind = p.get("type")
+                need(kind in ("text", "image_url", "document"), f"{where}.content[{j}].type {kind!r} is invalid")
+                if kind == "document":
+                    need(role == "tool", f"{where}.content[{j}]: documents are tool results")
+                    data = (p.get("document") or {}).get("data")
+                    need(data is not None, f"{where}.content[{j}].document.data is required")
+                    parts.append(data if isinstance(data, str) else json.dumps(data))
+                else:
+                    parts.append(p.get("text", "") if kind == "text" else "[image]")
+            text = "".join(parts)
         else:
             need(c is None or isinstance(c, str), f"{where}.content must be a string or a list")
             text = c or ""
@@ -1294,7 +1303,12 @@ class Handler(BaseHTTPRequestHandler):
         as_status = status if as_status is None else as_status
         name = vendor.name
         headers = dict(headers or {})
-        if api == "anthropic" or (api is None and name == "anthropic"):
+        if api == "responses" and as_status == 200:
+            # The Responses API reports a failure under 200 as a failed response.
+            body = {"id": "resp_mockfailed", "object": "response", "status": "failed", "model": None,
+                    "output": [], "usage": None, "incomplete_details": None,
+                    "error": {"code": "server_error", "message": message}}
+        elif api == "anthropic" or (api is None and name == "anthropic"):
             kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                     404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
                     529: "overloaded_error"}.get(status, "api_error")
