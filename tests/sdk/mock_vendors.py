@@ -431,6 +431,9 @@ def parse_openai_chat(vendor, body, allowed) -> Summary:
         need(s.stream, "stream_options is only allowed with stream: true")
         only_keys(body["stream_options"], {"include_usage", "include_obfuscation"}, "stream_options")
     s.max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if vendor == "openai" and s.model.startswith("gpt-5"):
+        need("max_tokens" not in body, "Unsupported parameter: 'max_tokens' is not supported with this model. "
+             "Use 'max_completion_tokens' instead.")
     msgs = body.get("messages")
     need(isinstance(msgs, list) and msgs, "messages must be a non-empty list")
     call_ids = set()

@@ -182,10 +182,12 @@ def test_openai_mock_refuses_bad_requests(mocks):
         ({**ok, "frobnicate": 1}, key, "unknown field"),
         ({"model": "gpt-5.4-mini", "messages": []}, key, "non-empty"),
         ({**ok, "messages": [{"role": "tool", "tool_call_id": "x", "content": "r"}]}, key, "answers no earlier"),
+        ({**ok, "max_tokens": 5}, key, "max_completion_tokens"),
+        ({**ok, "stream_options": {"include_usage": True}}, key, "only allowed with stream"),
     ]:
         status, _, data = raw(url, body, headers)
         assert status == 400 and why in json.loads(data)["error"]["message"], (why, data)
-    assert len(mocks["openai"].rejections) == 6
+    assert len(mocks["openai"].rejections) == 8
 
 
 @pytest.mark.rejections_expected

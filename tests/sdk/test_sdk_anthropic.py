@@ -140,3 +140,18 @@ def test_vendor_error_body_with_200_is_an_error(target, mocks, anthropic_client)
         anthropic_client(target).messages.create(model=target.model, max_tokens=16, messages=[{"role": "user", "content": "x"}])
     assert info.value.status_code >= 500
     assert mocks[target.mock].count == 1
+
+
+@targets
+def test_vendor_connection_cut_midstream_ends_with_an_error_event(target, mocks, anthropic_client):
+    mocks[target.mock].fail("drop", after=2)
+    text = ""
+    with pytest.raises(anthropic.APIError) as info:
+        with anthropic_client(target).messages.stream(
+            model=target.model, max_tokens=256, messages=[{"role": "user", "content": "one two three four"}]
+        ) as stream:
+            for piece in stream.text_stream:
+                text += piece
+    assert not isinstance(info.value, anthropic.APIConnectionError)
+    rec = vendor_saw(mocks, target)
+    assert text == "".join(rec["answer"]["pieces"][:2])

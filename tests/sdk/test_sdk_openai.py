@@ -177,3 +177,20 @@ def test_vendor_error_body_with_200_is_an_error(target, mocks, openai_client):
         openai_client(target).chat.completions.create(model=target.model, messages=[{"role": "user", "content": "x"}])
     assert info.value.status_code >= 500
     assert mocks[target.mock].count == 1
+
+
+@targets
+def test_vendor_connection_cut_midstream_ends_with_an_error_event(target, mocks, openai_client):
+    mocks[target.mock].fail("drop", after=2)
+    text, finish = "", None
+    with pytest.raises(openai.APIError) as info:
+        for chunk in openai_client(target).chat.completions.create(
+            model=target.model, messages=[{"role": "user", "content": "one two three four"}], stream=True,
+        ):
+            for choice in chunk.choices:
+                text += choice.delta.content or ""
+                finish = choice.finish_reason or finish
+    assert not isinstance(info.value, openai.APIConnectionError)
+    rec = vendor_saw(mocks, target)
+    assert text == "".join(rec["answer"]["pieces"][:2])
+    assert finish is None, "a normal finish was reported for a cut stream"
