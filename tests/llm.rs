@@ -519,16 +519,18 @@ async fn unsupported_fields_are_refused_before_the_vendor() {
     let value: Value = response.json().await.unwrap();
     assert_eq!(value["error"]["param"], "seed");
     assert!(value["error"]["message"].as_str().unwrap().contains("seed"));
+    // A field only Anthropic knows cannot go to an OpenAI-dialect vendor...
+    let thinking = json!({"model": "m", "max_tokens": 5,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "messages": [{"role": "user", "content": "hi"}]});
     let response = client()
-        .post(gateway.url("/anthropic/claude/v1/messages"))
-        .json(
-            &json!({"model": "m", "max_tokens": 5, "thinking": {"type": "enabled"},
-            "messages": [{"role": "user", "content": "hi"}]}),
-        )
+        .post(gateway.url("/anthropic/gpt/v1/messages"))
+        .json(&thinking)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+    assert_eq!(response.headers()["x-should-retry"], "false");
     let value: Value = response.json().await.unwrap();
     assert_eq!(value["type"], "error");
     assert!(
@@ -538,6 +540,18 @@ async fn unsupported_fields_are_refused_before_the_vendor() {
             .contains("thinking")
     );
     assert_eq!(anthropic.count(), 0);
+    assert_eq!(openai.count(), 0);
+    // ...and reaches Anthropic as it was sent.
+    let _ = client()
+        .post(gateway.url("/anthropic/claude/v1/messages"))
+        .json(&thinking)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        anthropic.requests()[0].json()["thinking"]["budget_tokens"],
+        1024
+    );
 }
 
 const OPENAI_FAILING_STREAM: &[&str] = &[
@@ -626,4 +640,29 @@ async fn config_mistakes_name_their_path() {
         "{errors:?}"
     );
     assert!(errors.iter().all(|e| !e.contains("\"k\"")));
+}
+
+#[tokio::test]
+async fn streaming_endpoint_passes_the_vendor_stream_through() {
+    let openai = MockUpstream::json(json!({})).await;
+    let anthropic = streaming_vendor(anthropic_check, ANTHROPIC_STREAM).await;
+    let mut config = config(&openai, &anthropic);
+    config["endpoints"].as_array_mut().unwrap().push(json!({
+        "endpoint": "/unified/stream", "method": "POST", "output_encoding": "streaming",
+        "backend": [{"host": [anthropic.url()], "url_pattern": "/unused",
+            "extra_config": {"ai/llm": {"provider": "claude"}}}]}));
+    let gateway = Gateway::start(config).await;
+    let text = sse_text(
+        client()
+            .post(gateway.url("/unified/stream"))
+            .json(&json!({"instructions": "Be brief.", "contents": "Salut"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(text, ANTHROPIC_STREAM.concat());
+    let sent = anthropic.requests()[0].json();
+    assert_eq!(sent["stream"], true);
+    assert_eq!(sent["system"], "Be brief.");
 }

@@ -10,11 +10,11 @@ const PROVIDERS: &str = "ai/providers";
 /// Checks the root inventory (errors are reported at the root).
 pub(crate) fn check_providers(
     value: &Value,
-    _: crate::namespaces::Level,
+    _: crate::namespaces::Slots<'_>,
     _: &crate::namespaces::BuildContext<'_>,
-) -> Result<Vec<crate::namespaces::Stage>, ConfigError> {
+) -> Result<(), ConfigError> {
     Providers::from_config(value)?;
-    Ok(Vec::new())
+    Ok(())
 }
 
 /// The layer for a backend's `ai/llm`. `backend_url` is the inline form's

@@ -16,19 +16,44 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, request};
 use http_body::Body as _;
 use serde_json::{Map, Value};
 use switchboard_core::buffer::{collect, is_event_stream, response_bytes};
+use switchboard_core::future::BoxFuture;
 use switchboard_core::{Body, BodyLimit, Claims, ErrorResponse, JsonBody, RouteParams};
 use tokio::time::Instant;
-use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 use crate::body::{CoalesceBody, IdleTimeoutBody};
 use crate::config::Encoding;
-use crate::forward::{HeaderFilter, QueryFilter, query_value, strip_hop_by_hop};
+use crate::forward::{HeaderFilter, QueryFilter};
+use crate::namespaces::PipelineService;
 use crate::upstream::CallDepth;
 use crate::url_pattern::{UrlPattern, Values, claim_to_string};
+use switchboard_core::krakend::{query_value, strip_hop_by_hop};
 
-/// A boxed request → response service, as every stage of a pipeline is.
-pub(crate) type PipelineService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+/// A backend's whole pipeline (its layers and the upstream), behind the one
+/// box each backend has: calling it clones the static service inside
+/// (reference counts, no allocation) and boxes its future once.
+pub(crate) type BackendService = Box<dyn CallBackend>;
+
+/// The object-safe face of a backend pipeline.
+pub(crate) trait CallBackend: Send + Sync {
+    /// Calls a fresh clone of the pipeline.
+    fn call(&self, request: Request<Body>) -> BoxFuture<Response<Body>>;
+}
+
+/// A static pipeline as a [`CallBackend`].
+pub(crate) struct Backend<S>(pub(crate) S);
+
+impl<S: PipelineService> CallBackend for Backend<S> {
+    fn call(&self, request: Request<Body>) -> BoxFuture<Response<Body>> {
+        let call = self.0.clone().oneshot(request);
+        Box::pin(async move {
+            match call.await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        })
+    }
+}
 
 /// KrakenD's header saying whether every backend answered.
 pub(crate) const COMPLETED: HeaderName = HeaderName::from_static("x-krakend-completed");
@@ -57,7 +82,7 @@ pub(crate) struct BackendRoute {
     pub(crate) next_host: AtomicUsize,
     pub(crate) encoding: Encoding,
     pub(crate) shape: Shape,
-    pub(crate) service: PipelineService,
+    pub(crate) service: BackendService,
     /// The upstream URI when it never changes (one host, no placeholders):
     /// parsed once instead of per request.
     pub(crate) fixed_uri: Option<Uri>,
@@ -211,12 +236,7 @@ async fn handle(
         return single_response(state, backend, response, deadline).await;
     }
 
-    let limit = parts
-        .extensions
-        .get::<BodyLimit>()
-        .copied()
-        .unwrap_or_default()
-        .0;
+    let limit = BodyLimit::of(&parts.extensions);
     let bytes = collect(body, limit).await?;
     let calls = state.backends.iter().zip(&paths).map(|(backend, path)| {
         let upstream = backend_request(
@@ -263,7 +283,7 @@ async fn handle(
     }
     Ok(json_response(
         StatusCode::OK,
-        &Value::Object(merged),
+        Value::Object(merged),
         state.encoding,
         completed,
     ))
@@ -336,10 +356,9 @@ async fn call_backend(
     request: Request<Body>,
     deadline: Instant,
 ) -> Result<Response<Body>, ErrorResponse> {
-    let call = backend.service.clone().oneshot(request);
+    let call = backend.service.call(request);
     match tokio::time::timeout_at(deadline, call).await {
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(never)) => match never {},
+        Ok(response) => Ok(response),
         Err(_) => Err(ErrorResponse::gateway_timeout(
             "the backend did not answer within the endpoint timeout",
         )),
@@ -356,9 +375,7 @@ async fn single_response(
         || backend.encoding == Encoding::NoOp;
     if passthrough {
         let (mut parts, body) = response.into_parts();
-        if has_hop_by_hop(&parts.headers) {
-            strip_hop_by_hop(&mut parts.headers);
-        }
+        strip_hop_by_hop(&mut parts.headers);
         let body = Body::new(CoalesceBody::new(IdleTimeoutBody::new(body, state.timeout)));
         return Ok(Response::from_parts(parts, body));
     }
@@ -379,11 +396,11 @@ async fn single_response(
     let (status, value) = read_json(backend, response, deadline).await?;
     if status.is_success() {
         let value = reshape(value, &backend.shape);
-        Ok(json_response(StatusCode::OK, &value, state.encoding, true))
+        Ok(json_response(StatusCode::OK, value, state.encoding, true))
     } else {
         // The vendor's own error (a 429, a 400 about the prompt) is what the
         // client needs to see; its status and retry advice are kept.
-        let mut response = json_response(status, &value, Encoding::Json, false);
+        let mut response = json_response(status, value, Encoding::Json, false);
         for (name, value) in RETRY_HEADERS.into_iter().zip(retry_headers) {
             if let Some(value) = value {
                 response.headers_mut().insert(name, value);
@@ -429,25 +446,6 @@ async fn read_json(
     }
 }
 
-/// Whether any header is hop-by-hop: one pass over the names instead of a
-/// lookup per hop-by-hop name, for the usual answer that has none.
-fn has_hop_by_hop(headers: &HeaderMap) -> bool {
-    headers.keys().any(|name| {
-        matches!(
-            name.as_str(),
-            "connection"
-                | "keep-alive"
-                | "proxy-connection"
-                | "proxy-authenticate"
-                | "proxy-authorization"
-                | "te"
-                | "trailer"
-                | "transfer-encoding"
-                | "upgrade"
-        )
-    })
-}
-
 fn string_object(bytes: &Bytes) -> Value {
     let mut map = Map::new();
     map.insert(
@@ -462,17 +460,18 @@ fn truncate(bytes: &[u8], max: usize) -> String {
     format!("upstream error: {text}")
 }
 
+/// Writes the answer once, from the value the proxy owns (no copy).
 fn json_response(
     status: StatusCode,
-    value: &Value,
+    value: Value,
     encoding: Encoding,
     completed: bool,
 ) -> Response<Body> {
     let value = match (encoding, value) {
-        (Encoding::JsonCollection, Value::Object(map)) if map.contains_key("collection") => {
-            map.get("collection").cloned().unwrap_or(Value::Null)
+        (Encoding::JsonCollection, Value::Object(mut map)) if map.contains_key("collection") => {
+            map.remove("collection").unwrap_or(Value::Null)
         }
-        _ => value.clone(),
+        (_, value) => value,
     };
     let bytes = serde_json::to_vec(&value).unwrap_or_default();
     let mut response = Response::new(Body::from(bytes));
@@ -498,9 +497,7 @@ pub(crate) fn reshape(value: Value, shape: &Shape) -> Value {
         other => other,
     };
     if let Some(target) = &shape.target {
-        value = switchboard_core::lookup_path(&value, target)
-            .cloned()
-            .unwrap_or_else(|| Value::Object(Map::new()));
+        value = take_path(value, target).unwrap_or_else(|| Value::Object(Map::new()));
     }
     if !shape.allow.is_empty() {
         let mut kept = Value::Object(Map::new());
@@ -529,6 +526,20 @@ pub(crate) fn reshape(value: Value, shape: &Shape) -> Value {
         }
         None => value,
     }
+}
+
+/// Moves the value at a dot path out of `value` (the rest is dropped).
+fn take_path(value: Value, path: &str) -> Option<Value> {
+    path.split('.')
+        .try_fold(value, |current, segment| match current {
+            Value::Object(mut map) => map.remove(segment),
+            Value::Array(mut items) => segment
+                .parse::<usize>()
+                .ok()
+                .filter(|i| *i < items.len())
+                .map(|i| items.swap_remove(i)),
+            _ => None,
+        })
 }
 
 fn insert_path(target: &mut Value, path: &str, value: Value) {

@@ -9,7 +9,7 @@ use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
 use switchboard_core::ConfigError;
 
-use crate::ir::{ChatRequest, ChatResponse, LlmError, StreamEvent};
+use crate::ir::{ChatRequest, ChatResponse, LlmError, StreamEvent, WireDialect};
 
 /// An API key. Its `Debug` and `Display` never show it.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -267,9 +267,24 @@ pub trait VendorAdapter: Send + Sync + 'static {
         crate::config::check_common_variables(variables)
     }
 
+    /// The client dialect this vendor's own API is, when it is one: such an
+    /// adapter forwards the client's unmodelled fields
+    /// ([`ChatRequest::client_fields`]) of that dialect as they are. `None`
+    /// (the default): a request carrying any is refused with a 400.
+    fn native_dialect(&self) -> Option<WireDialect> {
+        None
+    }
+
     /// Whether the config must name a model (no usable default).
     fn requires_model(&self) -> bool {
         false
+    }
+
+    /// The model a configured endpoint names in its URL (Gemini's
+    /// `/models/<model>:generateContent`, Bedrock's `/model/<id>/converse`),
+    /// used when the config names no model of its own.
+    fn model_from_endpoint(&self, _endpoint: &str) -> Option<String> {
+        None
     }
 
     /// Refuses, with a 400 naming the field, a request the vendor cannot

@@ -103,9 +103,12 @@ impl ClientFormat {
         {
             headers.insert(RETRY_AFTER, value);
         }
-        if err.status == StatusCode::BAD_REQUEST
-            && err.code.as_deref() == Some("unsupported_parameter")
-            || err.status == StatusCode::UNPROCESSABLE_ENTITY
+        // Retrying a request refused for what it says cannot help.
+        if err.status.is_client_error()
+            && !matches!(
+                err.status,
+                StatusCode::REQUEST_TIMEOUT | StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS
+            )
         {
             headers.insert(SHOULD_RETRY, HeaderValue::from_static("false"));
         }
@@ -217,16 +220,14 @@ fn unique() -> String {
 
 fn openai_id(vendor: Option<&str>) -> String {
     match vendor {
-        Some(id) if id.starts_with("chatcmpl") => id.to_owned(),
-        Some(id) if !id.is_empty() => format!("chatcmpl-{id}"),
+        Some(id) if !id.is_empty() => openai_chat::client_id(id),
         _ => format!("chatcmpl-{}", unique()),
     }
 }
 
 fn anthropic_id(vendor: Option<&str>) -> String {
     match vendor {
-        Some(id) if id.starts_with("msg_") => id.to_owned(),
-        Some(id) if !id.is_empty() => format!("msg_{id}"),
+        Some(id) if !id.is_empty() => anthropic::client_id(id),
         _ => format!("msg_{}", unique()),
     }
 }

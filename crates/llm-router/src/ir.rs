@@ -195,6 +195,16 @@ pub enum ResponseFormat {
     },
 }
 
+/// A wire format spoken both by clients and by vendors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WireDialect {
+    /// OpenAI Chat Completions.
+    OpenAiChat,
+    /// Anthropic Messages.
+    AnthropicMessages,
+}
+
 /// A chat request, whatever the client spoke.
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
@@ -247,6 +257,14 @@ pub struct ChatRequest {
     /// Vendor fields merged into the upstream body as they are (the
     /// provider's `variables.extra_payload`); never read from the client.
     pub extra: Map<String, Value>,
+    /// Top-level fields of the client's request that the IR does not model
+    /// (`reasoning_effort`, `thinking`, ...), in the client's dialect. Only
+    /// an adapter whose [`native_dialect`](crate::VendorAdapter::native_dialect)
+    /// is [`ChatRequest::client_dialect`] forwards them; for any other the
+    /// request is refused with a 400 naming the first one.
+    pub client_fields: Map<String, Value>,
+    /// The dialect of [`ChatRequest::client_fields`].
+    pub client_dialect: Option<WireDialect>,
 }
 
 /// Why a choice stopped.

@@ -18,7 +18,11 @@ pub use config::{LlmBackend, Provider, Providers};
 pub use format::{ClientFormat, StreamEncoder};
 pub use ir::{
     ChatRequest, ChatResponse, Choice, ContentPart, ErrorKind, FinishReason, ImageSource, LlmError,
-    Message, ResponseFormat, Role, StreamEvent, TokenUsage, Tool, ToolChoice,
+    Message, ResponseFormat, Role, StreamEvent, TokenUsage, Tool, ToolChoice, WireDialect,
 };
 pub use layer::{DEFAULT_RESPONSE_LIMIT, LlmRouterLayer, RouteLlmLayer, SelectedProvider};
 pub use service::RouteLlm;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests;

@@ -130,6 +130,11 @@ where
     if let Err(err) = adapter.check_request(&chat) {
         return format.error_response(&err);
     }
+    if let Some(field) = chat.client_fields.keys().next()
+        && adapter.native_dialect() != chat.client_dialect
+    {
+        return format.error_response(&LlmError::unsupported(field, adapter.vendor()));
+    }
     let upstream = match adapter.build_request(&chat, settings) {
         Ok(upstream) => upstream,
         Err(err) => return format.error_response(&err),

@@ -12,7 +12,7 @@ use super::openai_chat::{MAX_EVENT, kind_from_type, parse_json};
 use crate::adapter::StreamDecoder;
 use crate::ir::{
     ChatRequest, ChatResponse, Choice, ContentPart, ErrorKind, FinishReason, ImageSource, LlmError,
-    Message, Role, StreamEvent, TokenUsage, Tool, ToolChoice,
+    Message, Role, StreamEvent, TokenUsage, Tool, ToolChoice, WireDialect,
 };
 
 /// The `max_tokens` Anthropic requires when neither the client nor the
@@ -22,7 +22,6 @@ pub(crate) const DEFAULT_MAX_TOKENS: u64 = 1024;
 // ---------------------------------------------------------------- client in
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct WireRequest {
     model: Option<String>,
     max_tokens: Option<u64>,
@@ -36,6 +35,10 @@ struct WireRequest {
     top_k: Option<u64>,
     stream: Option<bool>,
     metadata: Option<WireMetadata>,
+    /// Everything else (`thinking`, `service_tier`, ...), forwarded to the
+    /// Anthropic vendor only.
+    #[serde(flatten)]
+    other: Map<String, Value>,
 }
 
 #[derive(Deserialize)]
@@ -161,6 +164,8 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<ChatRequest, LlmError> {
         // Anthropic streams always carry usage.
         include_usage: true,
         user: wire.metadata.and_then(|m| m.user_id),
+        client_dialect: Some(WireDialect::AnthropicMessages),
+        client_fields: wire.other,
         ..ChatRequest::default()
     };
     request.system = match wire.system {
@@ -387,6 +392,11 @@ pub(crate) fn render_request(
     }
     if let Some(user) = &request.user {
         body.insert("metadata".into(), json!({"user_id": user}));
+    }
+    if request.client_dialect == Some(WireDialect::AnthropicMessages) {
+        for (key, value) in &request.client_fields {
+            body.insert(key.clone(), value.clone());
+        }
     }
     for (key, value) in &request.extra {
         body.insert(key.clone(), value.clone());
@@ -756,6 +766,15 @@ pub(crate) fn render_response(response: &ChatResponse, id: &str, model: &str) ->
     })
 }
 
+/// The id a client sees for a vendor's response id.
+pub(crate) fn client_id(vendor: &str) -> String {
+    if vendor.starts_with("msg_") {
+        vendor.to_owned()
+    } else {
+        format!("msg_{vendor}")
+    }
+}
+
 /// The client's Anthropic error body.
 pub(crate) fn render_error(err: &LlmError) -> Value {
     json!({
@@ -858,7 +877,13 @@ impl MessageEncoder {
             return;
         }
         match event {
-            StreamEvent::Start { model, id: _ } => {
+            StreamEvent::Start { model, id } => {
+                if let Some(id) = id
+                    && !id.is_empty()
+                    && !self.started
+                {
+                    self.id = client_id(id);
+                }
                 if let Some(model) = model
                     && !model.is_empty()
                 {

@@ -3,7 +3,7 @@
 //! and read the vendor's answer (OpenAI, Mistral, Deepseek, Alibaba, Ollama,
 //! any compatible server).
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -12,7 +12,7 @@ use switchboard_core::sse::{Event, SseDecoder};
 use crate::adapter::StreamDecoder;
 use crate::ir::{
     ChatRequest, ChatResponse, Choice, ContentPart, ErrorKind, FinishReason, ImageSource, LlmError,
-    Message, ResponseFormat, Role, StreamEvent, TokenUsage, Tool, ToolChoice,
+    Message, ResponseFormat, Role, StreamEvent, TokenUsage, Tool, ToolChoice, WireDialect,
 };
 
 /// The largest SSE event a vendor stream may send.
@@ -21,7 +21,6 @@ pub(crate) const MAX_EVENT: usize = 4 * 1024 * 1024;
 // ---------------------------------------------------------------- client in
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct WireRequest {
     model: Option<String>,
     messages: Vec<WireMessage>,
@@ -47,6 +46,9 @@ struct WireRequest {
     stream_options: Option<WireStreamOptions>,
     user: Option<String>,
     metadata: Option<Map<String, Value>>,
+    /// Everything else, forwarded to OpenAI-dialect vendors only.
+    #[serde(flatten)]
+    other: Map<String, Value>,
 }
 
 #[derive(Deserialize)]
@@ -185,6 +187,8 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<ChatRequest, LlmError> {
             .unwrap_or(false),
         user: wire.user,
         metadata: wire.metadata,
+        client_dialect: Some(WireDialect::OpenAiChat),
+        client_fields: wire.other,
         ..ChatRequest::default()
     };
     request.stop = match wire.stop {
@@ -317,13 +321,13 @@ fn content_parts(content: Option<WireContent>) -> Result<Vec<ContentPart>, LlmEr
         Some(WireContent::Text(text)) => vec![ContentPart::Text(text)],
         Some(WireContent::Parts(parts)) => parts
             .into_iter()
-            .filter_map(|part| match part {
-                WirePart::Text { text } => Some(ContentPart::Text(text)),
+            .map(|part| match part {
+                WirePart::Text { text } => ContentPart::Text(text),
                 WirePart::ImageUrl { image_url } => {
-                    Some(ContentPart::Image(ImageSource::from_url(&image_url.url)))
+                    ContentPart::Image(ImageSource::from_url(&image_url.url))
                 }
                 // A refusal in history is the model's own words: keep as text.
-                WirePart::Refusal { refusal } => Some(ContentPart::Text(refusal)),
+                WirePart::Refusal { refusal } => ContentPart::Text(refusal),
             })
             .collect(),
     })
@@ -466,6 +470,11 @@ pub(crate) fn render_request(
     }
     if let Some(metadata) = &request.metadata {
         body.insert("metadata".into(), Value::Object(metadata.clone()));
+    }
+    if request.client_dialect == Some(WireDialect::OpenAiChat) {
+        for (key, value) in &request.client_fields {
+            body.insert(key.clone(), value.clone());
+        }
     }
     for (key, value) in &request.extra {
         body.insert(key.clone(), value.clone());
@@ -743,7 +752,7 @@ pub(crate) struct ChunkDecoder {
     finished_any: bool,
     failed: bool,
     /// Tool calls whose start was sent, by (choice, index).
-    open_calls: BTreeMap<(u32, u32), ()>,
+    open_calls: BTreeSet<(u32, u32)>,
 }
 
 impl ChunkDecoder {
@@ -754,7 +763,7 @@ impl ChunkDecoder {
             done: false,
             finished_any: false,
             failed: false,
-            open_calls: BTreeMap::new(),
+            open_calls: BTreeSet::new(),
         }
     }
 
@@ -838,8 +847,7 @@ impl ChunkDecoder {
                         .and_then(Value::as_u64)
                         .map_or(position as u32, |i| i as u32);
                     let function = call.get("function");
-                    if !self.open_calls.contains_key(&(index, call_index)) {
-                        self.open_calls.insert((index, call_index), ());
+                    if self.open_calls.insert((index, call_index)) {
                         out.push(StreamEvent::ToolCallStart {
                             choice: index,
                             index: call_index,
@@ -1086,7 +1094,12 @@ impl ChunkEncoder {
             return;
         }
         match event {
-            StreamEvent::Start { model, .. } => {
+            StreamEvent::Start { model, id } => {
+                if let Some(id) = id
+                    && !id.is_empty()
+                {
+                    self.id = client_id(id);
+                }
                 if let Some(model) = model
                     && !model.is_empty()
                 {
@@ -1150,6 +1163,15 @@ impl ChunkEncoder {
     }
 }
 
+/// The id a client sees for a vendor's response id.
+pub(crate) fn client_id(vendor: &str) -> String {
+    if vendor.starts_with("chatcmpl") {
+        vendor.to_owned()
+    } else {
+        format!("chatcmpl-{vendor}")
+    }
+}
+
 pub(crate) fn write_data(value: &Value, out: &mut Vec<u8>) {
     out.extend_from_slice(b"data: ");
     // Serialising a Value into a Vec cannot fail.
@@ -1194,10 +1216,18 @@ mod tests {
     }
 
     #[test]
-    fn unknown_fields_are_refused() {
-        let err = parse_request(br#"{"model":"m","messages":[],"logit_bias":{}}"#).unwrap_err();
-        assert_eq!(err.status, http::StatusCode::BAD_REQUEST);
-        assert!(err.message.contains("logit_bias"), "{}", err.message);
+    fn unknown_fields_are_kept_for_the_same_dialect() {
+        let request = parse_request(
+            br#"{"model":"m","messages":[],"logit_bias":{"1":2},"reasoning_effort":"low"}"#,
+        )
+        .unwrap();
+        assert_eq!(request.client_fields.len(), 2);
+        let body = render_request(&request, "m", Dialect::OPENAI).unwrap();
+        assert_eq!(body["reasoning_effort"], "low");
+        // Nested objects stay strict.
+        let err = parse_request(br#"{"messages":[{"role":"user","content":"x","colour":1}]}"#)
+            .unwrap_err();
+        assert!(err.message.contains("colour"), "{}", err.message);
     }
 
     #[test]

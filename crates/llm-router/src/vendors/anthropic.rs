@@ -40,6 +40,10 @@ impl VendorAdapter for Anthropic {
         "claude-haiku-4-5"
     }
 
+    fn native_dialect(&self) -> Option<crate::ir::WireDialect> {
+        Some(crate::ir::WireDialect::AnthropicMessages)
+    }
+
     fn check_request(&self, request: &ChatRequest) -> Result<(), LlmError> {
         check_features(
             request,

@@ -17,7 +17,7 @@ use crate::ir::{
     StreamEvent, TokenUsage, ToolChoice,
 };
 use crate::vendors::openai_compatible::json_request;
-use crate::vendors::wire::{self, Knobs, SseJson, event_json, put, tool_result_text};
+use crate::vendors::wire::{self, SseJson, event_json, put, tool_result_text};
 
 const VENDOR: &str = "cohere";
 
@@ -208,14 +208,12 @@ fn request_body(
     if request.stream {
         body.insert("stream".to_owned(), json!(true));
     }
-    let knobs = Knobs::new(request, provider);
-    put(&mut body, "max_tokens", knobs.max_tokens(&["max_tokens"]));
-    put(&mut body, "temperature", knobs.temperature());
-    put(&mut body, "p", knobs.top_p());
-    put(&mut body, "k", knobs.top_k());
-    let stop = knobs.stop("stop_sequences");
-    if !stop.is_empty() {
-        body.insert("stop_sequences".to_owned(), json!(stop));
+    put(&mut body, "max_tokens", request.max_tokens);
+    put(&mut body, "temperature", request.temperature);
+    put(&mut body, "p", request.top_p);
+    put(&mut body, "k", request.top_k);
+    if !request.stop.is_empty() {
+        body.insert("stop_sequences".to_owned(), json!(request.stop));
     }
     put(&mut body, "seed", request.seed);
     put(&mut body, "presence_penalty", request.presence_penalty);
@@ -357,16 +355,7 @@ impl CohereStream {
         self.sse.get_or_insert_with(SseJson::new)
     }
 
-    fn on_event(&mut self, value: Value, out: &mut Vec<StreamEvent>) {
-        let event: CohereEvent = match serde_json::from_value(value) {
-            Ok(event) => event,
-            Err(err) => {
-                let error =
-                    LlmError::bad_upstream(format!("cohere streamed an unknown event: {err}"));
-                self.sse().fail(error, out);
-                return;
-            }
-        };
+    fn on_event(&mut self, event: CohereEvent, out: &mut Vec<StreamEvent>) {
         let message = event.delta.as_ref().and_then(|d| d.message.as_ref());
         match event.kind.as_str() {
             "message-start" => out.push(StreamEvent::Start {

@@ -26,7 +26,7 @@ use crate::ir::{
     ResponseFormat, Role, StreamEvent, TokenUsage, ToolChoice,
 };
 use crate::vendors::wire::{
-    self, Knobs, SseJson, arguments_object, event_json, put, tool_name_for, tool_result_text,
+    self, SseJson, arguments_object, event_json, put, tool_name_for, tool_result_text,
 };
 
 const VENDOR: &str = "gemini";
@@ -66,6 +66,13 @@ impl VendorAdapter for Gemini {
         "gemini-3.5-flash"
     }
 
+    fn model_from_endpoint(&self, endpoint: &str) -> Option<String> {
+        let path = super::endpoint_path(endpoint);
+        let (_, rest) = path.rsplit_once("/models/")?;
+        let (model, _) = rest.split_once(':')?;
+        (!model.is_empty() && !model.contains('/')).then(|| model.to_owned())
+    }
+
     fn check_request(&self, request: &ChatRequest) -> Result<(), LlmError> {
         check_features(request, UNSUPPORTED, VENDOR)
     }
@@ -75,7 +82,7 @@ impl VendorAdapter for Gemini {
         request: &ChatRequest,
         provider: &ProviderSettings,
     ) -> Result<UpstreamRequest, LlmError> {
-        let body = request_body(request, provider)?;
+        let body = request_body(request)?;
         let url = if provider.endpoint_configured {
             configured_url(&provider.endpoint, request.stream)?
         } else {
@@ -223,7 +230,7 @@ fn configured_url(endpoint: &str, stream: bool) -> Result<String, LlmError> {
     Ok(url.into())
 }
 
-fn request_body(request: &ChatRequest, provider: &ProviderSettings) -> Result<Value, LlmError> {
+fn request_body(request: &ChatRequest) -> Result<Value, LlmError> {
     let mut body = Map::new();
     let mut contents = Vec::with_capacity(request.messages.len());
     for (at, message) in request.messages.iter().enumerate() {
@@ -306,28 +313,15 @@ fn request_body(request: &ChatRequest, provider: &ProviderSettings) -> Result<Va
             json!({"functionCallingConfig": config}),
         );
     }
-    let knobs = Knobs::new(request, provider);
     let mut config = Map::new();
-    put(
-        &mut config,
-        "candidateCount",
-        request
-            .n
-            .map(u64::from)
-            .or_else(|| knobs.variable_u64("candidate_count")),
-    );
-    put(
-        &mut config,
-        "maxOutputTokens",
-        knobs.max_tokens(&["max_output_tokens"]),
-    );
-    let stop = knobs.stop("stop_sequences");
-    if !stop.is_empty() {
-        config.insert("stopSequences".to_owned(), json!(stop));
+    put(&mut config, "candidateCount", request.n.map(u64::from));
+    put(&mut config, "maxOutputTokens", request.max_tokens);
+    if !request.stop.is_empty() {
+        config.insert("stopSequences".to_owned(), json!(request.stop));
     }
-    put(&mut config, "temperature", knobs.temperature());
-    put(&mut config, "topK", knobs.top_k());
-    put(&mut config, "topP", knobs.top_p());
+    put(&mut config, "temperature", request.temperature);
+    put(&mut config, "topK", request.top_k);
+    put(&mut config, "topP", request.top_p);
     put(&mut config, "seed", request.seed);
     put(&mut config, "presencePenalty", request.presence_penalty);
     put(&mut config, "frequencyPenalty", request.frequency_penalty);
@@ -497,16 +491,7 @@ impl GeminiStream {
         self.sse.get_or_insert_with(SseJson::new)
     }
 
-    fn on_event(&mut self, value: Value, out: &mut Vec<StreamEvent>) {
-        let answer: GenerateResponse = match serde_json::from_value(value) {
-            Ok(answer) => answer,
-            Err(err) => {
-                let error =
-                    LlmError::bad_upstream(format!("gemini streamed an unknown event: {err}"));
-                self.sse().fail(error, out);
-                return;
-            }
-        };
+    fn on_event(&mut self, answer: GenerateResponse, out: &mut Vec<StreamEvent>) {
         if let Some(error) = answer.error {
             let error = error.into_error(StatusCode::BAD_GATEWAY, &HeaderMap::new());
             self.sse().fail(error, out);
@@ -696,21 +681,17 @@ mod tests {
     }
 
     #[test]
-    fn variables_are_defaults_and_streams_use_sse() {
+    fn the_client_model_and_streams_pick_the_url() {
         let mut settings = settings();
-        settings.variables = serde_json::from_value(json!({
-            "candidate_count": 1, "max_output_tokens": 100, "stop_sequences": ["x"],
-            "temperature": 0.5, "top_k": 3, "top_p": 0.9
-        }))
-        .unwrap();
+        settings.model_configured = false;
         let mut chat = ChatRequest {
             model: Some("gemini-2.5-pro".into()),
             temperature: Some(1.0),
+            top_p: Some(0.9),
             stream: true,
             ..ChatRequest::default()
         };
         chat.messages.push(Message::user("hi"));
-        settings.model_configured = false;
         let request = Gemini.build_request(&chat, &settings).unwrap();
         assert_eq!(
             request.uri(),
@@ -718,9 +699,19 @@ mod tests {
         );
         assert_eq!(
             body(&request)["generationConfig"],
-            json!({"candidateCount": 1, "maxOutputTokens": 100, "stopSequences": ["x"],
-                   "temperature": 1.0, "topK": 3, "topP": 0.9})
+            json!({"temperature": 1.0, "topP": 0.9})
         );
+    }
+
+    #[test]
+    fn the_model_is_read_from_a_configured_url() {
+        assert_eq!(
+            Gemini.model_from_endpoint(
+                "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent"
+            ),
+            Some("gemini-2.5-flash".into())
+        );
+        assert_eq!(Gemini.model_from_endpoint("http://h/v1/chat"), None);
     }
 
     #[test]

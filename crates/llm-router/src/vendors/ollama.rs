@@ -22,7 +22,7 @@ use crate::ir::{
 };
 use crate::vendors::openai_compatible::json_request;
 use crate::vendors::wire::{
-    self, Knobs, MAX_STREAM_EVENT, arguments_object, put, tool_name_for, tool_result_text,
+    self, MAX_STREAM_EVENT, arguments_object, put, tool_name_for, tool_result_text,
 };
 
 const VENDOR: &str = "ollama";
@@ -225,19 +225,13 @@ fn request_body(
         }
         _ => {}
     }
-    let knobs = Knobs::new(request, provider);
     let mut options = Map::new();
-    put(
-        &mut options,
-        "num_predict",
-        knobs.max_tokens(&["max_tokens"]),
-    );
-    put(&mut options, "temperature", knobs.temperature());
-    put(&mut options, "top_p", knobs.top_p());
-    put(&mut options, "top_k", knobs.top_k());
-    let stop = knobs.stop("stop");
-    if !stop.is_empty() {
-        options.insert("stop".to_owned(), json!(stop));
+    put(&mut options, "num_predict", request.max_tokens);
+    put(&mut options, "temperature", request.temperature);
+    put(&mut options, "top_p", request.top_p);
+    put(&mut options, "top_k", request.top_k);
+    if !request.stop.is_empty() {
+        options.insert("stop".to_owned(), json!(request.stop));
     }
     put(&mut options, "seed", request.seed);
     put(&mut options, "presence_penalty", request.presence_penalty);

@@ -52,6 +52,10 @@ impl VendorAdapter for OpenAiChat {
         DEFAULT_MODEL
     }
 
+    fn native_dialect(&self) -> Option<crate::ir::WireDialect> {
+        Some(crate::ir::WireDialect::OpenAiChat)
+    }
+
     fn check_request(&self, request: &ChatRequest) -> Result<(), LlmError> {
         check_features(request, &[Feature::TopK], "openai")
     }

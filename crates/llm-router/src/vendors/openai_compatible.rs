@@ -180,6 +180,10 @@ impl VendorAdapter for CompatibleVendor {
         self.requires_model
     }
 
+    fn native_dialect(&self) -> Option<crate::ir::WireDialect> {
+        Some(crate::ir::WireDialect::OpenAiChat)
+    }
+
     fn check_request(&self, request: &ChatRequest) -> Result<(), LlmError> {
         check_features(request, self.unsupported, self.vendor)
     }
@@ -211,5 +215,91 @@ impl VendorAdapter for CompatibleVendor {
 
     fn stream_decoder(&self) -> Box<dyn StreamDecoder> {
         Box::new(ChunkDecoder::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::ir::{Message, Tool, ToolChoice};
+
+    fn body_of(adapter: &dyn VendorAdapter, chat: &ChatRequest) -> Value {
+        let settings = ProviderSettings::new(
+            "p",
+            adapter.default_endpoint("m", false),
+            adapter.default_model(),
+            Secret::new("key"),
+        );
+        let request = adapter.build_request(chat, &settings).unwrap();
+        assert_eq!(request.headers()[AUTHORIZATION], "Bearer key");
+        assert!(request.headers()[AUTHORIZATION].is_sensitive());
+        serde_json::from_slice(request.body()).unwrap()
+    }
+
+    fn chat() -> ChatRequest {
+        let mut chat = ChatRequest {
+            seed: Some(9),
+            stream: true,
+            tool_choice: Some(ToolChoice::Required),
+            ..ChatRequest::default()
+        };
+        chat.messages.push(Message::user("hi"));
+        chat.tools
+            .push(Tool::new("f", serde_json::json!({"type": "object"})));
+        chat
+    }
+
+    #[test]
+    fn mistral_spells_its_own_fields() {
+        let adapter = mistral(None).unwrap();
+        let body = body_of(adapter.as_ref(), &chat());
+        assert_eq!(body["random_seed"], 9);
+        assert!(body.get("seed").is_none());
+        assert_eq!(body["tool_choice"], "any");
+        assert!(body.get("stream_options").is_none());
+        assert_eq!(body["model"], "mistral-small-latest");
+        let mut with_logprobs = chat();
+        with_logprobs.logprobs = true;
+        let err = adapter.check_request(&with_logprobs).unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("logprobs"));
+    }
+
+    #[test]
+    fn deepseek_and_ollama_refuse_what_they_lack() {
+        let deepseek = deepseek(None).unwrap();
+        assert_eq!(
+            deepseek
+                .check_request(&chat())
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("seed")
+        );
+        let mut plain = chat();
+        plain.seed = None;
+        assert!(deepseek.check_request(&plain).is_ok());
+        let body = body_of(deepseek.as_ref(), &plain);
+        assert_eq!(body["stream_options"]["include_usage"], true);
+        assert_eq!(body["tool_choice"], "required");
+        let ollama = ollama(None).unwrap();
+        plain.n = Some(2);
+        assert_eq!(
+            ollama.check_request(&plain).unwrap_err().param.as_deref(),
+            Some("n")
+        );
+    }
+
+    #[test]
+    fn generic_needs_an_endpoint_and_alibaba_refuses_responses() {
+        assert!(generic(None).is_err());
+        assert!(generic(Some("http://127.0.0.1:8000/v1/chat/completions")).is_ok());
+        assert!(alibaba(Some(ALIBABA_KRAKEND_ENDPOINT)).is_err());
+        assert!(alibaba(None).is_ok());
+        // Without a key, no Authorization header at all.
+        let settings =
+            ProviderSettings::new("p", "http://x/v1/chat/completions", "m", Secret::default());
+        let request = GENERIC.build_request(&chat(), &settings).unwrap();
+        assert!(request.headers().get(AUTHORIZATION).is_none());
     }
 }

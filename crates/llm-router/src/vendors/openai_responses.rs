@@ -21,7 +21,7 @@ use crate::ir::{
     ResponseFormat, Role, StreamEvent, TokenUsage, ToolChoice,
 };
 use crate::vendors::openai_compatible::json_request;
-use crate::vendors::wire::{self, Knobs, SseJson, event_json, put, tool_result_text};
+use crate::vendors::wire::{self, SseJson, event_json, put, tool_result_text};
 
 /// What the Responses API cannot express.
 const UNSUPPORTED: &[Feature] = &[
@@ -197,15 +197,10 @@ fn request_body(
         "parallel_tool_calls",
         request.parallel_tool_calls,
     );
-    let knobs = Knobs::new(request, provider);
-    put(
-        &mut body,
-        "max_output_tokens",
-        knobs.max_tokens(&["max_output_tokens"]),
-    );
-    put(&mut body, "temperature", knobs.temperature());
-    put(&mut body, "top_p", knobs.top_p());
-    if let Some(truncation) = knobs.variable("truncation") {
+    put(&mut body, "max_output_tokens", request.max_tokens);
+    put(&mut body, "temperature", request.temperature);
+    put(&mut body, "top_p", request.top_p);
+    if let Some(truncation) = provider.variable("truncation") {
         body.insert("truncation".to_owned(), truncation.clone());
     }
     match &request.response_format {
@@ -436,17 +431,7 @@ impl ResponsesStream {
         self.sse.get_or_insert_with(SseJson::new)
     }
 
-    fn on_event(&mut self, value: Value, out: &mut Vec<StreamEvent>) {
-        let event: ResponsesEvent = match serde_json::from_value(value) {
-            Ok(event) => event,
-            Err(err) => {
-                let error = LlmError::bad_upstream(format!(
-                    "the responses stream sent an unknown event: {err}"
-                ));
-                self.sse().fail(error, out);
-                return;
-            }
-        };
+    fn on_event(&mut self, event: ResponsesEvent, out: &mut Vec<StreamEvent>) {
         match event.kind.as_str() {
             "response.created" => {
                 let response = event.response;

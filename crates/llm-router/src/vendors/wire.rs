@@ -1,12 +1,12 @@
-//! Small pieces the vendor modules share: reading JSON answers, `variables`
-//! as request defaults, SSE streams of JSON events, tool-result text.
+//! Small pieces the vendor modules share: reading JSON answers, SSE streams
+//! of JSON events, tool-result text. (The provider's `variables` are applied
+//! to the request by the service before an adapter sees it.)
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use switchboard_core::sse::{Event, SseDecoder};
 
-use crate::adapter::ProviderSettings;
-use crate::ir::{ChatRequest, ContentPart, LlmError, Message, StreamEvent};
+use crate::ir::{ContentPart, LlmError, Message, StreamEvent};
 
 /// The most a single streamed event (an SSE event, an NDJSON line, an
 /// event-stream frame) may hold before the stream is refused.
@@ -23,79 +23,6 @@ pub(crate) fn to_body(value: &Value) -> Result<bytes::Bytes, LlmError> {
     serde_json::to_vec(value)
         .map(bytes::Bytes::from)
         .map_err(|err| LlmError::invalid_request(format!("cannot encode the request: {err}")))
-}
-
-/// Request values, falling back to the provider's `variables`.
-pub(crate) struct Knobs<'a> {
-    request: &'a ChatRequest,
-    variables: &'a Map<String, Value>,
-}
-
-impl<'a> Knobs<'a> {
-    pub(crate) fn new(request: &'a ChatRequest, provider: &'a ProviderSettings) -> Self {
-        Self {
-            request,
-            variables: &provider.variables,
-        }
-    }
-
-    fn var_f64(&self, name: &str) -> Option<f64> {
-        self.variables.get(name).and_then(Value::as_f64)
-    }
-
-    fn var_u64(&self, name: &str) -> Option<u64> {
-        self.variables.get(name).and_then(Value::as_u64)
-    }
-
-    /// `temperature`.
-    pub(crate) fn temperature(&self) -> Option<f64> {
-        self.request
-            .temperature
-            .or_else(|| self.var_f64("temperature"))
-    }
-
-    /// `top_p`.
-    pub(crate) fn top_p(&self) -> Option<f64> {
-        self.request.top_p.or_else(|| self.var_f64("top_p"))
-    }
-
-    /// `top_k`.
-    pub(crate) fn top_k(&self) -> Option<u64> {
-        self.request.top_k.or_else(|| self.var_u64("top_k"))
-    }
-
-    /// The token limit, from the request or the first of `variables` set.
-    pub(crate) fn max_tokens(&self, variables: &[&str]) -> Option<u64> {
-        self.request
-            .max_tokens
-            .or_else(|| variables.iter().find_map(|name| self.var_u64(name)))
-    }
-
-    /// Stop sequences: the request's, else `variables.<name>` (a string or
-    /// a list of strings).
-    pub(crate) fn stop(&self, variable: &str) -> Vec<String> {
-        if !self.request.stop.is_empty() {
-            return self.request.stop.clone();
-        }
-        match self.variables.get(variable) {
-            Some(Value::String(one)) => vec![one.clone()],
-            Some(Value::Array(many)) => many
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    /// A variable read as an unsigned integer.
-    pub(crate) fn variable_u64(&self, name: &str) -> Option<u64> {
-        self.var_u64(name)
-    }
-
-    /// A variable as it is.
-    pub(crate) fn variable(&self, name: &str) -> Option<&'a Value> {
-        self.variables.get(name)
-    }
 }
 
 /// Puts `value` under `key` when there is one.
@@ -208,8 +135,12 @@ impl SseJson {
     }
 }
 
-/// Reads an event's data as JSON (`None` for comments and empty data).
-pub(crate) fn event_json(vendor: &str, event: &Event) -> Option<Result<Value, LlmError>> {
+/// Reads an event's data as JSON into `T` (`None` for comments and empty
+/// data), in one pass.
+pub(crate) fn event_json<T: DeserializeOwned>(
+    vendor: &str,
+    event: &Event,
+) -> Option<Result<T, LlmError>> {
     let data = event.data.as_deref()?;
     if data.trim().is_empty() {
         return None;

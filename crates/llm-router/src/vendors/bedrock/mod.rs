@@ -36,7 +36,7 @@ use crate::ir::{
     ChatRequest, ChatResponse, Choice, ContentPart, ErrorKind, FinishReason, ImageSource, LlmError,
     Role, StreamEvent, TokenUsage, ToolChoice,
 };
-use crate::vendors::wire::{self, Knobs, MAX_STREAM_EVENT, arguments_object};
+use crate::vendors::wire::{self, MAX_STREAM_EVENT, arguments_object};
 
 pub(crate) use eventstream::{EventStreamDecoder, EventStreamError, Frame};
 pub(crate) use sigv4::{AwsCredentials, region_from_host, sign_request};
@@ -164,6 +164,16 @@ impl VendorAdapter for Bedrock {
         crate::config::check_common_variables(variables)
     }
 
+    fn model_from_endpoint(&self, endpoint: &str) -> Option<String> {
+        let path = super::endpoint_path(endpoint);
+        let (_, rest) = path.rsplit_once("/model/")?;
+        let (model, _) = rest.split_once('/')?;
+        let model = percent_encoding::percent_decode_str(model)
+            .decode_utf8()
+            .ok()?;
+        (!model.is_empty()).then(|| model.into_owned())
+    }
+
     fn check_request(&self, request: &ChatRequest) -> Result<(), LlmError> {
         check_features(request, UNSUPPORTED, VENDOR)
     }
@@ -174,7 +184,7 @@ impl VendorAdapter for Bedrock {
         provider: &ProviderSettings,
     ) -> Result<UpstreamRequest, LlmError> {
         let model = provider.model_for(request);
-        let body = wire::to_body(&request_body(request, provider, model)?)?;
+        let body = wire::to_body(&request_body(request, model)?)?;
         let url = if provider.endpoint_configured {
             configured_url(&provider.endpoint, request.stream)
         } else {
@@ -347,11 +357,7 @@ fn image_block(media_type: &str, data: &str) -> Result<Value, LlmError> {
     Ok(json!({"image": {"format": format, "source": {"bytes": data}}}))
 }
 
-fn request_body(
-    request: &ChatRequest,
-    provider: &ProviderSettings,
-    model: &str,
-) -> Result<Value, LlmError> {
+fn request_body(request: &ChatRequest, model: &str) -> Result<Value, LlmError> {
     let mut body = Map::new();
     let mut messages = Vec::with_capacity(request.messages.len());
     let mut has_tool_blocks = false;
@@ -413,23 +419,17 @@ fn request_body(
     if let Some(system) = &request.system {
         body.insert("system".to_owned(), json!([{"text": system}]));
     }
-    let knobs = Knobs::new(request, provider);
     let mut inference = Map::new();
-    wire::put(
-        &mut inference,
-        "maxTokens",
-        knobs.max_tokens(&["max_tokens"]),
-    );
-    wire::put(&mut inference, "temperature", knobs.temperature());
-    wire::put(&mut inference, "topP", knobs.top_p());
-    let stop = knobs.stop("stop_sequences");
-    if !stop.is_empty() {
-        inference.insert("stopSequences".to_owned(), json!(stop));
+    wire::put(&mut inference, "maxTokens", request.max_tokens);
+    wire::put(&mut inference, "temperature", request.temperature);
+    wire::put(&mut inference, "topP", request.top_p);
+    if !request.stop.is_empty() {
+        inference.insert("stopSequences".to_owned(), json!(request.stop));
     }
     if !inference.is_empty() {
         body.insert("inferenceConfig".to_owned(), Value::Object(inference));
     }
-    if let Some(top_k) = knobs.top_k() {
+    if let Some(top_k) = request.top_k {
         // Converse has no top-k of its own; each model family names it.
         let fields = if model.contains("amazon.nova") {
             json!({"inferenceConfig": {"topK": top_k}})
@@ -865,10 +865,9 @@ mod tests {
                 }),
             ],
         ));
-        let mut settings = settings("k");
-        settings.variables = serde_json::from_value(json!({"temperature": 0.3})).unwrap();
+        chat.temperature = Some(0.3);
         let request = Bedrock::new("us-east-1")
-            .build_request(&chat, &settings)
+            .build_request(&chat, &settings("k"))
             .unwrap();
         let body: Value = serde_json::from_slice(request.body()).unwrap();
         assert_eq!(
@@ -888,6 +887,21 @@ mod tests {
                                "toolChoice": {"any": {}}}
             })
         );
+    }
+
+    #[test]
+    fn the_model_is_read_from_a_configured_url() {
+        let adapter = Bedrock::new("us-east-1");
+        for url in [
+            "https://bedrock-runtime.eu-west-1.amazonaws.com/model/eu.meta.llama3-2-1b-instruct-v1:0/converse",
+            "https://bedrock-runtime.eu-west-1.amazonaws.com/model/eu.meta.llama3-2-1b-instruct-v1%3A0/converse-stream",
+        ] {
+            assert_eq!(
+                adapter.model_from_endpoint(url).as_deref(),
+                Some("eu.meta.llama3-2-1b-instruct-v1:0")
+            );
+        }
+        assert_eq!(adapter.model_from_endpoint("http://h/converse"), None);
     }
 
     #[test]
