@@ -2,13 +2,31 @@
 //! backend, and the hop-by-hop headers that never do.
 
 use http::header::{self, HeaderMap, HeaderName};
-use switchboard_core::krakend::{HOP_BY_HOP, decode_query_component, strip_hop_by_hop};
+use switchboard_core::krakend::{decode_query_component, is_hop_by_hop};
 
-/// Which client headers an endpoint forwards.
+/// Which client headers an endpoint forwards, decided at load: what a
+/// request pays is one pass over the names that may go.
 #[derive(Clone, Debug)]
 pub(crate) enum HeaderFilter {
+    /// `["*"]`: every header but those that never cross a proxy.
     All,
-    Only(Vec<HeaderName>),
+    Only {
+        /// The names as listed (for `{input_headers.X}` checks).
+        listed: Vec<HeaderName>,
+        /// The listed names that may actually go: never `Host`,
+        /// `Content-Length`, `Content-Type` (always sent) or hop-by-hop.
+        forward: Vec<HeaderName>,
+    },
+}
+
+/// Headers a backend request never takes from the client as they are:
+/// hop-by-hop ones, `Host`, `Content-Length` (the body sets its own) and
+/// `Content-Type` (copied first, always).
+fn never_copied(name: &HeaderName) -> bool {
+    *name == header::HOST
+        || *name == header::CONTENT_LENGTH
+        || *name == header::CONTENT_TYPE
+        || is_hop_by_hop(name.as_str())
 }
 
 impl HeaderFilter {
@@ -16,49 +34,52 @@ impl HeaderFilter {
         if names.iter().any(|n| n == "*") {
             return Ok(Self::All);
         }
-        names
+        let listed = names
             .iter()
             .map(|n| {
                 HeaderName::from_bytes(n.as_bytes())
                     .map_err(|_| format!("invalid header name {n:?}"))
             })
-            .collect::<Result<_, _>>()
-            .map(Self::Only)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut forward: Vec<HeaderName> = Vec::new();
+        for name in &listed {
+            if !never_copied(name) && !forward.contains(name) {
+                forward.push(name.clone());
+            }
+        }
+        Ok(Self::Only { listed, forward })
     }
 
     pub(crate) fn allows(&self, lowercase_name: &str) -> bool {
         match self {
             Self::All => true,
-            Self::Only(names) => names.iter().any(|n| n.as_str() == lowercase_name),
+            Self::Only { listed, .. } => listed.iter().any(|n| n.as_str() == lowercase_name),
         }
     }
 
     /// The headers a backend request starts with: `Content-Type` always,
-    /// the listed ones, never hop-by-hop, `Host` or `Content-Length` (the
-    /// body sets its own length).
+    /// the listed ones, never hop-by-hop (nor what `Connection` names),
+    /// `Host` or `Content-Length` (the body sets its own length).
     pub(crate) fn apply(&self, client: &HeaderMap) -> HeaderMap {
-        let mut out = HeaderMap::with_capacity(8);
+        let mut out = HeaderMap::with_capacity(match self {
+            Self::All => client.len(),
+            Self::Only { forward, .. } => forward.len() + 1,
+        });
         if let Some(ct) = client.get(header::CONTENT_TYPE) {
             out.insert(header::CONTENT_TYPE, ct.clone());
         }
         match self {
             Self::All => {
+                let connection = client.contains_key(header::CONNECTION);
                 for (name, value) in client {
-                    out.append(name.clone(), value.clone());
-                }
-                strip_hop_by_hop(&mut out);
-                out.remove(header::HOST);
-                out.remove(header::CONTENT_LENGTH);
-            }
-            Self::Only(names) => {
-                for name in names {
-                    if *name == header::HOST
-                        || *name == header::CONTENT_LENGTH
-                        || HOP_BY_HOP.contains(name)
-                        || *name == header::CONTENT_TYPE
-                    {
+                    if never_copied(name) || (connection && named_by_connection(client, name)) {
                         continue;
                     }
+                    out.append(name.clone(), value.clone());
+                }
+            }
+            Self::Only { forward, .. } => {
+                for name in forward {
                     for value in client.get_all(name) {
                         out.append(name.clone(), value.clone());
                     }
@@ -67,6 +88,17 @@ impl HeaderFilter {
         }
         out
     }
+}
+
+/// Whether a `Connection` header of `client` names `name` (it is then
+/// hop-by-hop for this request).
+fn named_by_connection(client: &HeaderMap, name: &HeaderName) -> bool {
+    client
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str()))
 }
 
 /// Which client query strings an endpoint forwards.
@@ -93,15 +125,19 @@ impl QueryFilter {
         match self {
             Self::All => raw.to_owned(),
             Self::Only(names) if names.is_empty() => String::new(),
-            Self::Only(names) => raw
-                .split('&')
-                .filter(|pair| {
+            Self::Only(names) => {
+                let mut out = String::new();
+                for pair in raw.split('&') {
                     let key = pair.split('=').next().unwrap_or_default();
-                    let key = decode_query_component(key);
-                    names.iter().any(|n| *n == key)
-                })
-                .collect::<Vec<_>>()
-                .join("&"),
+                    if names.iter().any(|n| *n == decode_query_component(key)) {
+                        if !out.is_empty() {
+                            out.push('&');
+                        }
+                        out.push_str(pair);
+                    }
+                }
+                out
+            }
         }
     }
 }

@@ -283,7 +283,7 @@ async fn handle(
     }
     Ok(json_response(
         StatusCode::OK,
-        &Value::Object(merged),
+        Value::Object(merged),
         state.encoding,
         completed,
     ))
@@ -396,11 +396,11 @@ async fn single_response(
     let (status, value) = read_json(backend, response, deadline).await?;
     if status.is_success() {
         let value = reshape(value, &backend.shape);
-        Ok(json_response(StatusCode::OK, &value, state.encoding, true))
+        Ok(json_response(StatusCode::OK, value, state.encoding, true))
     } else {
         // The vendor's own error (a 429, a 400 about the prompt) is what the
         // client needs to see; its status and retry advice are kept.
-        let mut response = json_response(status, &value, Encoding::Json, false);
+        let mut response = json_response(status, value, Encoding::Json, false);
         for (name, value) in RETRY_HEADERS.into_iter().zip(retry_headers) {
             if let Some(value) = value {
                 response.headers_mut().insert(name, value);
@@ -460,17 +460,18 @@ fn truncate(bytes: &[u8], max: usize) -> String {
     format!("upstream error: {text}")
 }
 
+/// Writes the answer once, from the value the proxy owns (no copy).
 fn json_response(
     status: StatusCode,
-    value: &Value,
+    value: Value,
     encoding: Encoding,
     completed: bool,
 ) -> Response<Body> {
     let value = match (encoding, value) {
-        (Encoding::JsonCollection, Value::Object(map)) if map.contains_key("collection") => {
-            map.get("collection").cloned().unwrap_or(Value::Null)
+        (Encoding::JsonCollection, Value::Object(mut map)) if map.contains_key("collection") => {
+            map.remove("collection").unwrap_or(Value::Null)
         }
-        _ => value.clone(),
+        (_, value) => value,
     };
     let bytes = serde_json::to_vec(&value).unwrap_or_default();
     let mut response = Response::new(Body::from(bytes));
@@ -496,9 +497,7 @@ pub(crate) fn reshape(value: Value, shape: &Shape) -> Value {
         other => other,
     };
     if let Some(target) = &shape.target {
-        value = switchboard_core::lookup_path(&value, target)
-            .cloned()
-            .unwrap_or_else(|| Value::Object(Map::new()));
+        value = take_path(value, target).unwrap_or_else(|| Value::Object(Map::new()));
     }
     if !shape.allow.is_empty() {
         let mut kept = Value::Object(Map::new());
@@ -527,6 +526,20 @@ pub(crate) fn reshape(value: Value, shape: &Shape) -> Value {
         }
         None => value,
     }
+}
+
+/// Moves the value at a dot path out of `value` (the rest is dropped).
+fn take_path(value: Value, path: &str) -> Option<Value> {
+    path.split('.')
+        .try_fold(value, |current, segment| match current {
+            Value::Object(mut map) => map.remove(segment),
+            Value::Array(mut items) => segment
+                .parse::<usize>()
+                .ok()
+                .filter(|i| *i < items.len())
+                .map(|i| items.swap_remove(i)),
+            _ => None,
+        })
 }
 
 fn insert_path(target: &mut Value, path: &str, value: Value) {

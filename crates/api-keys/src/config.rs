@@ -4,30 +4,42 @@ use serde::Deserialize;
 
 use crate::hash::HashKind;
 
-/// The service-level (root `extra_config`) block.
-#[derive(Debug, Deserialize)]
+/// The service-level (root `extra_config`) `auth/api-keys` block: the key
+/// ring every endpoint shares.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RootConfig {
-    pub(crate) keys: Vec<KeyConfig>,
+#[non_exhaustive]
+pub struct ApiKeysConfig {
+    /// The accepted keys and their roles.
+    pub keys: Vec<KeyConfig>,
+    /// Where clients put their key (a header name, or a query parameter);
+    /// the strategy's default when absent.
     #[serde(default)]
-    pub(crate) identifier: Option<String>,
+    pub identifier: Option<String>,
+    /// Header or query string.
     #[serde(default)]
-    pub(crate) strategy: Strategy,
+    pub strategy: Strategy,
+    /// How `keys` are stored.
     #[serde(default)]
-    pub(crate) hash: HashKind,
+    pub hash: HashKind,
+    /// Prepended to a key before hashing.
     #[serde(default)]
-    pub(crate) salt: String,
+    pub salt: String,
+    /// A header that tells the backend the matching role.
     #[serde(default)]
-    pub(crate) propagate_role: Option<String>,
+    pub propagate_role: Option<String>,
 }
 
 /// One client key. Its `@description` is a comment and is dropped.
-#[derive(Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct KeyConfig {
-    pub(crate) key: String,
+#[non_exhaustive]
+pub struct KeyConfig {
+    /// The key (or its hash, as `hash` says).
+    pub key: String,
+    /// The roles it grants.
     #[serde(default)]
-    pub(crate) roles: Vec<String>,
+    pub roles: Vec<String>,
 }
 
 impl std::fmt::Debug for KeyConfig {
@@ -39,22 +51,27 @@ impl std::fmt::Debug for KeyConfig {
     }
 }
 
-/// The endpoint-level block.
-#[derive(Debug, Default, Deserialize)]
+/// The endpoint-level `auth/api-keys` block.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct EndpointConfig {
+#[non_exhaustive]
+pub struct EndpointKeysConfig {
+    /// Roles of which the key must grant one (none: any valid key).
     #[serde(default)]
-    pub(crate) roles: Vec<String>,
+    pub roles: Vec<String>,
+    /// Overrides the root's `identifier`.
     #[serde(default)]
-    pub(crate) identifier: Option<String>,
+    pub identifier: Option<String>,
+    /// Overrides the root's `strategy`.
     #[serde(default)]
-    pub(crate) strategy: Option<Strategy>,
+    pub strategy: Option<Strategy>,
 }
 
 /// Where the client puts its key.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum Strategy {
+#[non_exhaustive]
+pub enum Strategy {
     /// A request header (`Authorization` by default; `Bearer <key>` works).
     #[default]
     Header,

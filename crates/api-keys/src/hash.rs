@@ -9,7 +9,8 @@ use sha2::{Digest, Sha256};
 /// How the configured keys are stored.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum HashKind {
+#[non_exhaustive]
+pub enum HashKind {
     /// The key as the client sends it.
     #[default]
     Plain,

@@ -7,7 +7,7 @@ use switchboard_core::ConfigError;
 use switchboard_core::config::from_value;
 use tower::Layer;
 
-use crate::config::{EndpointConfig, RootConfig};
+use crate::config::{ApiKeysConfig, EndpointKeysConfig};
 use crate::extract::Location;
 use crate::keyring::KeyRing;
 use crate::service::ValidateApiKey;
@@ -42,7 +42,11 @@ impl fmt::Debug for ApiKeys {
 impl ApiKeys {
     /// Compiles the root `auth/api-keys` config object.
     pub fn try_from_config(root_value: &Value) -> Result<Self, ConfigError> {
-        let config: RootConfig = from_value(root_value)?;
+        Self::from_config(from_value(root_value)?)
+    }
+
+    /// Compiles a typed root config.
+    pub fn from_config(config: ApiKeysConfig) -> Result<Self, ConfigError> {
         let mut ring = KeyRing::new(config.hash, &config.salt);
         for (i, key) in config.keys.into_iter().enumerate() {
             ring.add(&key.key, key.roles)
@@ -73,7 +77,14 @@ impl ApiKeys {
     /// The layer for one endpoint, from its `auth/api-keys` object
     /// (`roles`, and optional `identifier` / `strategy` overrides).
     pub fn layer(&self, endpoint_value: &Value) -> Result<ValidateApiKeyLayer, ConfigError> {
-        let config: EndpointConfig = from_value(endpoint_value)?;
+        self.layer_from_config(from_value(endpoint_value)?)
+    }
+
+    /// The layer for one endpoint, from a typed endpoint config.
+    pub fn layer_from_config(
+        &self,
+        config: EndpointKeysConfig,
+    ) -> Result<ValidateApiKeyLayer, ConfigError> {
         let strategy = config.strategy.unwrap_or(self.shared.strategy);
         let identifier = match (&config.identifier, &self.shared.identifier) {
             (Some(own), _) => {

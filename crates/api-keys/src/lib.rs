@@ -9,5 +9,7 @@ mod service;
 #[cfg(test)]
 mod tests;
 
+pub use config::{ApiKeysConfig, EndpointKeysConfig, KeyConfig, Strategy};
+pub use hash::HashKind;
 pub use layer::{ApiKeys, ValidateApiKeyLayer};
 pub use service::ValidateApiKey;

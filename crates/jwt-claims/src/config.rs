@@ -9,7 +9,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation};
 use serde::Deserialize;
 use serde_json::Value;
 use switchboard_core::ConfigError;
-use switchboard_core::config::{from_value, parse_duration};
+use switchboard_core::config::parse_duration;
 
 /// How long an unknown `kid` blocks the next key download when the config
 /// sets no `failed_jwk_key_cooldown`.
@@ -17,9 +17,15 @@ const DEFAULT_COOLDOWN: Duration = Duration::from_secs(10);
 /// KrakenD's `cache_duration` default: 15 minutes.
 const DEFAULT_CACHE_DURATION: Duration = Duration::from_secs(900);
 
+/// The `auth/validator` config, as KrakenD spells it. Deserialize it from
+/// any serde format and pass it to
+/// [`ValidateJwtLayer::from_config`](crate::ValidateJwtLayer::from_config);
+/// it is checked and compiled there (unknown fields and the KrakenD options
+/// Switchboard does not implement are refused).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ValidatorConfig {
+#[non_exhaustive]
+pub struct ValidatorConfig {
     alg: String,
     #[serde(default)]
     jwk_local_path: Option<String>,
@@ -171,8 +177,10 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    pub(crate) fn from_value(value: &Value, base_dir: &Path) -> Result<Self, ConfigError> {
-        let config: ValidatorConfig = from_value(value)?;
+    pub(crate) fn from_config(
+        config: ValidatorConfig,
+        base_dir: &Path,
+    ) -> Result<Self, ConfigError> {
         config.compile(base_dir)
     }
 }
@@ -411,7 +419,8 @@ mod tests {
     use serde_json::json;
 
     fn compile(value: Value) -> Result<Settings, ConfigError> {
-        Settings::from_value(&value, Path::new("/base"))
+        let config: ValidatorConfig = switchboard_core::config::from_value(&value)?;
+        Settings::from_config(config, Path::new("/base"))
     }
 
     #[test]

@@ -6,10 +6,11 @@ use serde_json::Value;
 use switchboard_core::ConfigError;
 use tower::Layer;
 
-use crate::config::Settings;
+use crate::config::{Settings, ValidatorConfig};
 use crate::service::ValidateJwt;
 use crate::store::KeyStore;
 use crate::validator::Validator;
+use switchboard_core::config::from_value;
 
 /// Validates JWTs per KrakenD's `auth/validator` and puts the claims in the
 /// request context. See the [crate docs](crate).
@@ -26,7 +27,12 @@ impl ValidateJwtLayer {
     /// downloaded in the background when called inside a Tokio runtime,
     /// otherwise on the first request.
     pub fn try_from_config(value: &Value, base_dir: &Path) -> Result<Self, ConfigError> {
-        let settings = Settings::from_value(value, base_dir)?;
+        Self::from_config(from_value(value)?, base_dir)
+    }
+
+    /// Compiles a typed config; see [`try_from_config`](Self::try_from_config).
+    pub fn from_config(config: ValidatorConfig, base_dir: &Path) -> Result<Self, ConfigError> {
+        let settings = Settings::from_config(config, base_dir)?;
         let keys = KeyStore::new(&settings.source, settings.alg)?;
         Ok(Self {
             validator: Arc::new(Validator { settings, keys }),

@@ -7,6 +7,7 @@ mod service;
 mod store;
 mod validator;
 
+pub use config::ValidatorConfig;
 pub use layer::ValidateJwtLayer;
 pub use service::ValidateJwt;
 

@@ -6,13 +6,22 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+#[cfg(feature = "jwks-download")]
 use bytes::Bytes;
+#[cfg(feature = "jwks-download")]
+use http::Request;
+use http::Uri;
+#[cfg(feature = "jwks-download")]
 use http::header::{ACCEPT, USER_AGENT};
-use http::{Request, Uri};
+#[cfg(feature = "jwks-download")]
 use http_body_util::{BodyExt, Empty, Limited};
+#[cfg(feature = "jwks-download")]
 use hyper_rustls::HttpsConnector;
+#[cfg(feature = "jwks-download")]
 use hyper_util::client::legacy::Client;
+#[cfg(feature = "jwks-download")]
 use hyper_util::client::legacy::connect::HttpConnector;
+#[cfg(feature = "jwks-download")]
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use jsonwebtoken::{Algorithm, DecodingKey, Header};
 use switchboard_core::ConfigError;
@@ -24,9 +33,26 @@ use crate::keys::{KeySet, Lookup};
 /// How long one download of a JWK set may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest JWK set document accepted.
+#[cfg(feature = "jwks-download")]
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
+#[cfg(feature = "jwks-download")]
 type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// Without the `jwks-download` feature there is no client: a `jwk_url` is
+/// refused when the store is built.
+#[cfg(not(feature = "jwks-download"))]
+#[derive(Clone)]
+struct HttpsClient;
+
+#[cfg(not(feature = "jwks-download"))]
+fn https_client(_allow_http: bool) -> Result<HttpsClient, String> {
+    Err(
+        "this build has no JWK set download client (cargo feature `jwks-download`); \
+         use jwk_local_path"
+            .to_owned(),
+    )
+}
 
 /// Why no key was found for a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,6 +267,15 @@ impl Shared {
     }
 }
 
+#[cfg(not(feature = "jwks-download"))]
+impl Remote {
+    async fn download(&self, _alg: Algorithm) -> Result<KeySet, String> {
+        let _ = &self.client;
+        Err("no download client in this build".to_owned())
+    }
+}
+
+#[cfg(feature = "jwks-download")]
 impl Remote {
     async fn download(&self, alg: Algorithm) -> Result<KeySet, String> {
         let request = Request::get(self.url.clone())
@@ -265,6 +300,7 @@ impl Remote {
     }
 }
 
+#[cfg(feature = "jwks-download")]
 fn https_client(allow_http: bool) -> Result<HttpsClient, String> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let builder = hyper_rustls::HttpsConnectorBuilder::new()

@@ -38,7 +38,7 @@ fn fixtures() -> Vec<Fixture> {
                 provider: vendor["provider"].as_str().unwrap().to_owned(),
                 endpoint: vendor["endpoint"].as_str().map(str::to_owned),
                 response: fs::read(dir.join("response.json")).ok(),
-                stream: ["stream.sse", "stream.bin"]
+                stream: ["stream.sse", "stream.bin", "stream.ndjson"]
                     .iter()
                     .find_map(|n| fs::read(dir.join(n)).ok()),
             }

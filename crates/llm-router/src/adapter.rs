@@ -280,6 +280,13 @@ pub trait VendorAdapter: Send + Sync + 'static {
         false
     }
 
+    /// The model a configured endpoint names in its URL (Gemini's
+    /// `/models/<model>:generateContent`, Bedrock's `/model/<id>/converse`),
+    /// used when the config names no model of its own.
+    fn model_from_endpoint(&self, _endpoint: &str) -> Option<String> {
+        None
+    }
+
     /// Refuses, with a 400 naming the field, a request the vendor cannot
     /// express. Called before [`build_request`](Self::build_request).
     fn check_request(&self, request: &ChatRequest) -> Result<(), LlmError>;

@@ -307,7 +307,13 @@ fn build_provider(parts: Parts<'_>) -> Result<Provider, ConfigError> {
         .check_variables(&parts.variables)
         .map_err(|e| e.at("variables"))?;
     let model_configured = parts.model.is_some();
-    if !model_configured && adapter.requires_model() {
+    // Gemini and Bedrock name the model in the URL.
+    let url_model = parts
+        .endpoint
+        .as_deref()
+        .and_then(|e| adapter.model_from_endpoint(e));
+    let url_model_fixed = url_model.is_some();
+    if !model_configured && !url_model_fixed && adapter.requires_model() {
         return Err(ConfigError::new(
             parts.model_path,
             "is required for this provider",
@@ -315,6 +321,7 @@ fn build_provider(parts: Parts<'_>) -> Result<Provider, ConfigError> {
     }
     let model = parts
         .model
+        .or(url_model)
         .unwrap_or_else(|| adapter.default_model().to_owned());
     let endpoint_configured = parts.endpoint.is_some();
     let endpoint = parts
@@ -328,7 +335,8 @@ fn build_provider(parts: Parts<'_>) -> Result<Provider, ConfigError> {
     )
     .with_variables(parts.variables);
     settings.endpoint_configured = endpoint_configured;
-    settings.model_configured = model_configured;
+    // A model in the URL is as fixed as a configured one.
+    settings.model_configured = model_configured || url_model_fixed;
     settings.streaming = parts.streaming;
     let mut provider = Provider::with_adapter(adapter, settings).with_format(parts.format);
     provider.debug = parts.debug;

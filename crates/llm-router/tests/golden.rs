@@ -3,6 +3,13 @@
 //! format equals the expected transcript; every stream split at random
 //! byte boundaries decodes to the same events. `BLESS=1` writes the
 //! expected files instead of comparing.
+//!
+//! A directory may hold several answers and streams (`response*.json`,
+//! `stream*.sse` / `.ndjson` / `.bin`, each checked under its own stem; a
+//! `stream_error*` stream must end in an error event) and vendor error
+//! bodies `error_<status>.json` (headers from `vendor.json`'s
+//! `error_headers`), whose translation is checked too. Every stream's
+//! decoded events are kept as `expected/<stem>.events.txt`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -10,6 +17,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use http::{HeaderMap, HeaderName, StatusCode};
 use proptest::prelude::*;
 use serde_json::Value;
 use switchboard_llm_router::{ClientFormat, StreamEvent, VendorAdapter, vendors};
@@ -21,9 +29,29 @@ fn fixtures_root() -> PathBuf {
 struct Fixture {
     name: String,
     dir: PathBuf,
+    vendor: Value,
     adapter: Arc<dyn VendorAdapter>,
-    response: Option<Vec<u8>>,
-    stream: Option<Vec<u8>>,
+    /// (stem, body) of every `response*.json`.
+    responses: Vec<(String, Vec<u8>)>,
+    /// (stem, bytes) of every `stream*.{sse,ndjson,bin}`.
+    streams: Vec<(String, Vec<u8>)>,
+}
+
+/// The files of `dir` named `<prefix>…<one of exts>`, as (stem, bytes).
+fn files(dir: &Path, prefix: &str, exts: &[&str]) -> Vec<(String, Vec<u8>)> {
+    let mut found: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?.to_owned();
+            let (stem, ext) = name.split_once('.')?;
+            (stem.starts_with(prefix) && exts.contains(&ext))
+                .then(|| (stem.to_owned(), fs::read(&p).unwrap()))
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 fn fixtures() -> Vec<Fixture> {
@@ -40,13 +68,11 @@ fn fixtures() -> Vec<Fixture> {
         let provider = vendor["provider"].as_str().unwrap();
         let adapter = vendors::adapter_for(provider, vendor["endpoint"].as_str())
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        let stream = ["stream.sse", "stream.bin"]
-            .iter()
-            .find_map(|name| fs::read(dir.join(name)).ok());
         out.push(Fixture {
             name: dir.file_name().unwrap().to_string_lossy().into_owned(),
-            response: fs::read(dir.join("response.json")).ok(),
-            stream,
+            responses: files(&dir, "response", &["json"]),
+            streams: files(&dir, "stream", &["sse", "ndjson", "bin"]),
+            vendor,
             adapter,
             dir,
         });
@@ -141,20 +167,24 @@ const FORMATS: [(ClientFormat, &str); 3] = [
 #[test]
 fn responses_match_their_transcripts() {
     for fixture in fixtures() {
-        let Some(body) = &fixture.response else {
-            continue;
-        };
-        let response = fixture
-            .adapter
-            .parse_response(body)
-            .unwrap_or_else(|e| panic!("{}: {e}", fixture.name));
-        for (format, label) in FORMATS {
-            let mut value: Value =
-                serde_json::from_slice(&format.render_response(&response, "fixture-model"))
-                    .unwrap();
-            normalize(&mut value);
-            let text = serde_json::to_string_pretty(&value).unwrap() + "\n";
-            check(&fixture.dir, &format!("response.{label}.json"), &text);
+        for (stem, body) in &fixture.responses {
+            let response = fixture
+                .adapter
+                .parse_response(body)
+                .unwrap_or_else(|e| panic!("{}/{stem}: {e}", fixture.name));
+            assert!(
+                !response.usage.is_empty(),
+                "{}/{stem}: no usage read",
+                fixture.name
+            );
+            for (format, label) in FORMATS {
+                let mut value: Value =
+                    serde_json::from_slice(&format.render_response(&response, "fixture-model"))
+                        .unwrap();
+                normalize(&mut value);
+                let text = serde_json::to_string_pretty(&value).unwrap() + "\n";
+                check(&fixture.dir, &format!("{stem}.{label}.json"), &text);
+            }
         }
     }
 }
@@ -162,22 +192,65 @@ fn responses_match_their_transcripts() {
 #[test]
 fn streams_match_their_transcripts() {
     for fixture in fixtures() {
-        let Some(stream) = &fixture.stream else {
-            continue;
-        };
-        let events = decode(fixture.adapter.as_ref(), &[stream]);
-        assert!(
-            !events.iter().any(|e| matches!(e, StreamEvent::Error(_))),
-            "{}: {events:?}",
-            fixture.name
-        );
-        for (format, label) in &FORMATS[..2] {
-            let bytes = encode(*format, &events);
-            check(
-                &fixture.dir,
-                &format!("stream.{label}.sse"),
-                &normalize_sse(&bytes),
+        for (stem, stream) in &fixture.streams {
+            let events = decode(fixture.adapter.as_ref(), &[stream]);
+            let failed = events.iter().any(|e| matches!(e, StreamEvent::Error(_)));
+            if stem.starts_with("stream_error") {
+                assert!(
+                    matches!(events.last(), Some(StreamEvent::Error(_))),
+                    "{}/{stem}: {events:?}",
+                    fixture.name
+                );
+            } else {
+                assert!(!failed, "{}/{stem}: {events:?}", fixture.name);
+                assert!(
+                    events.iter().any(|e| matches!(e, StreamEvent::Usage(_))),
+                    "{}/{stem}: no usage",
+                    fixture.name
+                );
+            }
+            let transcript: String = events.iter().map(|e| format!("{e:?}\n")).collect();
+            check(&fixture.dir, &format!("{stem}.events.txt"), &transcript);
+            for (format, label) in &FORMATS[..2] {
+                let bytes = encode(*format, &events);
+                check(
+                    &fixture.dir,
+                    &format!("{stem}.{label}.sse"),
+                    &normalize_sse(&bytes),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn errors_match_their_transcripts() {
+    for fixture in fixtures() {
+        for (stem, body) in files(&fixture.dir, "error_", &["json"]) {
+            let status: u16 = stem["error_".len()..].parse().unwrap();
+            let mut headers = HeaderMap::new();
+            if let Some(extra) = fixture.vendor["error_headers"][status.to_string()].as_object() {
+                for (name, value) in extra {
+                    headers.insert(
+                        HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                        value.as_str().unwrap().parse().unwrap(),
+                    );
+                }
+            }
+            let err =
+                fixture
+                    .adapter
+                    .parse_error(StatusCode::from_u16(status).unwrap(), &headers, &body);
+            let mut text = format!(
+                "status: {}\nkind: {:?}\nretry-after: {:?}\n",
+                err.status.as_u16(),
+                err.kind,
+                err.retry_after
             );
+            for (format, label) in FORMATS {
+                text.push_str(&format!("{label}: {}\n", format.error_body(&err)));
+            }
+            check(&fixture.dir, &format!("{stem}.txt"), &text);
         }
     }
 }
@@ -185,17 +258,16 @@ fn streams_match_their_transcripts() {
 #[test]
 fn byte_by_byte_equals_whole() {
     for fixture in fixtures() {
-        let Some(stream) = &fixture.stream else {
-            continue;
-        };
-        let whole = decode(fixture.adapter.as_ref(), &[stream]);
-        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
-        assert_eq!(
-            decode(fixture.adapter.as_ref(), &bytes),
-            whole,
-            "{}",
-            fixture.name
-        );
+        for (stem, stream) in &fixture.streams {
+            let whole = decode(fixture.adapter.as_ref(), &[stream]);
+            let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+            assert_eq!(
+                decode(fixture.adapter.as_ref(), &bytes),
+                whole,
+                "{}/{stem}",
+                fixture.name
+            );
+        }
     }
 }
 
@@ -205,19 +277,22 @@ proptest! {
     #[test]
     fn random_splits_give_the_same_events(cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..24)) {
         for fixture in fixtures() {
-            let Some(stream) = &fixture.stream else { continue };
-            let whole = decode(fixture.adapter.as_ref(), &[stream]);
-            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
-            points.sort_unstable();
-            points.dedup();
-            let mut chunks: Vec<&[u8]> = Vec::new();
-            let mut start = 0;
-            for point in points {
-                chunks.push(&stream[start..point]);
-                start = point;
+            for (stem, stream) in &fixture.streams {
+                let whole = decode(fixture.adapter.as_ref(), &[stream]);
+                let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+                points.sort_unstable();
+                points.dedup();
+                let mut chunks: Vec<&[u8]> = Vec::new();
+                let mut start = 0;
+                for point in points {
+                    chunks.push(&stream[start..point]);
+                    start = point;
+                }
+                chunks.push(&stream[start..]);
+                prop_assert_eq!(
+                    decode(fixture.adapter.as_ref(), &chunks), whole, "{}/{}", fixture.name, stem
+                );
             }
-            chunks.push(&stream[start..]);
-            prop_assert_eq!(decode(fixture.adapter.as_ref(), &chunks), whole, "{}", fixture.name);
         }
     }
 }

@@ -28,7 +28,11 @@ impl EvaluatePoliciesLayer {
     /// Compiles a `security/policies` object. An invalid expression fails
     /// with its path (`req.policies[1]`) and the parser's message.
     pub fn try_from_config(value: &Value) -> Result<Self, ConfigError> {
-        let config: PoliciesConfig = from_value(value)?;
+        Self::from_config(from_value(value)?)
+    }
+
+    /// Compiles a typed `security/policies` config.
+    pub fn from_config(config: PoliciesConfig) -> Result<Self, ConfigError> {
         if config.req.is_none() && config.resp.is_none() && config.jwt.is_none() {
             return Err(ConfigError::new(
                 "",
@@ -54,7 +58,11 @@ impl EvaluatePoliciesLayer {
     /// on the request; a failed request or response check answers 500, as
     /// KrakenD does. Advanced macros are not available, as in KrakenD CE.
     pub fn try_from_cel_validation(value: &Value) -> Result<Self, ConfigError> {
-        let checks: Vec<CelCheck> = from_value(value)?;
+        Self::from_cel_checks(&from_value::<Vec<CelCheck>>(value)?)
+    }
+
+    /// Compiles typed `validation/cel` checks.
+    pub fn from_cel_checks(checks: &[CelCheck]) -> Result<Self, ConfigError> {
         let engine = Engine::new(false).map_err(|e| ConfigError::new("", e))?;
         let (mut jwt, mut req, mut resp) = (Vec::new(), Vec::new(), Vec::new());
         for (i, check) in checks.iter().enumerate() {

@@ -10,8 +10,14 @@ use std::sync::Arc;
 use crate::adapter::VendorAdapter;
 
 pub mod anthropic;
+pub mod bedrock;
+pub mod cohere;
+pub mod gemini;
+pub mod ollama;
 pub mod openai;
 pub mod openai_compatible;
+pub mod openai_responses;
+pub(crate) mod wire;
 
 /// Picks a vendor's adapter for a configured endpoint (`None`: the
 /// default one). Some vendors speak several APIs and choose by the
@@ -25,8 +31,11 @@ pub const REGISTRY: &[(&str, Select)] = &[
     ("mistral", openai_compatible::mistral),
     ("deepseek", openai_compatible::deepseek),
     ("alibaba", openai_compatible::alibaba),
-    ("ollama", openai_compatible::ollama),
+    ("ollama", ollama::select),
     ("openai-compatible", openai_compatible::generic),
+    ("gemini", gemini::select),
+    ("bedrock", bedrock::select),
+    ("cohere", cohere::select),
 ];
 
 /// The `provider` names in the registry.

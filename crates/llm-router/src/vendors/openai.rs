@@ -30,14 +30,9 @@ pub fn select(endpoint: Option<&str>) -> Result<Arc<dyn VendorAdapter>, String> 
     }
 }
 
-/// The Responses API adapter. Until it is registered here, an endpoint
-/// ending in `/responses` is refused at load with a pointer to Chat
-/// Completions.
+/// The Responses API adapter.
 fn responses_adapter() -> Result<Arc<dyn VendorAdapter>, String> {
-    Err(format!(
-        "the OpenAI Responses API (an endpoint ending in /responses, KrakenD's default) is \
-         not available yet; set \"endpoint\" to {CHAT_COMPLETIONS_ENDPOINT:?} for Chat Completions"
-    ))
+    Ok(Arc::new(super::openai_responses::OpenAiResponses::OPENAI))
 }
 
 /// OpenAI Chat Completions (`/v1/chat/completions`), with a Bearer key.

@@ -113,15 +113,13 @@ pub fn deepseek(_endpoint: Option<&str>) -> Result<Arc<dyn VendorAdapter>, Strin
     Ok(Arc::new(DEEPSEEK))
 }
 
-/// Alibaba: Chat Completions in compatible mode; an endpoint ending in
-/// `/responses` (KrakenD's default) is not spoken yet.
+/// Alibaba: Chat Completions in compatible mode, or its Responses-style API
+/// for an endpoint ending in `/responses` (KrakenD's default).
 pub fn alibaba(endpoint: Option<&str>) -> Result<Arc<dyn VendorAdapter>, String> {
     match endpoint {
-        Some(endpoint) if super::endpoint_path(endpoint).ends_with("/responses") => Err(format!(
-            "the Alibaba Responses-style API (an endpoint ending in /responses) is not available \
-             yet; use a compatible-mode Chat Completions endpoint such as {:?}",
-            ALIBABA.endpoint
-        )),
+        Some(endpoint) if super::endpoint_path(endpoint).ends_with("/responses") => {
+            Ok(Arc::new(super::openai_responses::OpenAiResponses::ALIBABA))
+        }
         _ => Ok(Arc::new(ALIBABA)),
     }
 }
