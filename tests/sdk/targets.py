@@ -55,3 +55,16 @@ BY_NAME = {t.name: t for t in TARGETS}
 if os.environ.get("SDK_TARGETS"):
     _wanted = os.environ["SDK_TARGETS"].split(",")
     TARGETS = [BY_NAME[name] for name in _wanted]
+
+# Gateway defects the suite has found and that are not fixed yet: test name ->
+# {target: what fails}. Each such case runs as a strict xfail: it is reported
+# as "xfailed", and turns the run red ("XPASS(strict)") once the gateway is
+# fixed, so the entry has to be removed then. Never a place to hide a failure
+# of the suite itself.
+KNOWN_DEFECTS = {
+    "test_vendor_error_body_with_200_is_an_error": {
+        "bedrock": "a Converse answer without `output` (200, x-amzn-ErrorType, "
+        '{"message": ...}) becomes an empty successful answer with zero usage '
+        "(crates/llm-router/src/vendors/bedrock: ConverseResponse.output is #[serde(default)])",
+    },
+}
