@@ -496,6 +496,12 @@ impl PipelineBuilder<'_> {
                 "no-op passes one backend through; this endpoint has several",
             ));
         }
+        if encoding == Encoding::Streaming && endpoint.backend.len() > 1 {
+            errors.push(ConfigError::new(
+                format!("{at}.output_encoding"),
+                "streaming passes one backend's stream through; this endpoint has several",
+            ));
+        }
         let has_jwt = endpoint.extra_config.contains_key("auth/validator");
 
         let mut backends = Vec::new();

@@ -402,6 +402,53 @@ pub struct ChatResponse {
     pub usage: TokenUsage,
 }
 
+impl ChatResponse {
+    /// The answer as the events a stream of it would give (to replay a
+    /// whole answer to a client that asked for a stream).
+    pub fn to_events(&self) -> Vec<StreamEvent> {
+        let mut events = vec![StreamEvent::Start {
+            id: self.id.clone(),
+            model: self.model.clone(),
+        }];
+        for choice in &self.choices {
+            let mut tool = 0;
+            for part in &choice.content {
+                match part {
+                    ContentPart::Text(text) => events.push(StreamEvent::TextDelta {
+                        choice: choice.index,
+                        text: text.clone(),
+                    }),
+                    ContentPart::ToolUse {
+                        id,
+                        name,
+                        arguments,
+                    } => {
+                        events.push(StreamEvent::ToolCallStart {
+                            choice: choice.index,
+                            index: tool,
+                            id: id.clone(),
+                            name: name.clone(),
+                        });
+                        events.push(StreamEvent::ToolCallDelta {
+                            choice: choice.index,
+                            index: tool,
+                            arguments: arguments.clone(),
+                        });
+                        tool += 1;
+                    }
+                    _ => {}
+                }
+            }
+            events.push(StreamEvent::Finish {
+                choice: choice.index,
+                reason: choice.finish_reason.clone().unwrap_or(FinishReason::Stop),
+            });
+        }
+        events.push(StreamEvent::Usage(self.usage));
+        events
+    }
+}
+
 /// One event of a streamed answer. `choice` is the choice index (0 unless
 /// `n` > 1); `index` numbers tool calls within a choice from 0.
 #[derive(Clone, Debug, PartialEq)]

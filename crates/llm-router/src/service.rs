@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
-use switchboard_core::buffer::{request_bytes, response_bytes};
+use switchboard_core::buffer::{is_json_content_type, request_bytes, response_bytes};
 use switchboard_core::{Body, BoxError, ErrorResponse, Outcome, UsageReport};
 use tower::{Service, ServiceExt};
 
@@ -180,7 +180,7 @@ where
         let err = adapter.parse_error(status, &parts.headers, &body);
         return format.error_response(&err);
     }
-    if chat.stream {
+    if chat.stream && !is_json_content_type(response.headers()) {
         return stream_response(provider, format, &chat, model, report, response);
     }
     let body = match response_bytes(response, shared.response_limit).await {
@@ -195,6 +195,22 @@ where
             let answered_by = answer.model.as_deref().unwrap_or(&model);
             report.record(answer.usage.to_core(provider.name(), answered_by));
             report.finish(Outcome::Complete);
+            // A vendor that answered whole although a stream was asked:
+            // the client still gets the stream it asked for, in one burst.
+            if chat.stream
+                && let Some(mut encoder) = format.stream_encoder(&model, chat.include_usage)
+            {
+                let mut out = Vec::new();
+                for event in answer.to_events() {
+                    encoder.encode(&event, &mut out);
+                }
+                encoder.finish(&mut out);
+                let mut response = Response::new(Body::from(out));
+                let headers = response.headers_mut();
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+                headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                return response;
+            }
             json_response(format.render_response(&answer, &model))
         }
         Err(err) => {

@@ -111,6 +111,37 @@ async fn a_cancelled_stream_reports_what_was_streamed() {
 }
 
 #[tokio::test]
+async fn a_whole_answer_to_a_stream_request_is_streamed() {
+    let vendor = service_fn(|_request: Request<Body>| async move {
+        let body = json!({"id": "x", "choices": [{"index": 0,
+            "message": {"content": "whole"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1}});
+        let mut response = Response::new(Body::from(body.to_string()));
+        response
+            .headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        Ok::<_, Infallible>(response)
+    });
+    let service = RouteLlmLayer::for_provider(provider("p")).layer(vendor);
+    let (request, _) = chat(json!({"model": "m", "stream": true,
+        "messages": [{"role": "user", "content": "hey"}]}));
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let text = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(text.contains("\"content\":\"whole\""), "{text}");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+}
+
+#[tokio::test]
 async fn selection_limits_and_listing() {
     let vendor = service_fn(|request: Request<Body>| async move {
         let body = request.into_body().collect().await.unwrap().to_bytes();
