@@ -99,6 +99,14 @@ const REGISTRY: &[Entry] = &[
         kind: Kind::Builtin,
     },
     Entry {
+        names: &[
+            "telemetry/opentelemetry",
+            "telemetry/logging",
+            "switchboard/telemetry",
+        ],
+        kind: Kind::Builtin,
+    },
+    Entry {
         names: &["modifier/martian"],
         kind: Kind::Layer {
             levels: &[Level::Backend],
@@ -156,9 +164,7 @@ const REGISTRY: &[Entry] = &[
     },
     Entry {
         names: &[
-            "telemetry/logging",
             "telemetry/metrics",
-            "telemetry/opentelemetry",
             "telemetry/opencensus",
             "telemetry/influx",
             "telemetry/gelf",
@@ -352,7 +358,7 @@ mod tests {
         };
         let mut extra = Map::new();
         extra.insert("qos/ratelimit/router".to_owned(), Value::Null);
-        extra.insert("telemetry/logging".to_owned(), Value::Null);
+        extra.insert("telemetry/influx".to_owned(), Value::Null);
         let mut warnings = Vec::new();
         let mut errors = Vec::new();
         build_stages(

@@ -332,7 +332,12 @@ async fn call_backend(
     request: Request<Body>,
     deadline: Instant,
 ) -> Result<Response<Body>, ErrorResponse> {
-    let call = backend.service.clone().oneshot(request);
+    // A span per backend call; attempts below it are its children.
+    let span = switchboard_telemetry::backend_context(request.uri().host().unwrap_or("internal"));
+    let call = opentelemetry::context::FutureExt::with_context(
+        backend.service.clone().oneshot(request),
+        span,
+    );
     match tokio::time::timeout_at(deadline, call).await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(never)) => match never {},

@@ -5,11 +5,13 @@ pub mod config;
 mod context;
 mod error;
 pub mod sse;
+mod state;
 mod usage;
 
 pub use config::ConfigError;
 pub use context::{BodyLimit, Claims, JsonBody, RouteParams, lookup_path};
 pub use error::{ErrorResponse, SHOULD_RETRY};
+pub use state::{CallerIdentity, Rejection, SharedState};
 pub use usage::{Outcome, Usage, UsageReport};
 
 /// The one body type every body-touching Switchboard layer uses.

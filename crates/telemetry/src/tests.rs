@@ -1,0 +1,453 @@
+//! The layer against inner services that answer, stream, fail, refuse and
+//! record usage, scraped afterwards; spans exported to an in-process OTLP
+//! receiver and decoded.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::{Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use serde_json::json;
+use switchboard_core::{Body, Outcome, Rejection, Usage, UsageReport};
+use tower::{Layer, ServiceExt, service_fn};
+
+use crate::config::OpenTelemetryConfig;
+use crate::{
+    Attempt, EndpointPattern, Metrics, RecordMetricsLayer, Telemetry, TelemetrySettings, Tracing,
+    backend_context,
+};
+
+fn request(path: &str, endpoint: &str) -> Request<Body> {
+    let mut request = Request::post(path)
+        .header("authorization", "Bearer sk-secret-key")
+        .body(Body::empty())
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(EndpointPattern(Arc::from(endpoint)));
+    request
+}
+
+fn settings() -> TelemetrySettings {
+    TelemetrySettings::from_extra(
+        json!({"switchboard/telemetry": {"prices": {"openai/gpt-4o": {"input": 2.0, "output": 10.0}}}})
+            .as_object()
+            .unwrap(),
+        "$.extra_config",
+    )
+    .unwrap()
+}
+
+/// The value of one sample line, exactly as written.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .unwrap_or_else(|| panic!("no sample {series} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+async fn inner_service(request: Request<Body>) -> Result<Response<Body>, Infallible> {
+    let report = request.extensions().get::<UsageReport>().cloned().unwrap();
+    let path = request.uri().path().to_owned();
+    Ok(match path.as_str() {
+        "/plain" => {
+            report.record(Usage::new(100, 20).with_source("openai", "gpt-4o"));
+            report.finish(Outcome::Complete);
+            Response::new(Body::from("{}"))
+        }
+        "/stream" => {
+            // Usage arrives with the last chunk; the report finishes when the
+            // stream ends, as the LLM layer does.
+            let chunks = vec!["data: a\n\n", "data: b\n\n", "data: [DONE]\n\n"];
+            let finisher = report.clone();
+            let body = stream::iter(chunks.into_iter().enumerate().map(move |(i, chunk)| {
+                if i == 2 {
+                    let mut usage = Usage::new(10, 3).with_source("openai", "gpt-4o");
+                    usage.cached_tokens = 4;
+                    finisher.record(usage);
+                    finisher.finish(Outcome::Complete);
+                }
+                Ok::<_, Infallible>(Frame::data(Bytes::from(chunk)))
+            }));
+            report.set_tier("gold");
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::new(StreamBody::new(body)))
+                .unwrap()
+        }
+        "/fail" => {
+            report.finish(Outcome::Failed);
+            Response::builder()
+                .status(StatusCode::BAD_GATEWAY)
+                .body(Body::from("{}"))
+                .unwrap()
+        }
+        _ => {
+            let mut response = Response::builder()
+                .status(StatusCode::TOO_MANY_REQUESTS)
+                .body(Body::from("{}"))
+                .unwrap();
+            response.extensions_mut().insert(Rejection::Quota);
+            response
+        }
+    })
+}
+
+#[tokio::test]
+async fn known_traffic_gives_exact_counts() {
+    let metrics = Arc::new(Metrics::new());
+    let telemetry = Arc::new(Telemetry::new(
+        metrics.clone(),
+        Tracing::disabled(),
+        &settings(),
+    ));
+    let service = RecordMetricsLayer::new(telemetry).layer(service_fn(inner_service));
+    for (path, times) in [("/plain", 3), ("/stream", 2), ("/fail", 1), ("/refuse", 4)] {
+        for _ in 0..times {
+            let response = service
+                .clone()
+                .oneshot(request(path, "/v1/{kind}"))
+                .await
+                .unwrap();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert!(!body.is_empty());
+        }
+    }
+    let text = metrics.encode();
+    let e = r#"endpoint="/v1/{kind}""#;
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"switchboard_requests_total{{{e},method="POST",status="200"}}"#)
+        ),
+        5.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"switchboard_requests_total{{{e},method="POST",status="502"}}"#)
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"switchboard_requests_total{{{e},method="POST",status="429"}}"#)
+        ),
+        4.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"switchboard_request_duration_seconds_count{{{e}}}"#)
+        ),
+        10.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"switchboard_gateway_duration_seconds_count{{{e}}}"#)
+        ),
+        10.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"switchboard_time_to_first_token_seconds_count{{{e}}}"#)
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(&text, &format!(r#"switchboard_active_streams{{{e}}}"#)),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"switchboard_rejections_total{{{e},kind="quota"}}"#)
+        ),
+        4.0
+    );
+    let plain = r#"provider="openai",model="gpt-4o",tier="default""#;
+    let gold = r#"provider="openai",model="gpt-4o",tier="gold""#;
+    assert_eq!(
+        sample(&text, &format!("krakend_llm_tokens_in_total{{{plain}}}")),
+        300.0
+    );
+    assert_eq!(
+        sample(&text, &format!("krakend_llm_tokens_out_total{{{plain}}}")),
+        60.0
+    );
+    assert_eq!(
+        sample(&text, &format!("krakend_llm_tokens_total{{{plain}}}")),
+        360.0
+    );
+    assert_eq!(
+        sample(&text, &format!("krakend_llm_tokens_total{{{gold}}}")),
+        26.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("switchboard_llm_tokens_cached_total{{{gold}}}")
+        ),
+        8.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"switchboard_llm_calls_total{{{plain},outcome="complete"}}"#)
+        ),
+        3.0
+    );
+    // 3 × (100 × 2 + 20 × 10) / 1e6
+    let cost = sample(&text, &format!("switchboard_llm_cost_total{{{plain}}}"));
+    assert!((cost - 0.0012).abs() < 1e-12, "{cost}");
+    // The failed call recorded no usage: it is not an LLM call to count.
+    assert!(!text.contains("outcome=\"failed\""));
+    promtool_accepts(&text);
+}
+
+/// `promtool check metrics` accepts the text (CI installs promtool; a
+/// developer without it sees a note).
+pub(crate) fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(_) if std::env::var_os("CI").is_none() => {
+            eprintln!("promtool not installed; skipping its check (CI installs it)");
+            return;
+        }
+        Err(err) => panic!("promtool: {err}"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool refused the metrics: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_stream_ends_its_active_count() {
+    let metrics = Arc::new(Metrics::new());
+    let telemetry = Arc::new(Telemetry::new(
+        metrics.clone(),
+        Tracing::disabled(),
+        &settings(),
+    ));
+    let service = RecordMetricsLayer::new(telemetry).layer(service_fn(inner_service));
+    let response = service.oneshot(request("/stream", "/s")).await.unwrap();
+    assert!(
+        metrics
+            .encode()
+            .contains("switchboard_active_streams{endpoint=\"/s\"} 1")
+    );
+    drop(response);
+    let text = metrics.encode();
+    assert!(text.contains("switchboard_active_streams{endpoint=\"/s\"} 0"));
+    // Cancelled before usage: nothing was recorded, so no tokens counted.
+    assert!(!text.contains("krakend_llm_tokens_total{"));
+}
+
+mod otlp {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use prost::Message;
+    use tokio::sync::mpsc;
+
+    /// An OTLP/HTTP collector: decodes each export and passes its spans on.
+    async fn receiver() -> (u16, mpsc::UnboundedReceiver<Vec<Span>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let tx = tx.clone();
+                let service =
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let tx = tx.clone();
+                        async move {
+                            assert_eq!(request.uri().path(), "/v1/traces");
+                            assert_eq!(request.headers()["content-type"], "application/x-protobuf");
+                            let body = request.into_body().collect().await.unwrap().to_bytes();
+                            let export = ExportTraceServiceRequest::decode(body).unwrap();
+                            let spans = export
+                                .resource_spans
+                                .into_iter()
+                                .flat_map(|r| r.scope_spans)
+                                .flat_map(|s| s.spans)
+                                .collect();
+                            let _ = tx.send(spans);
+                            Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
+                                Bytes::new(),
+                            )))
+                        }
+                    });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        (port, rx)
+    }
+
+    fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a AnyValue> {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(|v| v.value.as_ref())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retried_call_exports_its_span_tree() {
+        let (port, mut spans_rx) = receiver().await;
+        let config = OpenTelemetryConfig::from_config(
+            &json!({"service_name": "sb-test", "exporters": {"otlp": [{"name": "local", "host": "127.0.0.1", "port": port, "use_http": true}]}}),
+            "$",
+        )
+        .unwrap();
+        let tracing = Tracing::with_scheduled_delay(&config, Duration::from_millis(100)).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let telemetry = Arc::new(Telemetry::new(
+            metrics.clone(),
+            tracing.clone(),
+            &settings(),
+        ));
+        let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<String>();
+        let inner = service_fn(move |request: Request<Body>| {
+            let sent_tx = sent_tx.clone();
+            async move {
+                use opentelemetry::context::FutureExt as _;
+                let report = request.extensions().get::<UsageReport>().cloned().unwrap();
+                let backend = async {
+                    // First attempt: the vendor answers 503; the retry succeeds.
+                    for status in [503u16, 200] {
+                        let mut upstream = Request::post("http://vendor.test/v1/chat")
+                            .body(())
+                            .unwrap();
+                        let attempt = Attempt::start(&mut upstream, "openai");
+                        let traceparent = upstream.headers()["traceparent"]
+                            .to_str()
+                            .unwrap()
+                            .to_owned();
+                        sent_tx.send(traceparent).unwrap();
+                        attempt.answered(status);
+                    }
+                };
+                backend.with_context(backend_context("openai")).await;
+                report.record(Usage::new(7, 5).with_source("openai", "gpt-4o"));
+                report.finish(Outcome::Complete);
+                Ok::<_, Infallible>(Response::new(Body::from("{}")))
+            }
+        });
+        let service = RecordMetricsLayer::new(telemetry).layer(inner);
+        let mut client = request("/chat", "/v1/chat");
+        client.headers_mut().insert(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                .parse()
+                .unwrap(),
+        );
+        let response = service.oneshot(client).await.unwrap();
+        response.into_body().collect().await.unwrap();
+        let flusher = tracing.clone();
+        tokio::task::spawn_blocking(move || flusher.flush())
+            .await
+            .unwrap();
+
+        let mut spans = Vec::new();
+        while spans.len() < 4 {
+            let batch = tokio::time::timeout(Duration::from_secs(30), spans_rx.recv())
+                .await
+                .expect("the collector got the spans")
+                .unwrap();
+            spans.extend(batch);
+        }
+        assert_eq!(spans.len(), 4, "{spans:#?}");
+        let trace_id = hex(&spans[0].trace_id);
+        assert_eq!(trace_id, "0af7651916cd43dd8448eb211c80319c");
+        assert!(spans.iter().all(|s| hex(&s.trace_id) == trace_id));
+        let root = spans.iter().find(|s| s.name == "POST /v1/chat").unwrap();
+        assert_eq!(hex(&root.parent_span_id), "b7ad6b7169203331");
+        let backend = spans.iter().find(|s| s.name == "backend openai").unwrap();
+        assert_eq!(backend.parent_span_id, root.span_id);
+        let attempts: Vec<&Span> = spans.iter().filter(|s| s.name == "POST openai").collect();
+        assert_eq!(attempts.len(), 2);
+        assert!(attempts.iter().all(|a| a.parent_span_id == backend.span_id));
+        let statuses: Vec<_> = attempts
+            .iter()
+            .map(|a| match attr(a, "http.response.status_code") {
+                Some(AnyValue::IntValue(v)) => *v,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(statuses.len(), 2);
+        assert!(statuses.contains(&503) && statuses.contains(&200));
+        // Each attempt's traceparent names that attempt's span.
+        for _ in 0..2 {
+            let sent = sent_rx.recv().await.unwrap();
+            let span_id = sent.split('-').nth(2).unwrap().to_owned();
+            assert!(sent.starts_with(&format!("00-{trace_id}-")));
+            assert!(
+                attempts.iter().any(|a| hex(&a.span_id) == span_id),
+                "{sent}"
+            );
+        }
+        assert!(
+            matches!(attr(root, "gen_ai.provider.name"), Some(AnyValue::StringValue(v)) if v == "openai")
+        );
+        assert!(
+            matches!(attr(root, "gen_ai.response.model"), Some(AnyValue::StringValue(v)) if v == "gpt-4o")
+        );
+        assert!(matches!(
+            attr(root, "gen_ai.usage.input_tokens"),
+            Some(AnyValue::IntValue(7))
+        ));
+        assert!(matches!(
+            attr(root, "gen_ai.usage.output_tokens"),
+            Some(AnyValue::IntValue(5))
+        ));
+        assert!(
+            matches!(attr(root, "http.route"), Some(AnyValue::StringValue(v)) if v == "/v1/chat")
+        );
+        let text = metrics.encode();
+        assert!(text.contains(
+            "switchboard_upstream_errors_total{provider=\"openai\",kind=\"status_5xx\"} 1"
+        ));
+        assert!(
+            text.contains("switchboard_upstream_duration_seconds_count{endpoint=\"/v1/chat\"} 1")
+        );
+        tracing.shutdown();
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
