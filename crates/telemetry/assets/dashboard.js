@@ -96,12 +96,12 @@ function fillTable(id, rows) {
   }));
 }
 
-function lineChart(canvas, series, colors) {
+function lineChart(canvas, series, colors, floor) {
   const ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height, pad = 28;
   ctx.clearRect(0, 0, w, h);
   const all = series.flat().filter(Number.isFinite);
-  const max = Math.max(1e-9, ...all);
+  const max = Math.max(floor, ...all);
   ctx.strokeStyle = "#dde1e8"; ctx.fillStyle = "#6b7385"; ctx.font = "11px sans-serif";
   for (let i = 0; i <= 4; i++) {
     const y = pad / 2 + (h - pad) * (i / 4);
@@ -156,9 +156,9 @@ function render(samples) {
   state.last = { requests, at: now };
   state.history.push({ rate: Math.max(0, rate), p: p.map((s) => s * 1000) });
   if (state.history.length > HISTORY) state.history.shift();
-  lineChart(document.getElementById("traffic-chart"), [state.history.map((h) => h.rate)], ["#2f6fed"]);
+  lineChart(document.getElementById("traffic-chart"), [state.history.map((h) => h.rate)], ["#2f6fed"], 1);
   lineChart(document.getElementById("latency-chart"), [0, 1, 2].map((i) => state.history.map((h) => h.p[i])),
-    ["#2f6fed", "#f08c00", "#d9480f"]);
+    ["#2f6fed", "#f08c00", "#d9480f"], 0.001);
 
   const byEndpoint = groupBy(samples, "switchboard_requests_total", ["endpoint"]);
   fillTable("endpoints-table", [...byEndpoint.entries()].sort().map(([endpoint, n]) => [

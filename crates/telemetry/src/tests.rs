@@ -451,3 +451,180 @@ mod otlp {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
+
+mod dashboard {
+    use super::*;
+    use crate::config::AdminConfig;
+    use crate::{Admin, serve_admin};
+    use serde_json::Value;
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    /// Every sample of `name`: (labels, value).
+    fn samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        text.lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix(name)?;
+                let (labels, value) = match rest.strip_prefix('{') {
+                    Some(rest) => rest.split_once("} ")?,
+                    None => ("", rest.strip_prefix(' ')?),
+                };
+                let labels = labels
+                    .split("\",")
+                    .filter(|p| !p.is_empty())
+                    .filter_map(|pair| {
+                        let (k, v) = pair.split_once("=\"")?;
+                        Some((k.to_owned(), v.trim_end_matches('"').to_owned()))
+                    })
+                    .collect();
+                Some((labels, value.parse().ok()?))
+            })
+            .collect()
+    }
+
+    fn total(text: &str, name: &str) -> f64 {
+        samples(text, name).iter().map(|(_, v)| v).sum()
+    }
+
+    /// What the page must show, computed from the scrape the way an operator
+    /// would read it.
+    fn expected(text: &str) -> Value {
+        let requests = samples(text, "switchboard_requests_total");
+        let status = |l: &BTreeMap<String, String>| l["status"].parse::<u16>().unwrap();
+        let mut endpoints: BTreeMap<String, [f64; 3]> = BTreeMap::new();
+        for (labels, value) in &requests {
+            let row = endpoints.entry(labels["endpoint"].clone()).or_default();
+            row[0] += value;
+            if status(labels) >= 500 {
+                row[1] += value;
+            } else if status(labels) >= 400 {
+                row[2] += value;
+            }
+        }
+        let key = |l: &BTreeMap<String, String>| {
+            format!("{}\u{0}{}\u{0}{}", l["provider"], l["model"], l["tier"])
+        };
+        let by_key = |name: &str| -> BTreeMap<String, f64> {
+            samples(text, name)
+                .into_iter()
+                .map(|(l, v)| (key(&l), v))
+                .collect()
+        };
+        let (tin, tout, cached, cost) = (
+            by_key("krakend_llm_tokens_in_total"),
+            by_key("krakend_llm_tokens_out_total"),
+            by_key("switchboard_llm_tokens_cached_total"),
+            by_key("switchboard_llm_cost_total"),
+        );
+        let tokens: Vec<Value> = tin
+            .iter()
+            .map(|(k, v)| {
+                let parts: Vec<&str> = k.split('\u{0}').collect();
+                json!({
+                    "provider": parts[0], "model": parts[1], "tier": parts[2],
+                    "in": format!("{v}"), "out": format!("{}", tout[k]),
+                    "cached": format!("{}", cached[k]), "cost": format!("{:.6}", cost[k]),
+                })
+            })
+            .collect();
+        json!({
+            "requests": format!("{}", total(text, "switchboard_requests_total")),
+            "errors": format!("{}", requests.iter().filter(|(l, _)| status(l) >= 500).map(|(_, v)| v).sum::<f64>()),
+            "rejections": format!("{}", total(text, "switchboard_rejections_total")),
+            "tokens_in": format!("{}", total(text, "krakend_llm_tokens_in_total")),
+            "tokens_out": format!("{}", total(text, "krakend_llm_tokens_out_total")),
+            "cost": format!("{:.6}", total(text, "switchboard_llm_cost_total")),
+            "generation": format!("{}", total(text, "switchboard_config_generation")),
+            "endpoints": endpoints.iter().map(|(e, r)| json!({"endpoint": e, "requests": format!("{}", r[0]), "5xx": format!("{}", r[1]), "4xx": format!("{}", r[2])})).collect::<Vec<_>>(),
+            "tokens": tokens,
+            "quota": samples(text, "switchboard_quota_remaining").iter().map(|(l, v)| json!({"quota": l["name"], "remaining": format!("{v}")})).collect::<Vec<_>>(),
+        })
+    }
+
+    fn runner_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/dashboard")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chromium_shows_what_metrics_say() {
+        let dir = runner_dir();
+        let ready = dir.join("node_modules/playwright-core").exists()
+            && std::path::Path::new("/usr/bin/chromium").exists();
+        if !ready {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must install chromium and run npm ci in tests/dashboard"
+            );
+            eprintln!("skipping: run `npm ci` in tests/dashboard and install chromium");
+            return;
+        }
+        let metrics = Arc::new(Metrics::new());
+        let telemetry = Arc::new(Telemetry::new(
+            metrics.clone(),
+            Tracing::disabled(),
+            &settings(),
+        ));
+        let service = RecordMetricsLayer::new(telemetry).layer(service_fn(inner_service));
+        for (path, times) in [("/plain", 3), ("/stream", 2), ("/fail", 1), ("/refuse", 4)] {
+            for _ in 0..times {
+                let response = service
+                    .clone()
+                    .oneshot(request(path, "/v1/{kind}"))
+                    .await
+                    .unwrap();
+                response.into_body().collect().await.unwrap();
+            }
+        }
+        // As the quota layer and the reloader report them.
+        metrics.set_quota_remaining("team-a/daily-tokens", 1234.0);
+        metrics.set_config_generation(3);
+
+        let token = "dashboard-token-0123456789";
+        let admin = Admin::from_config(&AdminConfig {
+            listen_ip: "127.0.0.1".to_owned(),
+            port: 0,
+            token: token.to_owned(),
+        })
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind(admin.addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve_admin(listener, admin, metrics.clone()));
+
+        let expected = expected(&metrics.encode());
+        assert_eq!(expected["requests"], "10");
+        assert_eq!(expected["tokens"].as_array().unwrap().len(), 2);
+        let artifacts = std::env::var_os("SWITCHBOARD_ARTIFACTS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("switchboard-artifacts"));
+        std::fs::create_dir_all(&artifacts).unwrap();
+        let screenshot = artifacts.join("dashboard.png");
+        let url = format!("http://{addr}/__dashboard#token={token}");
+        let output = tokio::task::spawn_blocking({
+            let screenshot = screenshot.clone();
+            let expected = expected.to_string();
+            move || {
+                std::process::Command::new("node")
+                    .arg("check.mjs")
+                    .current_dir(dir)
+                    .env("DASHBOARD_URL", url)
+                    .env("EXPECTED", expected)
+                    .env("SCREENSHOT", &screenshot)
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "the dashboard disagrees with /metrics:\n{stdout}\n{stderr}"
+        );
+        let shown: Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(shown["requests"], "10");
+        assert_eq!(shown["tokens_in"], "320");
+        assert!(screenshot.exists());
+        eprintln!("dashboard screenshot: {}", screenshot.display());
+    }
+}
