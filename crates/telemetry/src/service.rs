@@ -3,7 +3,8 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
@@ -75,17 +76,24 @@ where
             };
         }
         let started = Instant::now();
-        let status = Arc::new(AtomicU16::new(0));
         let report = UsageReport::get_or_insert(request.extensions_mut());
-        let call = CallRecord {
-            telemetry: telemetry.clone(),
-            endpoint: endpoint.clone(),
-            started,
-            status: status.clone(),
-            cx: cx.clone(),
-            caller: caller_hash(&request),
-        };
-        report.on_finish(move |usage, outcome| call.finished(usage, outcome));
+        let call = Arc::new(Mutex::new(CallSlot {
+            status: None,
+            finished: None,
+            record: Some(CallRecord {
+                telemetry: telemetry.clone(),
+                endpoint: endpoint.clone(),
+                started,
+                cx: cx.clone(),
+                caller: caller_of(&request),
+            }),
+        }));
+        let watcher = call.clone();
+        report.on_finish(move |usage, outcome| {
+            CallSlot::update(&watcher, |slot| {
+                slot.finished = Some((usage.clone(), outcome))
+            });
+        });
         ResponseFuture {
             inner: self.inner.call(request).with_context(cx.clone()),
             pending: Some(Pending {
@@ -95,7 +103,7 @@ where
                 started,
                 scope,
                 cx,
-                status,
+                call,
             }),
         }
     }
@@ -116,34 +124,78 @@ mod axum_core_matched {
     pub(crate) use axum::extract::MatchedPath;
 }
 
-/// A short hash of who is calling: the identity an auth layer set, else the
-/// credential the client sent, never the credential itself.
-fn caller_hash(request: &Request<Body>) -> Option<String> {
-    let identity: Option<&[u8]> = match request.extensions().get::<CallerIdentity>() {
-        Some(identity) => Some(identity.0.as_bytes()),
-        None => ["authorization", "x-api-key", "api-key"]
-            .iter()
-            .find_map(|name| request.headers().get(*name))
-            .map(|value| value.as_bytes()),
-    };
-    identity.map(|bytes| {
-        let digest = Sha256::digest(bytes);
-        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
-    })
+/// Who is calling: the identity an auth layer set, else the credential the
+/// client sent (kept only to be hashed, and only if the call is an LLM call).
+enum Caller {
+    Identity(Arc<str>),
+    Credential(http::HeaderValue),
+    Anonymous,
 }
 
-/// What the usage watcher needs once the LLM call ends.
+fn caller_of(request: &Request<Body>) -> Caller {
+    if let Some(identity) = request.extensions().get::<CallerIdentity>() {
+        return Caller::Identity(identity.0.clone());
+    }
+    ["authorization", "x-api-key", "api-key"]
+        .iter()
+        .find_map(|name| request.headers().get(*name))
+        .map_or(Caller::Anonymous, |value| Caller::Credential(value.clone()))
+}
+
+impl Caller {
+    /// A short hash, never the identity or credential itself.
+    fn hash(&self) -> String {
+        let bytes = match self {
+            Self::Identity(identity) => identity.as_bytes(),
+            Self::Credential(value) => value.as_bytes(),
+            Self::Anonymous => return "anonymous".to_owned(),
+        };
+        let digest = Sha256::digest(bytes);
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The LLM call is reported once both its usage is final and its status is
+/// known, whichever comes last (a buffered answer may finish its usage
+/// before the response head reaches this layer).
+struct CallSlot {
+    /// The response status; 0 when the request ended without an answer.
+    status: Option<u16>,
+    finished: Option<(Usage, Outcome)>,
+    record: Option<CallRecord>,
+}
+
+impl CallSlot {
+    fn update(slot: &Mutex<CallSlot>, change: impl FnOnce(&mut CallSlot)) {
+        let ready = {
+            let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            change(&mut slot);
+            match (slot.status, slot.finished.is_some()) {
+                (Some(status), true) => slot
+                    .record
+                    .take()
+                    .zip(slot.finished.take())
+                    .map(|(record, finished)| (record, finished, status)),
+                _ => None,
+            }
+        };
+        if let Some((record, (usage, outcome), status)) = ready {
+            record.finished(&usage, outcome, status);
+        }
+    }
+}
+
+/// What the usage report needs once the LLM call ends.
 struct CallRecord {
     telemetry: Arc<Telemetry>,
     endpoint: Arc<str>,
     started: Instant,
-    status: Arc<AtomicU16>,
     cx: Context,
-    caller: Option<String>,
+    caller: Caller,
 }
 
 impl CallRecord {
-    fn finished(self, usage: &Usage, outcome: Outcome) {
+    fn finished(self, usage: &Usage, outcome: Outcome, status: u16) {
         if usage.provider.is_none() && usage.total_tokens() == 0 {
             // Not an LLM call: nothing recorded usage.
             return;
@@ -181,7 +233,6 @@ impl CallRecord {
             i64::try_from(usage.output_tokens).unwrap_or(i64::MAX),
         ));
         if self.telemetry.usage_log {
-            let status = self.status.load(Ordering::Relaxed);
             tracing::info!(
                 target: "switchboard::usage",
                 endpoint = %self.endpoint,
@@ -191,11 +242,11 @@ impl CallRecord {
                 input_tokens = usage.input_tokens,
                 output_tokens = usage.output_tokens,
                 cached_tokens = usage.cached_tokens,
-                cost = cost.unwrap_or(0.0),
+                cost = %format_args!("{:.6}", cost.unwrap_or(0.0)),
                 latency_ms = %format_args!("{:.3}", self.started.elapsed().as_secs_f64() * 1000.0),
                 status,
                 outcome,
-                caller = self.caller.as_deref().unwrap_or("anonymous"),
+                caller = %self.caller.hash(),
                 "llm call"
             );
         }
@@ -209,7 +260,16 @@ struct Pending {
     started: Instant,
     scope: Arc<RequestScope>,
     cx: Context,
-    status: Arc<AtomicU16>,
+    call: Arc<Mutex<CallSlot>>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        // No answer (the client went away first): report with status 0.
+        CallSlot::update(&self.call, |slot| {
+            slot.status.get_or_insert(0);
+        });
+    }
 }
 
 pin_project! {
@@ -257,7 +317,7 @@ impl Pending {
     fn answered(self, response: Response<Body>) -> Response<Body> {
         let metrics = &self.telemetry.metrics;
         let status = response.status().as_u16();
-        self.status.store(status, Ordering::Relaxed);
+        CallSlot::update(&self.call, |slot| slot.status = Some(status));
         metrics
             .requests
             .get_or_create(&RequestLabels {
@@ -302,7 +362,7 @@ impl Pending {
             labels,
             started: self.started,
             streaming,
-            cx: self.cx,
+            cx: self.cx.clone(),
         };
         response.map(|body| {
             Body::new(ObservedBody {

@@ -628,3 +628,66 @@ mod dashboard {
         eprintln!("dashboard screenshot: {}", screenshot.display());
     }
 }
+
+mod usage_log {
+    use super::*;
+    use sha2::Digest;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn one_line_per_llm_call_without_prompt_or_secret() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let metrics = Arc::new(Metrics::new());
+        let telemetry = Arc::new(Telemetry::new(metrics, Tracing::disabled(), &settings()));
+        let service = RecordMetricsLayer::new(telemetry).layer(service_fn(inner_service));
+        for path in ["/plain", "/refuse"] {
+            let mut request = request(path, "/v1/chat");
+            *request.body_mut() =
+                Body::from(r#"{"messages":[{"role":"user","content":"my secret plan"}]}"#);
+            let response = service.clone().oneshot(request).await.unwrap();
+            response.into_body().collect().await.unwrap();
+        }
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("llm call")).collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let line = lines[0];
+        for field in [
+            "endpoint=/v1/chat",
+            "provider=\"openai\"",
+            "model=\"gpt-4o\"",
+            "input_tokens=100",
+            "output_tokens=20",
+            "cost=0.000400",
+            "status=200",
+            "outcome=\"complete\"",
+        ] {
+            assert!(line.contains(field), "{field} missing in {line}");
+        }
+        // The hash of the credential, never the credential or the prompt.
+        let sent = "Bearer sk-secret-key";
+        let digest = sha2::Sha256::digest(sent.as_bytes());
+        let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        assert!(line.contains(&format!("caller={hash}")), "{line}");
+        assert!(!text.contains("sk-secret-key"));
+        assert!(!text.contains("secret plan"));
+    }
+}
