@@ -1,6 +1,7 @@
 //! What the telemetry layer costs per request: a plain answer through
 //! `RecordMetrics` against the same answer without it.
 
+#![allow(clippy::unwrap_used, missing_docs)]
 use std::convert::Infallible;
 use std::sync::Arc;
 

@@ -257,13 +257,13 @@ impl LoggingConfig {
     /// Reads and checks the namespace.
     pub fn from_config(value: &Value, at: &str) -> Result<Self, Vec<ConfigError>> {
         let config: Self = from_value(value).map_err(|e| vec![e.at(at)])?;
-        if let Some(facility) = &config.syslog_facility {
-            if syslog_facility_code(facility).is_none() {
-                return Err(vec![ConfigError::new(
-                    format!("{at}.syslog_facility"),
-                    format!("{facility:?} is not local0 … local7"),
-                )]);
-            }
+        if let Some(facility) = &config.syslog_facility
+            && syslog_facility_code(facility).is_none()
+        {
+            return Err(vec![ConfigError::new(
+                format!("{at}.syslog_facility"),
+                format!("{facility:?} is not local0 … local7"),
+            )]);
         }
         Ok(config)
     }
