@@ -528,3 +528,124 @@ fn write_atomically(path: &Path, text: &str) {
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
+
+const CLAUDE_STREAM: &str = concat!(
+    "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_s\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-test\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n",
+    "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Bonjour\"}}\n\n",
+    "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+    "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":7}}\n\n",
+    "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+);
+
+/// Token usage from the real LLM layer (OpenAI answer, Anthropic stream)
+/// reaches the KrakenD token counters, calls and cost.
+#[tokio::test]
+async fn llm_usage_reaches_the_token_counters() {
+    let openai = MockUpstream::json(json!({"id": "chatcmpl-abc", "object": "chat.completion", "created": 1700000000,
+        "model": "gpt-test",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}}))
+    .await;
+    let anthropic = MockUpstream::start(|_| async {
+        let (tx, response) = sse_response();
+        tokio::spawn(async move {
+            let _ = tx.send(Bytes::from_static(CLAUDE_STREAM.as_bytes())).await;
+        });
+        response
+    })
+    .await;
+    let served = serve_config(json!({
+        "version": 3,
+        "extra_config": {
+            "telemetry/opentelemetry": {"exporters": {"prometheus": [{"name": "p", "port": 0, "listen_ip": "127.0.0.1"}]}},
+            "switchboard/telemetry": {"prices": {"gpt/*": {"input": 1.0, "output": 2.0}}},
+            "ai/providers": {"providers": [
+                {"name": "gpt", "provider": "openai-compatible", "model": "gpt-test",
+                 "endpoint": format!("{}/v1/chat/completions", openai.url()), "credentials": "sk-openai", "format": "openai"},
+                {"name": "claude", "provider": "anthropic", "model": "claude-test",
+                 "endpoint": format!("{}/v1/messages", anthropic.url()), "credentials": "sk-ant",
+                 "variables": {"max_tokens": 256}}
+            ]}
+        },
+        "endpoints": [
+            {"endpoint": "/gpt", "method": "POST", "output_encoding": "no-op",
+             "backend": [{"host": [openai.url()], "url_pattern": "/unused", "extra_config": {"ai/llm": {"provider": "gpt"}}}]},
+            {"endpoint": "/claude", "method": "POST", "output_encoding": "no-op",
+             "backend": [{"host": [anthropic.url()], "url_pattern": "/v1/messages",
+                "extra_config": {"ai/llm": {"format": "anthropic", "anthropic": {"v1": {
+                    "credentials": "sk-ant", "variables": {"model": "claude-test"}}}}}}]}
+        ]
+    }))
+    .await;
+    let http = client();
+    for _ in 0..2 {
+        let response = http
+            .post(served.url("/gpt"))
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "Hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.bytes().await.unwrap();
+    }
+    let response = http
+        .post(served.url("/claude"))
+        .json(&json!({"model": "m", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    response.bytes().await.unwrap();
+
+    let text = client()
+        .get(served.metrics_url())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let gpt = r#"provider="gpt",model="gpt-test",tier="default""#;
+    assert_eq!(
+        sample(&text, &format!("krakend_llm_tokens_in_total{{{gpt}}}")),
+        24.0
+    );
+    assert_eq!(
+        sample(&text, &format!("krakend_llm_tokens_out_total{{{gpt}}}")),
+        6.0
+    );
+    assert_eq!(
+        sample(&text, &format!("krakend_llm_tokens_total{{{gpt}}}")),
+        30.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"switchboard_llm_calls_total{{{gpt},outcome="complete"}}"#)
+        ),
+        2.0
+    );
+    // 2 × (12 × 1 + 3 × 2) per million
+    let cost = sample(&text, &format!("switchboard_llm_cost_total{{{gpt}}}"));
+    assert!((cost - 0.000036).abs() < 1e-12, "{cost}");
+    // The streamed call: usage from message_start and message_delta.
+    let claude = r#"provider="anthropic",model="claude-test",tier="default""#;
+    assert_eq!(
+        sample(&text, &format!("krakend_llm_tokens_in_total{{{claude}}}")),
+        25.0
+    );
+    assert_eq!(
+        sample(&text, &format!("krakend_llm_tokens_out_total{{{claude}}}")),
+        7.0
+    );
+    assert!(!text.contains(r#"switchboard_llm_cost_total{provider="anthropic""#));
+    assert_eq!(
+        sample(
+            &text,
+            r#"switchboard_time_to_first_token_seconds_count{endpoint="/claude"}"#
+        ),
+        1.0
+    );
+    promtool_accepts(&text);
+}
