@@ -82,36 +82,7 @@ fn sample(text: &str, series: &str) -> f64 {
         .unwrap()
 }
 
-fn promtool_accepts(text: &str) {
-    use std::io::Write;
-    let child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(_) if std::env::var_os("CI").is_none() => {
-            eprintln!("promtool not installed; skipping its check (CI installs it)");
-            return;
-        }
-        Err(err) => panic!("promtool: {err}"),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "promtool refused: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
+use switchboard_telemetry::testing::assert_promtool_accepts as promtool_accepts;
 
 /// An address nothing listens on.
 async fn closed_port() -> String {
@@ -266,53 +237,12 @@ async fn metrics_count_known_traffic_exactly() {
 
 mod otlp {
     use super::*;
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::trace::v1::Span;
-    use prost::Message;
-    use tokio::sync::mpsc;
-
-    async fn receiver() -> (u16, mpsc::UnboundedReceiver<Vec<Span>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let tx = tx.clone();
-                let service =
-                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                        let tx = tx.clone();
-                        async move {
-                            let body = request.into_body().collect().await.unwrap().to_bytes();
-                            let export = ExportTraceServiceRequest::decode(body).unwrap();
-                            let spans: Vec<Span> = export
-                                .resource_spans
-                                .into_iter()
-                                .flat_map(|r| r.scope_spans)
-                                .flat_map(|s| s.spans)
-                                .collect();
-                            let _ = tx.send(spans);
-                            Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
-                                Bytes::new(),
-                            )))
-                        }
-                    });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-                );
-            }
-        });
-        (port, rx)
-    }
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
+    use switchboard_telemetry::testing::{OtlpCollector, Span, hex};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn spans_reach_the_collector_and_traceparent_reaches_the_vendor() {
-        let (port, mut spans_rx) = receiver().await;
+        let mut collector = OtlpCollector::start().await.unwrap();
+        let port = collector.port;
         let one = MockUpstream::json(json!({"a": 1})).await;
         let two = MockUpstream::json(json!({"b": 2})).await;
         let served = serve_config(json!({
@@ -340,14 +270,7 @@ mod otlp {
             .await
             .unwrap();
 
-        let mut spans = Vec::new();
-        while spans.len() < 5 {
-            let batch = tokio::time::timeout(Duration::from_secs(30), spans_rx.recv())
-                .await
-                .expect("spans exported")
-                .unwrap();
-            spans.extend(batch);
-        }
+        let spans = collector.spans(5).await.unwrap();
         // The request, two backend calls, one attempt each; /__health skipped.
         assert_eq!(
             spans.len(),

@@ -6,6 +6,8 @@ mod layer;
 mod logging;
 mod metrics;
 mod service;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 mod trace;
 
 pub use exporter::{Admin, serve_admin, serve_metrics};

@@ -216,38 +216,7 @@ async fn known_traffic_gives_exact_counts() {
     promtool_accepts(&text);
 }
 
-/// `promtool check metrics` accepts the text (CI installs promtool; a
-/// developer without it sees a note).
-pub(crate) fn promtool_accepts(text: &str) {
-    use std::io::Write;
-    let child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(_) if std::env::var_os("CI").is_none() => {
-            eprintln!("promtool not installed; skipping its check (CI installs it)");
-            return;
-        }
-        Err(err) => panic!("promtool: {err}"),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "promtool refused the metrics: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
+use crate::testing::assert_promtool_accepts as promtool_accepts;
 
 #[tokio::test]
 async fn a_dropped_stream_ends_its_active_count() {
@@ -273,61 +242,13 @@ async fn a_dropped_stream_ends_its_active_count() {
 
 mod otlp {
     use super::*;
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-    use opentelemetry_proto::tonic::trace::v1::Span;
-    use prost::Message;
+    use crate::testing::{AttributeValue as AnyValue, OtlpCollector, Span, attribute as attr, hex};
     use tokio::sync::mpsc;
-
-    /// An OTLP/HTTP collector: decodes each export and passes its spans on.
-    async fn receiver() -> (u16, mpsc::UnboundedReceiver<Vec<Span>>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let tx = tx.clone();
-                let service =
-                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                        let tx = tx.clone();
-                        async move {
-                            assert_eq!(request.uri().path(), "/v1/traces");
-                            assert_eq!(request.headers()["content-type"], "application/x-protobuf");
-                            let body = request.into_body().collect().await.unwrap().to_bytes();
-                            let export = ExportTraceServiceRequest::decode(body).unwrap();
-                            let spans = export
-                                .resource_spans
-                                .into_iter()
-                                .flat_map(|r| r.scope_spans)
-                                .flat_map(|s| s.spans)
-                                .collect();
-                            let _ = tx.send(spans);
-                            Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
-                                Bytes::new(),
-                            )))
-                        }
-                    });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-                );
-            }
-        });
-        (port, rx)
-    }
-
-    fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a AnyValue> {
-        span.attributes
-            .iter()
-            .find(|kv| kv.key == key)
-            .and_then(|kv| kv.value.as_ref())
-            .and_then(|v| v.value.as_ref())
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_retried_call_exports_its_span_tree() {
-        let (port, mut spans_rx) = receiver().await;
+        let mut collector = OtlpCollector::start().await.unwrap();
+        let port = collector.port;
         let config = OpenTelemetryConfig::from_config(
             &json!({"service_name": "sb-test", "exporters": {"otlp": [{"name": "local", "host": "127.0.0.1", "port": port, "use_http": true}]}}),
             "$",
@@ -382,14 +303,7 @@ mod otlp {
             .await
             .unwrap();
 
-        let mut spans = Vec::new();
-        while spans.len() < 4 {
-            let batch = tokio::time::timeout(Duration::from_secs(30), spans_rx.recv())
-                .await
-                .expect("the collector got the spans")
-                .unwrap();
-            spans.extend(batch);
-        }
+        let spans = collector.spans(4).await.unwrap();
         assert_eq!(spans.len(), 4, "{spans:#?}");
         let trace_id = hex(&spans[0].trace_id);
         assert_eq!(trace_id, "0af7651916cd43dd8448eb211c80319c");
@@ -445,10 +359,6 @@ mod otlp {
             text.contains("switchboard_upstream_duration_seconds_count{endpoint=\"/v1/chat\"} 1")
         );
         tracing.shutdown();
-    }
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
