@@ -19,7 +19,8 @@ use serde_json::Value;
 use switchboard_core::buffer::{check_content_length, collect};
 use switchboard_core::config::from_value;
 use switchboard_core::future::LayerFuture;
-use switchboard_core::{Body, BodyLimit, ConfigError, ErrorResponse, RouteParams};
+use switchboard_core::{Body, BodyLimit, ConfigError, ErrorResponse, RouteParams, SharedState};
+use switchboard_telemetry::{RecordMetricsLayer, Telemetry, TelemetrySettings};
 use tower::Service;
 use tower::util::Either;
 
@@ -65,6 +66,9 @@ pub struct App {
     settings: ServerSettings,
     lints: Vec<Lint>,
     endpoints: usize,
+    telemetry: Arc<Telemetry>,
+    telemetry_settings: TelemetrySettings,
+    generation: u64,
 }
 
 impl std::fmt::Debug for App {
@@ -96,6 +100,22 @@ impl App {
     pub fn endpoint_count(&self) -> usize {
         self.endpoints
     }
+
+    /// Metrics and traces of this build (the metrics outlive reloads).
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// The telemetry namespaces of the config.
+    pub fn telemetry_settings(&self) -> &TelemetrySettings {
+        &self.telemetry_settings
+    }
+
+    /// Which build of the config this is: 1 for the first, +1 per build
+    /// sharing the same [`SharedState`].
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
 }
 
 /// The root `router` namespace (KrakenD's HTTP router options).
@@ -118,6 +138,12 @@ struct RouterOptions {
 /// Builds the gateway. Every config error is returned, each with its JSON
 /// path.
 pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
+    build_app_with(loaded, &SharedState::new())
+}
+
+/// Builds the gateway with state kept from earlier builds (metrics, quota
+/// and breaker state survive a reload this way).
+pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App, Vec<ConfigError>> {
     let root = &loaded.root;
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
@@ -208,7 +234,6 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
     // router: a clash is reported here, with the path it clashes with.
     let mut clashes = RouteCheck::default();
     clashes.reserve(&health_path);
-    clashes.reserve(crate::metrics::METRICS_PATH);
     if root.echo_endpoint {
         clashes.reserve("/__echo/");
         clashes.reserve("/__echo/{*rest}");
@@ -268,13 +293,22 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
         let entry = routes.entry(endpoint.endpoint.clone()).or_default();
         *entry = std::mem::take(entry).on_service(filter, service);
     }
+    let telemetry_settings =
+        match TelemetrySettings::from_extra(&root.extra_config, "$.extra_config") {
+            Ok(settings) => settings,
+            Err(mut errs) => {
+                errors.append(&mut errs);
+                TelemetrySettings::default()
+            }
+        };
     if !errors.is_empty() {
         return Err(errors);
     }
+    let telemetry = crate::ops::telemetry_for(state, &telemetry_settings).map_err(|e| vec![e])?;
 
     let mut router = Router::new();
-    router = router.route(&health_path, get(health));
-    router = router.route(crate::metrics::METRICS_PATH, get(crate::metrics::handler));
+    let generation = crate::ops::next_generation(state);
+    router = router.route(&health_path, get(move || health(generation)));
     if root.echo_endpoint {
         router = router
             .route("/__echo/", any(echo::echo))
@@ -288,7 +322,9 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
     for (path, method_router) in routes {
         router = router.route(&path, method_router.fallback(method_not_allowed));
     }
-    let router = router.fallback(echo::not_found);
+    let router = router
+        .route_layer(RecordMetricsLayer::new(telemetry.clone()))
+        .fallback(echo::not_found);
     let _ = cell.set(router.clone());
 
     let lints = lints(root, &warnings);
@@ -324,11 +360,15 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
         },
         lints,
         endpoints: root.endpoints.len(),
+        telemetry,
+        telemetry_settings,
+        generation,
     })
 }
 
-async fn health() -> Response<Body> {
-    let mut response = Response::new(Body::from(r#"{"status":"ok"}"#));
+async fn health(generation: u64) -> Response<Body> {
+    let body = format!(r#"{{"status":"ok","config_generation":{generation}}}"#);
+    let mut response = Response::new(Body::from(body));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -375,10 +415,7 @@ fn validate_path(path: &str) -> Result<Vec<String>, String> {
     if !path.starts_with('/') {
         return Err(format!("endpoint {path:?} must start with '/'"));
     }
-    if path.starts_with("/__health")
-        || path.starts_with("/__echo")
-        || path.starts_with("/__debug")
-        || path.starts_with(crate::metrics::METRICS_PATH)
+    if path.starts_with("/__health") || path.starts_with("/__echo") || path.starts_with("/__debug")
     {
         return Err(format!("endpoint {path:?} is reserved for the gateway"));
     }

@@ -21,13 +21,15 @@ mod forward;
 mod governance;
 mod lint;
 mod llm;
-mod metrics;
 mod namespaces;
+mod ops;
 mod proxy;
 mod server;
 mod upstream;
 mod url_pattern;
 
-pub use app::{App, ServerSettings, build_app};
+pub use app::{App, ServerSettings, build_app, build_app_with};
 pub use lint::Lint;
-pub use server::{serve, shutdown_signal};
+pub use ops::{Live, Reloader, TelemetryListeners, start_telemetry_listeners};
+pub use server::{serve, serve_live, shutdown_signal};
+pub use switchboard_core::SharedState;

@@ -4,8 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use switchboard::config::load_file;
-use switchboard::{build_app, serve, shutdown_signal};
+use switchboard::config::{LoadedConfig, load_file};
+use switchboard::{
+    Live, Reloader, SharedState, build_app, build_app_with, serve_live, shutdown_signal,
+    start_telemetry_listeners,
+};
+use switchboard_telemetry::config::LoggingConfig;
+use switchboard_telemetry::{TelemetrySettings, init_logging};
 
 /// Switchboard: an AI gateway for KrakenD-compatible configs.
 #[derive(Debug, Parser)]
@@ -25,6 +30,9 @@ enum Command {
         /// Listen on this port instead of the config's.
         #[arg(short, long)]
         port: Option<u16>,
+        /// Reload the config when the file changes (SIGHUP always reloads).
+        #[arg(short, long)]
+        watch: bool,
     },
     /// Validate a config: print every error and lint with its JSON path.
     Check {
@@ -34,15 +42,22 @@ enum Command {
     },
 }
 
+/// `telemetry/logging` of the config at `path`, if it reads (a config
+/// that does not is reported by the build).
+fn logging_of(path: &std::path::Path) -> Option<LoggingConfig> {
+    let loaded = load_file(path).ok()?;
+    TelemetrySettings::from_extra(&loaded.root.extra_config, "$.extra_config")
+        .ok()?
+        .logging
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let logging = match &cli.command {
+        Command::Run { config, .. } => logging_of(config),
+        Command::Check { .. } => None,
+    };
+    let log_handle = init_logging(logging.as_ref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -56,7 +71,11 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Check { config } => check(&config),
-            Command::Run { config, port } => run(&config, port).await,
+            Command::Run {
+                config,
+                port,
+                watch,
+            } => run(&config, port, watch, log_handle).await,
         }
     })
 }
@@ -96,8 +115,13 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn run(path: &std::path::Path, port: Option<u16>) -> ExitCode {
-    let mut loaded = match load_file(path) {
+async fn run(
+    path: &std::path::Path,
+    port: Option<u16>,
+    watch: bool,
+    log_handle: switchboard_telemetry::LogHandle,
+) -> ExitCode {
+    let mut loaded: LoadedConfig = match load_file(path) {
         Ok(loaded) => loaded,
         Err(errors) => {
             print_errors(&errors);
@@ -107,7 +131,8 @@ async fn run(path: &std::path::Path, port: Option<u16>) -> ExitCode {
     if let Some(port) = port {
         loaded.override_port(port);
     }
-    let app = match build_app(&loaded) {
+    let state = SharedState::new();
+    let app = match build_app_with(&loaded, &state) {
         Ok(app) => app,
         Err(errors) => {
             print_errors(&errors);
@@ -116,6 +141,19 @@ async fn run(path: &std::path::Path, port: Option<u16>) -> ExitCode {
     };
     for lint in app.lints() {
         tracing::warn!("{lint}");
+    }
+    let telemetry_listeners = match start_telemetry_listeners(&app).await {
+        Ok(listeners) => listeners,
+        Err(err) => {
+            eprintln!("error: cannot start the telemetry listeners: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for addr in &telemetry_listeners.metrics {
+        tracing::info!("metrics at http://{addr}/metrics");
+    }
+    if let Some(addr) = telemetry_listeners.admin {
+        tracing::info!("dashboard at http://{addr}/__dashboard");
     }
     let listen = app.settings().listen.clone();
     let listener = match tokio::net::TcpListener::bind(&listen).await {
@@ -130,7 +168,20 @@ async fn run(path: &std::path::Path, port: Option<u16>) -> ExitCode {
         "{name} listening on {listen} with {} endpoints",
         app.endpoint_count()
     );
-    match serve(listener, app, shutdown_signal()).await {
+    let tracing_provider = app.telemetry().tracing().clone();
+    let live = Live::new(app);
+    let reloader = Reloader::new(path, port, state, live.clone()).with_log_handle(log_handle);
+    #[cfg(unix)]
+    tokio::spawn(reloader.clone().on_sighup());
+    if watch {
+        tokio::spawn(reloader.watch(std::time::Duration::from_secs(1)));
+    }
+    let served = serve_live(listener, live, shutdown_signal()).await;
+    drop(telemetry_listeners);
+    tokio::task::spawn_blocking(move || tracing_provider.shutdown())
+        .await
+        .ok();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");

@@ -269,6 +269,14 @@ const REGISTRY: &[Entry] = &[
         kind: Kind::Builtin,
     },
     Entry {
+        names: &[
+            "telemetry/opentelemetry",
+            "telemetry/logging",
+            "switchboard/telemetry",
+        ],
+        kind: Kind::Builtin,
+    },
+    Entry {
         names: &["modifier/martian"],
         kind: Kind::Layer {
             levels: &[Level::Backend],
@@ -417,9 +425,7 @@ const REGISTRY: &[Entry] = &[
     },
     Entry {
         names: &[
-            "telemetry/logging",
             "telemetry/metrics",
-            "telemetry/opentelemetry",
             "telemetry/opencensus",
             "telemetry/influx",
             "telemetry/gelf",
@@ -725,7 +731,7 @@ mod tests {
         };
         let mut extra = Map::new();
         extra.insert("security/bot-detector".to_owned(), Value::Null);
-        extra.insert("telemetry/logging".to_owned(), Value::Null);
+        extra.insert("telemetry/influx".to_owned(), Value::Null);
         let mut warnings = Vec::new();
         let mut errors = Vec::new();
         let mut layers = EndpointLayers::default();

@@ -363,7 +363,9 @@ async fn call_backend(
     request: Request<Body>,
     deadline: Instant,
 ) -> Result<Response<Body>, ErrorResponse> {
-    let call = backend.service.call(request);
+    // A span per backend call; attempts below it are its children.
+    let span = switchboard_telemetry::backend_context(request.uri().host().unwrap_or("internal"));
+    let call = opentelemetry::context::FutureExt::with_context(backend.service.call(request), span);
     match tokio::time::timeout_at(deadline, call).await {
         Ok(response) => Ok(response),
         Err(_) => Err(ErrorResponse::gateway_timeout(

@@ -18,7 +18,7 @@ use tower::ServiceExt;
 
 use crate::app::App;
 use crate::body::IdleTimeoutBody;
-use crate::metrics;
+use crate::ops::Live;
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops
 /// accepting and lets in-flight requests and streams finish within the
@@ -27,7 +27,16 @@ pub async fn serve<F>(listener: TcpListener, app: App, shutdown: F) -> std::io::
 where
     F: Future<Output = ()> + Send,
 {
-    let settings = Arc::new(app.settings().clone());
+    serve_live(listener, Live::new(app), shutdown).await
+}
+
+/// As [`serve`], answering each request with the app `live` holds when it
+/// arrives (a reload swaps it; the server settings stay the first app's).
+pub async fn serve_live<F>(listener: TcpListener, live: Live, shutdown: F) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send,
+{
+    let settings = Arc::new(live.current().settings().clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -41,7 +50,6 @@ where
         .keep_alive_timeout(Duration::from_secs(20))
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
-    let router = app.router();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -57,10 +65,10 @@ where
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
+        let live = live.clone();
         let settings = settings.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let router = router.clone();
+            let router = live.current().router();
             let read_timeout = settings.read_timeout;
             // The method and path are copied only when the line is written.
             let access = (settings.access_log
@@ -77,11 +85,10 @@ where
                 .extensions_mut()
                 .insert(switchboard_core::ClientAddr(peer));
             async move {
-                let response: Response<Body> =
-                    match metrics::measure(started, router.oneshot(request)).await {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    };
+                let response: Response<Body> = match router.oneshot(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
                 if let Some((method, path)) = access {
                     tracing::info!(
                         %method,

@@ -17,6 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use switchboard_core::buffer::{body_timeout_error, is_body_timeout};
 use switchboard_core::{Body, ErrorResponse};
+use switchboard_telemetry::Attempt;
 use tower::{Service, ServiceExt};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -67,21 +68,29 @@ impl Service<Request<Body>> for HttpUpstream {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let started = std::time::Instant::now();
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let host = request.uri().host().unwrap_or("unknown").to_owned();
+        let attempt = Attempt::start(&mut request, &host);
         let future = self.client.request(request);
         Box::pin(async move {
             let result = future.await;
-            crate::metrics::upstream_wait(started.elapsed());
             Ok(match result {
-                Ok(response) => response.map(Body::new),
-                Err(err) if is_body_timeout(&err) => body_timeout_error().into_response(),
+                Ok(response) => {
+                    attempt.answered(response.status().as_u16());
+                    response.map(Body::new)
+                }
+                Err(err) if is_body_timeout(&err) => {
+                    attempt.failed("body_timeout");
+                    body_timeout_error().into_response()
+                }
                 Err(err) => {
                     // The error names the failure kind, never the URL (which
                     // may carry a key in its query).
                     let kind = if err.is_connect() {
+                        attempt.failed("connect");
                         "could not connect to the upstream"
                     } else {
+                        attempt.failed("connection");
                         "the upstream connection failed"
                     };
                     tracing::warn!(error = %err, "upstream request failed");

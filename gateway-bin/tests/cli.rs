@@ -230,3 +230,92 @@ fn the_verbatim_seed_loads_with_a_lint_explaining_its_method_mismatch() {
     assert!(out.status.success());
     assert!(!String::from_utf8_lossy(&out.stdout).contains("with GET"));
 }
+
+fn get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// Polls `/__health` until it reports `generation`.
+fn wait_for_generation(port: u16, generation: u64) -> bool {
+    let started = Instant::now();
+    let want = format!("\"config_generation\":{generation}}}");
+    while started.elapsed() < Duration::from_secs(20) {
+        if get(port, "/__health").is_some_and(|t| t.starts_with("HTTP/1.1 200") && t.ends_with(&want)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn run_reloads_on_sighup_and_with_watch_and_refuses_a_broken_file() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let config = |path: &str| {
+        format!(
+            r#"{{"version": 3, "echo_endpoint": true,
+                "extra_config": {{"telemetry/logging": {{"level": "INFO", "prefix": "[SB]"}}}},
+                "endpoints": [{{"endpoint": "{path}", "backend": [{{"host": ["http://127.0.0.1:{port}"], "url_pattern": "/__echo/x"}}]}}]}}"#
+        )
+    };
+    let file = write_config("reload.json", &config("/one"));
+    let mut child = bin()
+        .args(["run", "--watch", "-c"])
+        .arg(&file)
+        .args(["--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_for_generation(port, 1), "the gateway did not start");
+    assert!(get(port, "/one").unwrap().starts_with("HTTP/1.1 200"));
+
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    assert!(wait_for_generation(port, 2), "SIGHUP did not reload");
+
+    // A broken file is refused; the running config keeps serving.
+    std::fs::write(&file, "{\"version\": 3, \"endpoints\": [{\"endpoint\": \"nope\"}]}").unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(get(port, "/one").unwrap().starts_with("HTTP/1.1 200"));
+
+    // --watch picks up the fixed file.
+    std::fs::write(&file, config("/two")).unwrap();
+    let started = Instant::now();
+    let mut moved = false;
+    while started.elapsed() < Duration::from_secs(20) {
+        if get(port, "/two").is_some_and(|t| t.starts_with("HTTP/1.1 200")) {
+            moved = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(moved, "--watch did not apply the new file");
+    assert!(get(port, "/one").unwrap().starts_with("HTTP/1.1 404"));
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("config reload refused: $.endpoints[0]"), "{log}");
+    assert!(log.lines().filter(|l| !l.is_empty()).all(|l| l.starts_with("[SB] ")), "{log}");
+}

@@ -7,6 +7,7 @@ mod error;
 pub mod future;
 pub mod krakend;
 pub mod sse;
+mod state;
 mod usage;
 
 pub use config::ConfigError;
@@ -14,6 +15,7 @@ pub use context::{
     ApiKeyIdentity, BodyLimit, Claims, ClientAddr, JsonBody, RouteParams, lookup_path,
 };
 pub use error::{ErrorResponse, SHOULD_RETRY};
+pub use state::{Rejection, SharedState};
 pub use usage::{Outcome, Price, Prices, Usage, UsageReport};
 
 /// The one body type every body-touching Switchboard layer uses.

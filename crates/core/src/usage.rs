@@ -30,6 +30,9 @@ pub struct Usage {
     /// set on the report ([`UsageReport::set_prices`]); `None` without a
     /// table or a price for the model.
     pub cost_micros: Option<u64>,
+    /// The caller's tier, when a layer resolved one (kept by
+    /// [`UsageReport::record`] when the new usage names none).
+    pub tier: Option<Arc<str>>,
 }
 
 impl Usage {
@@ -228,9 +231,12 @@ impl UsageReport {
     }
 
     /// Replaces the usage known so far (vendors report running totals).
-    pub fn record(&self, usage: Usage) {
+    pub fn record(&self, mut usage: Usage) {
         let mut state = self.lock();
         if state.finished.is_none() {
+            if usage.tier.is_none() {
+                usage.tier = state.usage.tier.take();
+            }
             state.usage = usage;
             state.recorded = true;
         }
@@ -242,6 +248,14 @@ impl UsageReport {
         if state.finished.is_none() {
             change(&mut state.usage);
             state.recorded = true;
+        }
+    }
+
+    /// Notes the caller's tier without counting as recorded usage.
+    pub fn set_tier(&self, tier: impl Into<Arc<str>>) {
+        let mut state = self.lock();
+        if state.finished.is_none() {
+            state.usage.tier = Some(tier.into());
         }
     }
 
@@ -309,7 +323,9 @@ mod tests {
             assert_eq!(outcome, Outcome::Complete);
             counter.fetch_add(usage.total_tokens(), Ordering::SeqCst);
         });
+        report.set_tier("gold");
         report.record(Usage::new(3, 4));
+        assert_eq!(report.usage().and_then(|u| u.tier).as_deref(), Some("gold"));
         report.update(|u| u.output_tokens += 1);
         report.finish(Outcome::Complete);
         report.finish(Outcome::Failed);
