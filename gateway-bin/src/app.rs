@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use switchboard_core::buffer::{check_content_length, collect};
 use switchboard_core::config::from_value;
+use switchboard_core::secrets::Secrets;
 use switchboard_core::{Body, BodyLimit, ConfigError, ErrorResponse, RouteParams};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
@@ -32,7 +33,7 @@ use crate::forward::{HeaderFilter, QueryFilter};
 use crate::lint::{Lint, lints};
 use crate::namespaces::{BuildContext, Level, apply_stages, build_stages};
 use crate::proxy::{BackendRoute, EndpointState, PipelineService, Proxy, Shape};
-use crate::upstream::{HttpUpstream, InternalUpstream};
+use crate::upstream::{CallBudget, HttpUpstream, InternalUpstream, PoolSettings};
 use crate::url_pattern::{Source, UrlPattern};
 
 /// Server settings read from the root of the config.
@@ -53,6 +54,14 @@ pub struct ServerSettings {
     pub access_log: bool,
     /// Paths not logged.
     pub logger_skip_paths: Vec<String>,
+    /// How long a whole request body may take to arrive, however steadily
+    /// it trickles.
+    pub body_timeout: Duration,
+    /// How long a response write may wait for a client that takes no
+    /// bytes before the connection is closed.
+    pub send_timeout: Duration,
+    /// The most concurrent streams on one HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
 }
 
 /// A built gateway: the router with every endpoint, its server settings and
@@ -63,6 +72,7 @@ pub struct App {
     settings: ServerSettings,
     lints: Vec<Lint>,
     endpoints: usize,
+    secrets: Arc<Secrets>,
 }
 
 impl std::fmt::Debug for App {
@@ -94,6 +104,11 @@ impl App {
     pub fn endpoint_count(&self) -> usize {
         self.endpoints
     }
+
+    /// The config's secret values, scrubbed from everything returned.
+    pub fn secrets(&self) -> Arc<Secrets> {
+        Arc::clone(&self.secrets)
+    }
 }
 
 /// The root `router` namespace (KrakenD's HTTP router options).
@@ -109,6 +124,15 @@ struct RouterOptions {
     health_path: Option<String>,
     #[serde(default)]
     shutdown_timeout: Option<crate::config::GoDuration>,
+    /// Switchboard: the deadline for a whole request body.
+    #[serde(default)]
+    body_timeout: Option<crate::config::GoDuration>,
+    /// Switchboard: the most gateway-internal calls one request may cause.
+    #[serde(default)]
+    max_internal_calls: Option<usize>,
+    /// Switchboard: the most concurrent streams per HTTP/2 connection.
+    #[serde(default)]
+    http2_max_concurrent_streams: Option<u32>,
     #[serde(flatten)]
     other: serde_json::Map<String, Value>,
 }
@@ -149,7 +173,6 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
 
     for (field, set) in [
         ("cache_ttl", root.cache_ttl.is_some()),
-        ("write_timeout", root.write_timeout.is_some()),
         ("disable_rest", root.disable_rest),
     ] {
         if set {
@@ -180,9 +203,43 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
         .and_then(|a| HeaderValue::from_str(&a).ok())
         .unwrap_or_else(|| HeaderValue::from_static("localhost"));
 
+    let health_path = router_options
+        .health_path
+        .clone()
+        .unwrap_or_else(|| "/__health".to_owned());
+    if let Err(message) = validate_health_path(&health_path) {
+        errors.push(ConfigError::new(
+            "$.extra_config.router.health_path",
+            message,
+        ));
+    }
+    if router_options.max_internal_calls == Some(0) {
+        errors.push(ConfigError::new(
+            "$.extra_config.router.max_internal_calls",
+            "must be at least 1",
+        ));
+    }
+    if root.max_idle_connections_per_host == Some(0) {
+        errors.push(ConfigError::new(
+            "$.max_idle_connections_per_host",
+            "must be at least 1",
+        ));
+    }
+    let max_internal_calls = router_options
+        .max_internal_calls
+        .unwrap_or(DEFAULT_MAX_INTERNAL_CALLS);
+
     let cell: Arc<OnceLock<Router>> = Arc::new(OnceLock::new());
-    let http = HttpUpstream::new();
-    let internal = InternalUpstream::new(Arc::clone(&cell), self_host);
+    let http = HttpUpstream::new(&PoolSettings {
+        max_idle_per_host: root
+            .max_idle_connections_per_host
+            .unwrap_or(DEFAULT_POOL_IDLE_PER_HOST),
+        idle_timeout: root
+            .idle_connection_timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(90)),
+    });
+    let internal = InternalUpstream::new(Arc::clone(&cell), self_host, max_internal_calls);
 
     let mut routes: BTreeMap<String, Vec<(Method, PipelineService, String)>> = BTreeMap::new();
     let mut shapes = BTreeSet::new();
@@ -226,21 +283,19 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
     }
 
     let mut router = Router::new();
-    let health_path = router_options
-        .health_path
-        .clone()
-        .unwrap_or_else(|| "/__health".to_owned());
     router = router.route(&health_path, get(health));
     router = router.route(crate::metrics::METRICS_PATH, get(crate::metrics::handler));
     if root.echo_endpoint {
+        let echo = any(move |request: Request<Body>| echo::echo(request, body_limit));
         router = router
-            .route("/__echo/", any(echo::echo))
-            .route("/__echo/{*rest}", any(echo::echo));
+            .route("/__echo/", echo.clone())
+            .route("/__echo/{*rest}", echo);
     }
     if root.debug_endpoint {
+        let echo = any(move |request: Request<Body>| echo::echo(request, body_limit));
         router = router
-            .route("/__debug/", any(echo::echo))
-            .route("/__debug/{*rest}", any(echo::echo));
+            .route("/__debug/", echo.clone())
+            .route("/__debug/{*rest}", echo);
     }
     for (path, methods) in routes {
         let mut method_router: MethodRouter = MethodRouter::new();
@@ -270,7 +325,10 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
             }
         }
     }
-    let router = router.fallback(echo::not_found);
+    let secrets = Arc::new(crate::secret_values::collect(root));
+    let router = router
+        .fallback(echo::not_found)
+        .layer(axum::Extension(Arc::clone(&secrets)));
     let _ = cell.set(router.clone());
 
     let lints = lints(root, &warnings);
@@ -303,10 +361,55 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
                 .unwrap_or(Duration::from_secs(30)),
             access_log: !router_options.disable_access_log,
             logger_skip_paths: router_options.logger_skip_paths,
+            body_timeout: router_options
+                .body_timeout
+                .map(|d| d.0)
+                .unwrap_or(DEFAULT_BODY_TIMEOUT),
+            send_timeout: root
+                .write_timeout
+                .map(|d| d.0)
+                .filter(|d| !d.is_zero())
+                .unwrap_or(DEFAULT_SEND_TIMEOUT),
+            http2_max_concurrent_streams: router_options
+                .http2_max_concurrent_streams
+                .unwrap_or(DEFAULT_H2_STREAMS),
         },
         lints,
         endpoints: root.endpoints.len(),
+        secrets,
     })
+}
+
+/// The deadline for a whole request body.
+pub(crate) const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a response write may wait for a client that reads nothing.
+pub(crate) const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Concurrent streams per HTTP/2 connection.
+pub(crate) const DEFAULT_H2_STREAMS: u32 = 100;
+/// Gateway-internal calls one client request may cause in all.
+pub(crate) const DEFAULT_MAX_INTERNAL_CALLS: usize = 64;
+/// Idle pooled connections kept per upstream host.
+pub(crate) const DEFAULT_POOL_IDLE_PER_HOST: usize = 1024;
+
+/// A health path the router can mount and no endpoint can shadow.
+fn validate_health_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("health_path {path:?} must start with '/'"));
+    }
+    if path.contains(['{', '}', '*', '?', '#', ':'])
+        || path.split('/').any(|s| s == "." || s == "..")
+    {
+        return Err(format!(
+            "health_path {path:?} must be a literal path (no {{params}}, ':', wildcards, query or dot segments)"
+        ));
+    }
+    if path.starts_with("/__echo")
+        || path.starts_with("/__debug")
+        || path.starts_with(crate::metrics::METRICS_PATH)
+    {
+        return Err(format!("health_path {path:?} is reserved for the gateway"));
+    }
+    Ok(())
 }
 
 async fn health() -> Response<Body> {
@@ -464,6 +567,7 @@ fn build_endpoint(
     }
     let has_jwt = endpoint.extra_config.contains_key("auth/validator");
 
+    let calls_gateway = root_is_self && endpoint.backend.iter().any(|b| b.host.is_empty());
     let mut backends = Vec::new();
     for (j, backend) in endpoint.backend.iter().enumerate() {
         let bat = format!("{at}.backend[{j}]");
@@ -516,6 +620,7 @@ fn build_endpoint(
     let entry = EndpointEntry {
         limit: body_limit,
         has_params: !params.is_empty(),
+        calls_gateway,
         inner: pipeline,
     };
     Ok((method, BoxCloneSyncService::new(entry)))
@@ -663,6 +768,9 @@ struct EndpointEntry {
     limit: usize,
     /// Whether the path declares `{params}` (most do not: no extraction).
     has_params: bool,
+    /// Whether a backend calls the gateway itself: the request then gets
+    /// the budget of internal calls its whole tree shares.
+    calls_gateway: bool,
     inner: PipelineService,
 }
 
@@ -678,6 +786,7 @@ impl Service<Request<Body>> for EndpointEntry {
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let limit = self.limit;
         let has_params = self.has_params;
+        let calls_gateway = self.calls_gateway;
         let inner = self.inner.clone();
         Box::pin(async move {
             let (mut parts, body) = request.into_parts();
@@ -696,6 +805,9 @@ impl Service<Request<Body>> for EndpointEntry {
                 parts.extensions.insert(params);
             }
             parts.extensions.insert(BodyLimit(limit));
+            if calls_gateway && parts.extensions.get::<CallBudget>().is_none() {
+                parts.extensions.insert(CallBudget::default());
+            }
             let body = if parts.headers.contains_key(http::header::CONTENT_LENGTH) {
                 body
             } else {

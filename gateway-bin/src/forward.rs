@@ -70,7 +70,10 @@ impl HeaderFilter {
         match self {
             Self::All => {
                 for (name, value) in client {
-                    out.append(name.clone(), value.clone());
+                    // Already set above, once.
+                    if name != header::CONTENT_TYPE {
+                        out.append(name.clone(), value.clone());
+                    }
                 }
                 strip_hop_by_hop(&mut out);
                 out.remove(header::HOST);

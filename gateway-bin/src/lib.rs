@@ -16,12 +16,14 @@
 mod app;
 mod body;
 pub mod config;
+mod conn;
 mod echo;
 mod forward;
 mod lint;
 mod metrics;
 mod namespaces;
 mod proxy;
+mod secret_values;
 mod server;
 mod upstream;
 mod url_pattern;

@@ -24,7 +24,7 @@ use tower::{Service, ServiceExt};
 use crate::body::{CoalesceBody, IdleTimeoutBody};
 use crate::config::Encoding;
 use crate::forward::{HeaderFilter, QueryFilter, query_value, strip_hop_by_hop};
-use crate::upstream::CallDepth;
+use crate::upstream::{CallBudget, CallDepth};
 use crate::url_pattern::{UrlPattern, Values, claim_to_string};
 
 /// A boxed request → response service, as every stage of a pipeline is.
@@ -324,6 +324,9 @@ fn backend_request(
     if let Some(depth) = client.extensions.get::<CallDepth>() {
         extensions.insert(*depth);
     }
+    if let Some(budget) = client.extensions.get::<CallBudget>() {
+        extensions.insert(budget.clone());
+    }
     Ok(request)
 }
 
@@ -352,6 +355,11 @@ async fn single_response(
     if passthrough {
         let (mut parts, body) = response.into_parts();
         if has_hop_by_hop(&parts.headers) {
+            // A length received with a transfer coding is not the length
+            // of what is passed on (RFC 9112 §6.3): drop it.
+            if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
+                parts.headers.remove(CONTENT_LENGTH);
+            }
             strip_hop_by_hop(&mut parts.headers);
         }
         let body = Body::new(CoalesceBody::new(IdleTimeoutBody::new(body, state.timeout)));

@@ -9,8 +9,13 @@ use switchboard_core::buffer::{
 };
 use switchboard_core::{Body, Claims, ErrorResponse, JsonBody, RouteParams};
 
+use std::sync::Arc;
+
+use switchboard_core::secrets::Secrets;
+
 use crate::config::Generator;
 use crate::data::{headers_map, redacted, request_metadata};
+use crate::engine::RenderError;
 
 impl Generator {
     /// The request data a response template reads, taken before the request
@@ -56,6 +61,7 @@ impl Generator {
             (request, Value::Null)
         };
         let mut data = self.capture_request(&request);
+        let secrets = request.extensions().get::<Arc<Secrets>>().cloned();
         let (mut parts, _original_body) = request.into_parts();
         if self.uses.req_body {
             data.insert("req_body".to_owned(), body);
@@ -63,18 +69,18 @@ impl Generator {
         if self.debug {
             tracing::debug!(
                 target: "switchboard::body_generator",
-                input = %redacted(&data),
+                input = %redacted(&data, secrets.as_deref()),
                 "request body generator input"
             );
         }
         let rendered = self.template.render_map(&mut data).map_err(|err| {
-            tracing::warn!(target: "switchboard::body_generator", error = %err, "request body template failed");
-            ErrorResponse::internal(format!("the request body template failed: {}", err.message))
+            log_render_error("request", &err, secrets.as_deref());
+            template_failed("request")
         })?;
         if self.debug {
             tracing::debug!(
                 target: "switchboard::body_generator",
-                output = %rendered,
+                output = %scrub(&rendered, secrets.as_deref()),
                 "request body generator output"
             );
         }
@@ -93,6 +99,7 @@ impl Generator {
         response: Response<Body>,
         mut data: Map<String, Value>,
         limit: usize,
+        secrets: Option<Arc<Secrets>>,
     ) -> Response<Body> {
         if is_event_stream(response.headers()) {
             return response;
@@ -118,31 +125,49 @@ impl Generator {
         if self.debug {
             tracing::debug!(
                 target: "switchboard::body_generator",
-                input = %redacted(&data),
+                input = %redacted(&data, secrets.as_deref()),
                 "response body generator input"
             );
         }
         let rendered = match self.template.render_map(&mut data) {
             Ok(rendered) => rendered,
             Err(err) => {
-                tracing::warn!(target: "switchboard::body_generator", error = %err, "response body template failed");
-                return ErrorResponse::internal(format!(
-                    "the response body template failed: {}",
-                    err.message
-                ))
-                .into_response();
+                log_render_error("response", &err, secrets.as_deref());
+                return template_failed("response").into_response();
             }
         };
         if self.debug {
             tracing::debug!(
                 target: "switchboard::body_generator",
-                output = %rendered,
+                output = %scrub(&rendered, secrets.as_deref()),
                 "response body generator output"
             );
         }
         parts.headers.remove(CONTENT_ENCODING);
         set_body_headers(&mut parts.headers, rendered.len(), Some(&self.content_type));
         Response::from_parts(parts, Body::from(rendered))
+    }
+}
+
+/// A render failure as the client sees it: which template, never the
+/// engine's message (it can name files and quote data).
+fn template_failed(which: &str) -> ErrorResponse {
+    ErrorResponse::internal(format!("the {which} body template failed")).with_code("template_error")
+}
+
+/// The engine's message goes to the log, with configured secrets scrubbed.
+fn log_render_error(which: &str, err: &RenderError, secrets: Option<&Secrets>) {
+    tracing::warn!(
+        target: "switchboard::body_generator",
+        error = %scrub(&err.message, secrets),
+        "{which} body template failed"
+    );
+}
+
+fn scrub<'a>(text: &'a str, secrets: Option<&Secrets>) -> std::borrow::Cow<'a, str> {
+    match secrets {
+        Some(secrets) => secrets.scrub(text),
+        None => std::borrow::Cow::Borrowed(text),
     }
 }
 

@@ -106,6 +106,10 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let generator = self.generator.clone();
         let data = generator.capture_request(&request);
+        let secrets = request
+            .extensions()
+            .get::<std::sync::Arc<switchboard_core::secrets::Secrets>>()
+            .cloned();
         let limit = request
             .extensions()
             .get::<BodyLimit>()
@@ -114,7 +118,9 @@ where
             .0;
         Box::pin(async move {
             let response = inner.call(request).await?;
-            Ok(generator.rewrite_response(response, data, limit).await)
+            Ok(generator
+                .rewrite_response(response, data, limit, secrets)
+                .await)
         })
     }
 }

@@ -4,6 +4,8 @@ pub mod buffer;
 pub mod config;
 mod context;
 mod error;
+pub mod json;
+pub mod secrets;
 pub mod sse;
 mod usage;
 
