@@ -30,7 +30,7 @@ use crate::config::{
 };
 use crate::echo;
 use crate::forward::{HeaderFilter, QueryFilter};
-use crate::lint::{Lint, lints};
+use crate::lint::{Lint, fanout_lints, lints};
 use crate::namespaces::{BuildContext, Level, apply_stages, build_stages};
 use crate::proxy::{BackendRoute, EndpointState, PipelineService, Proxy, Shape};
 use crate::upstream::{CallBudget, HttpUpstream, InternalUpstream, PoolSettings};
@@ -311,9 +311,11 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
         }
         let method_router = method_router.fallback(method_not_allowed);
         // The path was validated; a router that still refuses it is a
-        // config error, not a crash.
+        // config error, not a crash. The router is moved, not cloned: a
+        // clone per endpoint made loading quadratic.
+        let current = std::mem::take(&mut router);
         let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            router.clone().route(&path, method_router)
+            current.route(&path, method_router)
         }));
         match attempt {
             Ok(next) => router = next,
@@ -331,7 +333,12 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
         .layer(axum::Extension(Arc::clone(&secrets)));
     let _ = cell.set(router.clone());
 
-    let lints = lints(root, &warnings);
+    let mut lints = lints(root, &warnings);
+    lints.extend(fanout_lints(
+        root,
+        max_internal_calls,
+        usize::from(crate::upstream::MAX_INTERNAL_DEPTH),
+    ));
     Ok(App {
         router,
         settings: ServerSettings {

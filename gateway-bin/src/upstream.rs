@@ -23,7 +23,7 @@ use tower::{Service, ServiceExt};
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// How many gateway-internal hops one request may take before it is a loop.
-const MAX_INTERNAL_DEPTH: u8 = 8;
+pub(crate) const MAX_INTERNAL_DEPTH: u8 = 8;
 
 /// Counts gateway-internal hops, so an endpoint that calls itself ends.
 #[derive(Clone, Copy, Debug, Default)]
