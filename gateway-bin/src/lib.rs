@@ -20,6 +20,7 @@ mod conn;
 mod echo;
 mod forward;
 mod lint;
+mod llm;
 mod metrics;
 mod namespaces;
 mod proxy;

@@ -38,6 +38,25 @@ impl Generator {
     }
 
     /// Replaces the request body with the rendered template.
+    /// Whether the request body must be read before the template runs (it
+    /// reads `req_body` and no layer has parsed the body yet).
+    pub(crate) fn must_read_body<B>(&self, request: &Request<B>) -> bool {
+        self.uses.req_body && request.extensions().get::<JsonBody>().is_none()
+    }
+
+    /// Renders the request body when nothing must be read first (see
+    /// [`must_read_body`](Self::must_read_body)).
+    pub(crate) fn rewrite_request_now(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Request<Body>, ErrorResponse> {
+        let body = match request.extensions().get::<JsonBody>() {
+            Some(json) if self.uses.req_body => json.value().clone(),
+            _ => Value::Null,
+        };
+        self.render_request(request, body)
+    }
+
     pub(crate) async fn rewrite_request(
         &self,
         request: Request<Body>,
@@ -60,6 +79,14 @@ impl Generator {
         } else {
             (request, Value::Null)
         };
+        self.render_request(request, body)
+    }
+
+    fn render_request(
+        &self,
+        request: Request<Body>,
+        body: Value,
+    ) -> Result<Request<Body>, ErrorResponse> {
         let mut data = self.capture_request(&request);
         let secrets = request.extensions().get::<Arc<Secrets>>().cloned();
         let (mut parts, _original_body) = request.into_parts();
@@ -94,25 +121,54 @@ impl Generator {
 
     /// Replaces the response body with the rendered template. Event streams
     /// pass through untouched.
+    /// Whether the response body must be read before the template runs.
+    pub(crate) fn must_read_response(&self, response: &Response<Body>) -> bool {
+        self.uses.resp_body && !is_event_stream(response.headers())
+    }
+
     pub(crate) async fn rewrite_response(
         &self,
         response: Response<Body>,
-        mut data: Map<String, Value>,
+        data: Map<String, Value>,
         limit: usize,
         secrets: Option<Arc<Secrets>>,
     ) -> Response<Body> {
         if is_event_stream(response.headers()) {
             return response;
         }
-        let (mut parts, body) = if self.uses.resp_body {
-            match response_bytes(response, limit).await {
-                Ok((parts, bytes)) => (parts, parse_response_body(&bytes)),
-                Err(err) => return err.into_response(),
+        if !self.uses.resp_body {
+            return self.rewrite_response_now(response, data, secrets.as_deref());
+        }
+        match response_bytes(response, limit).await {
+            Ok((parts, bytes)) => {
+                self.render_response(parts, parse_response_body(&bytes), data, secrets.as_deref())
             }
-        } else {
-            let (parts, _body) = response.into_parts();
-            (parts, Value::Null)
-        };
+            Err(err) => err.into_response(),
+        }
+    }
+
+    /// Renders the response body when nothing must be read first (see
+    /// [`must_read_response`](Self::must_read_response)).
+    pub(crate) fn rewrite_response_now(
+        &self,
+        response: Response<Body>,
+        data: Map<String, Value>,
+        secrets: Option<&Secrets>,
+    ) -> Response<Body> {
+        if is_event_stream(response.headers()) {
+            return response;
+        }
+        let (parts, _body) = response.into_parts();
+        self.render_response(parts, Value::Null, data, secrets)
+    }
+
+    fn render_response(
+        &self,
+        mut parts: http::response::Parts,
+        body: Value,
+        mut data: Map<String, Value>,
+        secrets: Option<&Secrets>,
+    ) -> Response<Body> {
         if self.uses.resp_body {
             data.insert("resp_body".to_owned(), body);
         }
@@ -125,21 +181,21 @@ impl Generator {
         if self.debug {
             tracing::debug!(
                 target: "switchboard::body_generator",
-                input = %redacted(&data, secrets.as_deref()),
+                input = %redacted(&data, secrets),
                 "response body generator input"
             );
         }
         let rendered = match self.template.render_map(&mut data) {
             Ok(rendered) => rendered,
             Err(err) => {
-                log_render_error("response", &err, secrets.as_deref());
+                log_render_error("response", &err, secrets);
                 return template_failed("response").into_response();
             }
         };
         if self.debug {
             tracing::debug!(
                 target: "switchboard::body_generator",
-                output = %scrub(&rendered, secrets.as_deref()),
+                output = %scrub(&rendered, secrets),
                 "response body generator output"
             );
         }

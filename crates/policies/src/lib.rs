@@ -10,4 +10,4 @@ mod vars;
 
 pub use config::{CelCheck, PoliciesConfig, PolicyErrorConfig, PolicySetConfig};
 pub use layer::EvaluatePoliciesLayer;
-pub use service::EvaluatePolicies;
+pub use service::{EvaluatePolicies, ResponseCheck};
