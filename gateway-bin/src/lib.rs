@@ -19,6 +19,8 @@ pub mod config;
 mod conn;
 mod echo;
 mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 mod lint;
 mod llm;
 mod metrics;

@@ -102,7 +102,8 @@ where
                 }
             }
             let io = ConnIo::new(stream, buffer.freeze(), settings.send_timeout);
-            let service = hyper::service::service_fn(move |request| service.call(request));
+            let service =
+                hyper::service::service_fn(move |request: Request<Incoming>| service.call(request));
             let connection = builder
                 .serve_connection(TokioIo::new(io), service)
                 .into_owned();
@@ -133,10 +134,14 @@ struct RequestService {
 }
 
 impl RequestService {
-    fn call(
+    fn call<B>(
         &self,
-        request: Request<Incoming>,
-    ) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + use<> {
+        request: Request<B>,
+    ) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + use<B>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<switchboard_core::BoxError>,
+    {
         let router = self.router.clone();
         let settings = Arc::clone(&self.settings);
         let secrets = Arc::clone(&self.secrets);
@@ -273,5 +278,48 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn a_panic_answers_500_json() {
+        let router = Router::new().route(
+            "/boom",
+            get(|| async {
+                #[allow(clippy::panic)]
+                let never: &str = panic!("handler bug");
+                never
+            }),
+        );
+        let service = RequestService {
+            router,
+            settings: Arc::new(ServerSettings {
+                listen: String::new(),
+                read_header_timeout: Duration::from_secs(1),
+                read_timeout: Duration::from_secs(1),
+                max_header_bytes: 1024,
+                shutdown_grace: Duration::from_secs(1),
+                access_log: false,
+                logger_skip_paths: Vec::new(),
+                body_timeout: Duration::from_secs(1),
+                send_timeout: Duration::from_secs(1),
+                http2_max_concurrent_streams: 1,
+            }),
+            secrets: Arc::new(Secrets::default()),
+        };
+        let request = Request::get("/boom")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = service.call(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(value["error"]["code"], "internal_error");
     }
 }
