@@ -19,6 +19,7 @@ use serde_json::Value;
 use switchboard_core::buffer::{check_content_length, collect};
 use switchboard_core::config::from_value;
 use switchboard_core::future::LayerFuture;
+use switchboard_core::secrets::Secrets;
 use switchboard_core::{Body, BodyLimit, ConfigError, ErrorResponse, RouteParams, SharedState};
 use switchboard_telemetry::{RecordMetricsLayer, Telemetry, TelemetrySettings};
 use tower::Service;
@@ -30,12 +31,12 @@ use crate::config::{
 };
 use crate::echo;
 use crate::forward::{HeaderFilter, QueryFilter};
-use crate::lint::{Lint, lints};
+use crate::lint::{Lint, fanout_lints, lints};
 use crate::namespaces::{
     BackendLayers, BuildContext, EndpointLayers, PipelineService, RootLayers, Slots, build_layers,
 };
 use crate::proxy::{Backend, BackendRoute, EndpointState, Proxy, Shape};
-use crate::upstream::{HttpUpstream, InternalUpstream};
+use crate::upstream::{CallBudget, HttpUpstream, InternalUpstream, PoolSettings};
 use crate::url_pattern::{Source, UrlPattern};
 
 /// Server settings read from the root of the config.
@@ -56,6 +57,14 @@ pub struct ServerSettings {
     pub access_log: bool,
     /// Paths not logged.
     pub logger_skip_paths: Vec<String>,
+    /// How long a whole request body may take to arrive, however steadily
+    /// it trickles.
+    pub body_timeout: Duration,
+    /// How long a response write may wait for a client that takes no
+    /// bytes before the connection is closed.
+    pub send_timeout: Duration,
+    /// The most concurrent streams on one HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
 }
 
 /// A built gateway: the router with every endpoint, its server settings and
@@ -69,6 +78,7 @@ pub struct App {
     telemetry: Arc<Telemetry>,
     telemetry_settings: TelemetrySettings,
     generation: u64,
+    secrets: Arc<Secrets>,
 }
 
 impl std::fmt::Debug for App {
@@ -115,6 +125,12 @@ impl App {
     /// sharing the same [`SharedState`].
     pub fn generation(&self) -> u64 {
         self.generation
+
+    }
+
+    /// The config's secret values, scrubbed from everything returned.
+    pub fn secrets(&self) -> Arc<Secrets> {
+        Arc::clone(&self.secrets)
     }
 }
 
@@ -131,6 +147,15 @@ struct RouterOptions {
     health_path: Option<String>,
     #[serde(default)]
     shutdown_timeout: Option<crate::config::GoDuration>,
+    /// Switchboard: the deadline for a whole request body.
+    #[serde(default)]
+    body_timeout: Option<crate::config::GoDuration>,
+    /// Switchboard: the most gateway-internal calls one request may cause.
+    #[serde(default)]
+    max_internal_calls: Option<usize>,
+    /// Switchboard: the most concurrent streams per HTTP/2 connection.
+    #[serde(default)]
+    http2_max_concurrent_streams: Option<u32>,
     #[serde(flatten)]
     other: serde_json::Map<String, Value>,
 }
@@ -191,7 +216,6 @@ pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App,
 
     for (field, set) in [
         ("cache_ttl", root.cache_ttl.is_some()),
-        ("write_timeout", root.write_timeout.is_some()),
         ("disable_rest", root.disable_rest),
     ] {
         if set {
@@ -222,14 +246,44 @@ pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App,
         .and_then(|a| HeaderValue::from_str(&a).ok())
         .unwrap_or_else(|| HeaderValue::from_static("localhost"));
 
-    let cell: Arc<OnceLock<Router>> = Arc::new(OnceLock::new());
-    let http = HttpUpstream::new();
-    let internal = InternalUpstream::new(Arc::clone(&cell), self_host);
-
     let health_path = router_options
         .health_path
         .clone()
         .unwrap_or_else(|| "/__health".to_owned());
+    if let Err(message) = validate_health_path(&health_path) {
+        errors.push(ConfigError::new(
+            "$.extra_config.router.health_path",
+            message,
+        ));
+    }
+    if router_options.max_internal_calls == Some(0) {
+        errors.push(ConfigError::new(
+            "$.extra_config.router.max_internal_calls",
+            "must be at least 1",
+        ));
+    }
+    if root.max_idle_connections_per_host == Some(0) {
+        errors.push(ConfigError::new(
+            "$.max_idle_connections_per_host",
+            "must be at least 1",
+        ));
+    }
+    let max_internal_calls = router_options
+        .max_internal_calls
+        .unwrap_or(DEFAULT_MAX_INTERNAL_CALLS);
+
+    let cell: Arc<OnceLock<Router>> = Arc::new(OnceLock::new());
+    let http = HttpUpstream::new(&PoolSettings {
+        max_idle_per_host: root
+            .max_idle_connections_per_host
+            .unwrap_or(DEFAULT_POOL_IDLE_PER_HOST),
+        idle_timeout: root
+            .idle_connection_timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(90)),
+    });
+    let internal = InternalUpstream::new(Arc::clone(&cell), self_host, max_internal_calls);
+
     // The gateway's own paths, then every endpoint path, in a throwaway
     // router: a clash is reported here, with the path it clashes with.
     let mut clashes = RouteCheck::default();
@@ -310,24 +364,33 @@ pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App,
     let generation = crate::ops::next_generation(state);
     router = router.route(&health_path, get(move || health(generation)));
     if root.echo_endpoint {
+        let echo = any(move |request: Request<Body>| echo::echo(request, body_limit));
         router = router
-            .route("/__echo/", any(echo::echo))
-            .route("/__echo/{*rest}", any(echo::echo));
+            .route("/__echo/", echo.clone())
+            .route("/__echo/{*rest}", echo);
     }
     if root.debug_endpoint {
+        let echo = any(move |request: Request<Body>| echo::echo(request, body_limit));
         router = router
-            .route("/__debug/", any(echo::echo))
-            .route("/__debug/{*rest}", any(echo::echo));
+            .route("/__debug/", echo.clone())
+            .route("/__debug/{*rest}", echo);
     }
     for (path, method_router) in routes {
         router = router.route(&path, method_router.fallback(method_not_allowed));
     }
+    let secrets = Arc::new(crate::secret_values::collect(root));
     let router = router
         .route_layer(RecordMetricsLayer::new(telemetry.clone()))
-        .fallback(echo::not_found);
+        .fallback(echo::not_found)
+        .layer(axum::Extension(Arc::clone(&secrets)));
     let _ = cell.set(router.clone());
 
-    let lints = lints(root, &warnings);
+    let mut lints = lints(root, &warnings);
+    lints.extend(fanout_lints(
+        root,
+        max_internal_calls,
+        usize::from(crate::upstream::MAX_INTERNAL_DEPTH),
+    ));
     Ok(App {
         router,
         settings: ServerSettings {
@@ -357,13 +420,58 @@ pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App,
                 .unwrap_or(Duration::from_secs(30)),
             access_log: !router_options.disable_access_log,
             logger_skip_paths: router_options.logger_skip_paths,
+            body_timeout: router_options
+                .body_timeout
+                .map(|d| d.0)
+                .unwrap_or(DEFAULT_BODY_TIMEOUT),
+            send_timeout: root
+                .write_timeout
+                .map(|d| d.0)
+                .filter(|d| !d.is_zero())
+                .unwrap_or(DEFAULT_SEND_TIMEOUT),
+            http2_max_concurrent_streams: router_options
+                .http2_max_concurrent_streams
+                .unwrap_or(DEFAULT_H2_STREAMS),
         },
         lints,
         endpoints: root.endpoints.len(),
         telemetry,
         telemetry_settings,
         generation,
+        secrets,
     })
+}
+
+/// The deadline for a whole request body.
+pub(crate) const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a response write may wait for a client that reads nothing.
+pub(crate) const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Concurrent streams per HTTP/2 connection.
+pub(crate) const DEFAULT_H2_STREAMS: u32 = 100;
+/// Gateway-internal calls one client request may cause in all.
+pub(crate) const DEFAULT_MAX_INTERNAL_CALLS: usize = 64;
+/// Idle pooled connections kept per upstream host.
+pub(crate) const DEFAULT_POOL_IDLE_PER_HOST: usize = 1024;
+
+/// A health path the router can mount and no endpoint can shadow.
+fn validate_health_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("health_path {path:?} must start with '/'"));
+    }
+    if path.contains(['{', '}', '*', '?', '#', ':'])
+        || path.split('/').any(|s| s == "." || s == "..")
+    {
+        return Err(format!(
+            "health_path {path:?} must be a literal path (no {{params}}, ':', wildcards, query or dot segments)"
+        ));
+    }
+    if path.starts_with("/__echo")
+        || path.starts_with("/__debug")
+        || path.starts_with(crate::metrics::METRICS_PATH)
+    {
+        return Err(format!("health_path {path:?} is reserved for the gateway"));
+    }
+    Ok(())
 }
 
 async fn health(generation: u64) -> Response<Body> {
@@ -586,6 +694,7 @@ impl PipelineBuilder<'_> {
         let entry = EndpointEntry {
             limit: self.body_limit,
             has_params: !params.is_empty(),
+            calls_gateway: self.root_is_self && endpoint.backend.iter().any(|b| b.host.is_empty()),
             inner: layers.wrap(proxy),
         };
         Ok((method, entry))
@@ -761,6 +870,9 @@ struct EndpointEntry<S> {
     limit: usize,
     /// Whether the path declares `{params}` (most do not: no extraction).
     has_params: bool,
+    /// Whether a backend calls the gateway itself: the request then gets
+    /// the budget of internal calls its whole tree shares.
+    calls_gateway: bool,
     inner: S,
 }
 
@@ -795,6 +907,9 @@ impl<S: PipelineService> Service<Request<Body>> for EndpointEntry<S> {
             parts.extensions.insert(params);
         }
         parts.extensions.insert(BodyLimit(limit));
+        if self.calls_gateway && parts.extensions.get::<CallBudget>().is_none() {
+            parts.extensions.insert(CallBudget::default());
+        }
         if parts.headers.contains_key(http::header::CONTENT_LENGTH) || body.is_end_stream() {
             return LayerFuture::inner(self.inner.call(Request::from_parts(parts, body)));
         }

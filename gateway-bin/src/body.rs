@@ -13,7 +13,8 @@ use switchboard_core::buffer::BodyTimeout;
 use tokio::time::{Instant, Sleep};
 
 pin_project! {
-    /// Ends a body with an error when no frame arrives for `idle`. The
+    /// Ends a body with an error when no frame arrives for `idle` (or the
+    /// whole body has not arrived by an optional deadline). The
     /// clock starts when a read finds nothing ready, so a body that waits
     /// unread in a queue is not cut off, and a body whose frames are always
     /// ready (a small request, a burst of events) never touches the timer.
@@ -22,6 +23,8 @@ pin_project! {
         inner: B,
         sleep: Option<Pin<Box<Sleep>>>,
         idle: Duration,
+        // When the whole body must have arrived, if bounded.
+        deadline: Option<Instant>,
         // A frame arrived since the timer was last armed.
         progressed: bool,
     }
@@ -33,8 +36,16 @@ impl<B> IdleTimeoutBody<B> {
             inner,
             sleep: None,
             idle,
+            deadline: None,
             progressed: false,
         }
+    }
+
+    /// Also ends the body when it has not finished by `deadline`, however
+    /// steadily it trickles.
+    pub(crate) fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 }
 
@@ -57,7 +68,13 @@ where
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                let deadline = Instant::now() + *this.idle;
+                let mut deadline = Instant::now() + *this.idle;
+                if let Some(overall) = *this.deadline {
+                    if overall <= Instant::now() {
+                        return Poll::Ready(Some(Err(Box::new(BodyTimeout(*this.idle)))));
+                    }
+                    deadline = deadline.min(overall);
+                }
                 let sleep = match this.sleep {
                     Some(sleep) => {
                         if *this.progressed {

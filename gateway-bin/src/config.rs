@@ -9,6 +9,9 @@ use serde_json::{Map, Value};
 use switchboard_core::ConfigError;
 use switchboard_core::config::{from_value, key_segment, parse_duration, strip_comments};
 
+/// The largest config file read: 64 MiB.
+pub const MAX_CONFIG_BYTES: u64 = 64 * 1024 * 1024;
+
 /// KrakenD's default endpoint timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -104,6 +107,17 @@ pub struct RootConfig {
     /// Accepted for compatibility; has no effect.
     #[serde(default)]
     pub disable_rest: bool,
+    /// How many idle connections to one upstream host the pool keeps
+    /// (default 1024).
+    #[serde(default)]
+    pub max_idle_connections_per_host: Option<usize>,
+    /// How long an idle upstream connection is kept (default 90s).
+    #[serde(default)]
+    pub idle_connection_timeout: Option<GoDuration>,
+    /// The values substituted from the environment: secrets to scrub from
+    /// anything returned or logged.
+    #[serde(skip)]
+    pub env_secrets: switchboard_core::secrets::Secrets,
 }
 
 fn default_port() -> u16 {
@@ -223,12 +237,8 @@ impl LoadedConfig {
 
 /// Reads and parses a config file.
 pub fn load_file(path: &Path) -> Result<LoadedConfig, Vec<ConfigError>> {
-    let text = std::fs::read_to_string(path).map_err(|err| {
-        vec![ConfigError::new(
-            "$",
-            format!("cannot read {}: {err}", path.display()),
-        )]
-    })?;
+    let text = switchboard_core::config::read_text_bounded(path, MAX_CONFIG_BYTES)
+        .map_err(|message| vec![ConfigError::new("$", message)])?;
     let base_dir = path
         .parent()
         .map(Path::to_path_buf)
@@ -248,7 +258,7 @@ pub fn parse_str(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RootConfig, Vec<ConfigError>> {
-    let (substituted, mut errors) = substitute_env(text, env);
+    let (substituted, mut errors, substituted_values) = substitute_env(text, env);
     let mut value: Value = match serde_json::from_str(&substituted) {
         Ok(value) => value,
         Err(err) => {
@@ -277,10 +287,12 @@ pub fn parse_str(
             "missing: set \"version\": 3",
         )]);
     }
-    from_value::<RootConfig>(&value).map_err(|err| {
+    let mut root = from_value::<RootConfig>(&value).map_err(|err| {
         let err = friendlier(err);
         vec![err.at("$")]
-    })
+    })?;
+    root.env_secrets = switchboard_core::secrets::Secrets::new(substituted_values);
+    Ok(root)
 }
 
 /// Names fields that KrakenD has and Switchboard does not serve, instead of
@@ -317,9 +329,13 @@ fn env_name(template: &str) -> Option<&str> {
 /// Replaces every `{{ env "NAME" }}`. Inside a JSON string the value is
 /// escaped; an unset variable there is kept (escaped) so that it can be
 /// reported with its JSON path once the text parses.
-fn substitute_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> (String, Vec<ConfigError>) {
+fn substitute_env(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (String, Vec<ConfigError>, Vec<String>) {
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
+    let mut values = Vec::new();
     let mut in_string = false;
     let mut escaped = false;
     let mut rest = text;
@@ -328,7 +344,11 @@ fn substitute_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> (String, 
             && let Some(end) = rest.find("}}")
             && let Some(name) = env_name(&rest[..end + 2])
         {
-            match (env(name), in_string) {
+            let found = env(name);
+            if let Some(value) = &found {
+                values.push(value.clone());
+            }
+            match (found, in_string) {
                 (Some(value), true) => {
                     let quoted = Value::String(value).to_string();
                     out.push_str(&quoted[1..quoted.len() - 1]);
@@ -365,7 +385,7 @@ fn substitute_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> (String, 
         out.push(c);
         rest = &rest[c.len_utf8()..];
     }
-    (out, errors)
+    (out, errors, values)
 }
 
 /// Names, with their JSON paths, the variables left unset inside strings.
@@ -417,8 +437,16 @@ pub fn normalize_host(host: &str) -> Result<String, String> {
         Some("http" | "https") => {}
         _ => return Err(format!("host {host:?} must use http or https")),
     }
-    if uri.authority().is_none() {
+    let Some(authority) = uri.authority() else {
         return Err(format!("host {host:?} has no authority"));
+    };
+    if authority.as_str().contains('@') {
+        // Never sent, and a password in a URL ends up in logs.
+        return Err(
+            "a host must not carry user info (user:password@); send credentials with \
+             modifier/martian from an environment variable"
+                .to_owned(),
+        );
     }
     if uri.path() != "/" && !uri.path().is_empty() {
         return Err(format!(

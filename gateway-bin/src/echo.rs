@@ -2,42 +2,36 @@
 //! are shown as present, never with their values.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use serde_json::{Map, Value, json};
 use switchboard_core::buffer::request_bytes;
-use switchboard_core::{Body, ErrorResponse};
+use switchboard_core::secrets::{REDACTED, Secrets, is_secret_header};
+use switchboard_core::{Body, BodyLimit, ErrorResponse};
 
 use switchboard_core::krakend::{canonical_header_name, decode_query_component};
 
-const REDACTED: &str = "[redacted]";
-
-/// Headers whose values are secrets.
-fn is_secret_header(name: &str) -> bool {
-    matches!(
-        name,
-        "authorization" | "proxy-authorization" | "cookie" | "set-cookie" | "x-api-key" | "api-key"
-    ) || name.contains("token")
-        || name.contains("secret")
-}
-
-/// Query parameters whose values are secrets.
-fn is_secret_param(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    matches!(
-        lower.as_str(),
-        "key" | "api_key" | "apikey" | "api-key" | "access_token" | "token" | "password" | "secret"
-    )
-}
-
-/// Answers the echo object for a request.
-pub(crate) async fn echo(request: Request<Body>) -> Response<Body> {
+/// Answers the echo object for a request. Credentials never show: secret
+/// header and query names, values marked sensitive and every configured
+/// secret are `[redacted]` (the one rule of `switchboard_core::secrets`).
+pub(crate) async fn echo(mut request: Request<Body>, limit: usize) -> Response<Body> {
+    request.extensions_mut().insert(BodyLimit(limit));
+    let secrets = request
+        .extensions()
+        .get::<Arc<Secrets>>()
+        .cloned()
+        .unwrap_or_default();
     let (parts, bytes) = match request_bytes(request).await {
         Ok(buffered) => buffered,
         Err(error) => return error.into_response(),
     };
-    let query = parts.uri.query().map(redact_query).unwrap_or_default();
+    let query = parts
+        .uri
+        .query()
+        .map(|q| secrets.redact_query(q))
+        .unwrap_or_default();
     let path = parts.uri.path();
     let uri = if query.is_empty() {
         path.to_owned()
@@ -70,23 +64,12 @@ pub(crate) async fn echo(request: Request<Body>) -> Response<Body> {
         "req_body": String::from_utf8_lossy(&bytes),
         "req_headers": headers(&parts.headers),
     });
-    let mut response = Response::new(Body::from(body.to_string()));
+    let text = body.to_string();
+    let mut response = Response::new(Body::from(secrets.scrub(&text).into_owned()));
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
-}
-
-fn redact_query(raw: &str) -> String {
-    raw.split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if is_secret_param(&decode_query_component(key)) => {
-                format!("{key}={REDACTED}")
-            }
-            _ => pair.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 fn querystring(raw: &str) -> Value {
@@ -107,7 +90,7 @@ fn querystring(raw: &str) -> Value {
 fn headers(headers: &HeaderMap) -> Value {
     let mut map: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for (name, value) in headers {
-        let shown = if is_secret_header(name.as_str()) {
+        let shown = if is_secret_header(name, value) {
             REDACTED.to_owned()
         } else {
             String::from_utf8_lossy(value.as_bytes()).into_owned()
@@ -142,7 +125,7 @@ mod tests {
             .header("x-llm", "openai")
             .body(Body::from("hello"))
             .unwrap();
-        let response = echo(request).await;
+        let response = echo(request, 1024).await;
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let text = String::from_utf8(bytes.to_vec()).unwrap();
         assert!(!text.contains("sk-secret"), "{text}");

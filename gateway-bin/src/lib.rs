@@ -16,14 +16,18 @@
 mod app;
 mod body;
 pub mod config;
+mod conn;
 mod echo;
 mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 mod governance;
 mod lint;
 mod llm;
 mod namespaces;
 mod ops;
 mod proxy;
+mod secret_values;
 mod server;
 mod upstream;
 mod url_pattern;

@@ -1,6 +1,7 @@
 //! What `check` warns about: configs that load but will not do what their
 //! author meant.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use crate::config::{EndpointConfig, RootConfig};
@@ -114,6 +115,106 @@ fn stream_refusal_lint(
     }
 }
 
+fn root_has_self_host(root: &RootConfig) -> bool {
+    root.host
+        .iter()
+        .any(|h| h.contains("localhost") || h.contains("127.0.0.1") || h.contains("0.0.0.0"))
+}
+
+/// Endpoints by number of path segments (only those can match a probe),
+/// and every (path, method) declared: lookups instead of scans, so that
+/// checking a config stays linear in its endpoints for ordinary configs.
+struct EndpointIndex<'a> {
+    by_segments: HashMap<usize, Vec<usize>>,
+    routes: HashSet<(&'a str, String)>,
+}
+
+impl<'a> EndpointIndex<'a> {
+    fn new(root: &'a RootConfig) -> Self {
+        let mut by_segments: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut routes = HashSet::new();
+        for (i, endpoint) in root.endpoints.iter().enumerate() {
+            by_segments
+                .entry(endpoint.endpoint.split('/').count())
+                .or_default()
+                .push(i);
+            routes.insert((
+                endpoint.endpoint.as_str(),
+                endpoint.method.to_ascii_uppercase(),
+            ));
+        }
+        Self {
+            by_segments,
+            routes,
+        }
+    }
+
+    fn candidates(&self, probe: &str) -> &[usize] {
+        self.by_segments
+            .get(&probe.split('/').count())
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+}
+
+/// Warns where one client request can make more gateway-internal calls
+/// than `max` (backends that call endpoints that call the gateway again
+/// multiply): the calls past the limit answer 508.
+pub(crate) fn fanout_lints(root: &RootConfig, max: usize, max_depth: usize) -> Vec<Lint> {
+    if !root_has_self_host(root) {
+        return Vec::new();
+    }
+    let index = EndpointIndex::new(root);
+    // For each endpoint, for each internal backend, the endpoints it may reach.
+    let reach: Vec<Vec<Vec<usize>>> = root
+        .endpoints
+        .iter()
+        .map(|endpoint| {
+            endpoint
+                .backend
+                .iter()
+                .filter(|b| b.host.is_empty())
+                .filter_map(|b| UrlPattern::parse(&b.url_pattern).ok())
+                .map(|pattern| {
+                    let probe = pattern.path_with("\u{0}");
+                    index
+                        .candidates(&probe)
+                        .iter()
+                        .copied()
+                        .filter(|&k| may_reach(&probe, &root.endpoints[k].endpoint))
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    // calls[d][e]: the most internal calls endpoint e makes when reached
+    // at depth d (the depth limit ends every chain).
+    let n = root.endpoints.len();
+    let mut below = vec![0usize; n];
+    for _depth in 0..max_depth {
+        let mut here = vec![0usize; n];
+        for (e, backends) in reach.iter().enumerate() {
+            here[e] = backends.iter().fold(0usize, |sum, targets| {
+                let worst = targets.iter().map(|&t| below[t]).max().unwrap_or(0);
+                sum.saturating_add(worst.saturating_add(1))
+            });
+        }
+        below = here;
+    }
+    below
+        .iter()
+        .enumerate()
+        .filter(|&(_, &calls)| calls > max)
+        .map(|(e, &calls)| Lint {
+            path: format!("$.endpoints[{e}]"),
+            message: format!(
+                "one request here can make up to {calls} calls to the gateway's own endpoints, \
+                 more than router.max_internal_calls ({max}); the calls past it answer 508"
+            ),
+        })
+        .collect()
+}
+
 /// Finds the lints of a config; `warnings` from the build come first.
 pub(crate) fn lints(root: &RootConfig, warnings: &[String]) -> Vec<Lint> {
     let mut out: Vec<Lint> = warnings
@@ -129,10 +230,8 @@ pub(crate) fn lints(root: &RootConfig, warnings: &[String]) -> Vec<Lint> {
             },
         })
         .collect();
-    let root_has_self_host = root
-        .host
-        .iter()
-        .any(|h| h.contains("localhost") || h.contains("127.0.0.1") || h.contains("0.0.0.0"));
+    let root_has_self_host = root_has_self_host(root);
+    let index = EndpointIndex::new(root);
     for (i, endpoint) in root.endpoints.iter().enumerate() {
         let at = format!("$.endpoints[{i}]");
         let guarded_text = ["security/policies", "validation/cel"]
@@ -197,7 +296,8 @@ pub(crate) fn lints(root: &RootConfig, warnings: &[String]) -> Vec<Lint> {
                 .copied()
                 .filter(|ns| endpoint.extra_config.contains_key(*ns))
                 .collect();
-            for (k, target) in root.endpoints.iter().enumerate() {
+            for &k in index.candidates(&probe) {
+                let target = &root.endpoints[k];
                 if !may_reach(&probe, &target.endpoint) {
                     continue;
                 }
@@ -220,9 +320,9 @@ pub(crate) fn lints(root: &RootConfig, warnings: &[String]) -> Vec<Lint> {
                     });
                 }
                 let target_method = target.method.to_ascii_uppercase();
-                let same_path_other_method = root.endpoints.iter().any(|e| {
-                    e.endpoint == target.endpoint && e.method.eq_ignore_ascii_case(&method)
-                });
+                let same_path_other_method = index
+                    .routes
+                    .contains(&(target.endpoint.as_str(), method.clone()));
                 if target_method != method && !same_path_other_method {
                     out.push(Lint {
                         path: bat.clone(),

@@ -60,6 +60,9 @@ fn main() -> ExitCode {
     let log_handle = init_logging(logging.as_ref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Room for the deepest expression and template `check` accepts,
+        // so evaluating them never needs a new stack segment.
+        .thread_stack_size(32 * 1024 * 1024)
         .build()
     {
         Ok(runtime) => runtime,

@@ -25,7 +25,7 @@ use crate::body::{CoalesceBody, IdleTimeoutBody};
 use crate::config::Encoding;
 use crate::forward::{HeaderFilter, QueryFilter};
 use crate::namespaces::PipelineService;
-use crate::upstream::CallDepth;
+use crate::upstream::{CallBudget, CallDepth};
 use crate::url_pattern::{UrlPattern, Values, claim_to_string};
 use switchboard_core::krakend::{query_value, strip_hop_by_hop};
 
@@ -344,6 +344,9 @@ fn backend_request(
     if let Some(depth) = client.extensions.get::<CallDepth>() {
         extensions.insert(*depth);
     }
+    if let Some(budget) = client.extensions.get::<CallBudget>() {
+        extensions.insert(budget.clone());
+    }
     // Token usage flows back to the layers around the endpoint.
     // Backend-level limits and quotas tell callers apart by these.
     if let Some(addr) = client.extensions.get::<switchboard_core::ClientAddr>() {
@@ -384,6 +387,11 @@ async fn single_response(
         || backend.encoding == Encoding::NoOp;
     if passthrough {
         let (mut parts, body) = response.into_parts();
+        // A length received with a transfer coding is not the length of
+        // what is passed on (RFC 9112 §6.3): drop it.
+        if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
+            parts.headers.remove(CONTENT_LENGTH);
+        }
         strip_hop_by_hop(&mut parts.headers);
         let body = Body::new(CoalesceBody::new(IdleTimeoutBody::new(body, state.timeout)));
         return Ok(Response::from_parts(parts, body));

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -23,11 +24,33 @@ use tower::{Service, ServiceExt};
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// How many gateway-internal hops one request may take before it is a loop.
-const MAX_INTERNAL_DEPTH: u8 = 8;
+pub(crate) const MAX_INTERNAL_DEPTH: u8 = 8;
 
 /// Counts gateway-internal hops, so an endpoint that calls itself ends.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct CallDepth(pub(crate) u8);
+
+/// The gateway-internal calls one client request has made so far, shared
+/// by every call it fans out to, so that backends calling the gateway
+/// again cannot multiply without bound.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CallBudget(Arc<AtomicUsize>);
+
+impl CallBudget {
+    /// Takes one call; false once `max` calls were taken.
+    fn take(&self, max: usize) -> bool {
+        self.0.fetch_add(1, Ordering::Relaxed) < max
+    }
+}
+
+/// The upstream pool's settings.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PoolSettings {
+    /// Idle connections kept per host.
+    pub(crate) max_idle_per_host: usize,
+    /// How long an idle connection is kept.
+    pub(crate) idle_timeout: Duration,
+}
 
 /// A pooled upstream client: HTTP/1.1 and HTTP/2 over rustls, redirects
 /// never followed.
@@ -37,7 +60,7 @@ pub(crate) struct HttpUpstream {
 }
 
 impl HttpUpstream {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(pool: &PoolSettings) -> Self {
         // Installing twice is harmless; the first provider wins.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut http = HttpConnector::new();
@@ -51,8 +74,8 @@ impl HttpUpstream {
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
+            .pool_idle_timeout(pool.idle_timeout)
+            .pool_max_idle_per_host(pool.max_idle_per_host)
             .timer(TokioTimer::new())
             .build(https);
         Self { client }
@@ -107,11 +130,16 @@ impl Service<Request<Body>> for HttpUpstream {
 pub(crate) struct InternalUpstream {
     router: Arc<OnceLock<Router>>,
     host: HeaderValue,
+    max_calls: usize,
 }
 
 impl InternalUpstream {
-    pub(crate) fn new(router: Arc<OnceLock<Router>>, host: HeaderValue) -> Self {
-        Self { router, host }
+    pub(crate) fn new(router: Arc<OnceLock<Router>>, host: HeaderValue, max_calls: usize) -> Self {
+        Self {
+            router,
+            host,
+            max_calls,
+        }
     }
 }
 
@@ -127,6 +155,7 @@ impl Service<Request<Body>> for InternalUpstream {
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let router = self.router.get().cloned();
         let host = self.host.clone();
+        let max_calls = self.max_calls;
         Box::pin(async move {
             let Some(router) = router else {
                 return Ok(ErrorResponse::internal("the gateway is still starting").into_response());
@@ -145,6 +174,22 @@ impl Service<Request<Body>> for InternalUpstream {
                 )
                 .into_response());
             }
+            let budget = request
+                .extensions()
+                .get::<CallBudget>()
+                .cloned()
+                .unwrap_or_default();
+            if !budget.take(max_calls) {
+                return Ok(ErrorResponse::new(
+                    http::StatusCode::LOOP_DETECTED,
+                    "gateway_error",
+                    format!(
+                        "the request made more than {max_calls} calls to the gateway's own endpoints"
+                    ),
+                )
+                .with_code("too_many_internal_calls")
+                .into_response());
+            }
             let (parts, body) = request.into_parts();
             let path_and_query = parts
                 .uri
@@ -157,6 +202,7 @@ impl Service<Request<Body>> for InternalUpstream {
             *inner.headers_mut() = parts.headers;
             inner.headers_mut().insert(HOST, host);
             inner.extensions_mut().insert(CallDepth(depth + 1));
+            inner.extensions_mut().insert(budget);
             match router.oneshot(inner).await {
                 Ok(response) => Ok(response),
                 Err(never) => match never {},

@@ -53,6 +53,7 @@ pub struct MockUpstream {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Recorded>>>,
     closed: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl MockUpstream {
@@ -67,12 +68,18 @@ impl MockUpstream {
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let closed = Arc::new(AtomicUsize::new(0));
-        let (rec, cl) = (Arc::clone(&received), Arc::clone(&closed));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (rec, cl, acc) = (
+            Arc::clone(&received),
+            Arc::clone(&closed),
+            Arc::clone(&accepted),
+        );
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                acc.fetch_add(1, Ordering::SeqCst);
                 let handler = Arc::clone(&handler);
                 let rec = Arc::clone(&rec);
                 let cl = Arc::clone(&cl);
@@ -112,6 +119,7 @@ impl MockUpstream {
             addr,
             received,
             closed,
+            accepted,
         }
     }
 
@@ -135,6 +143,11 @@ impl MockUpstream {
 
     pub fn count(&self) -> usize {
         self.received.lock().unwrap().len()
+    }
+
+    /// How many connections this mock has accepted.
+    pub fn accepted_connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// How many connections to this mock have ended.

@@ -74,12 +74,11 @@ impl Generator {
             }
             (Some(path), None) => {
                 let full = base_dir.join(path);
-                let source = std::fs::read_to_string(&full).map_err(|err| {
-                    ConfigError::new(
-                        "path",
-                        format!("cannot read template {}: {err}", full.display()),
-                    )
-                })?;
+                let source = switchboard_core::config::read_text_bounded(
+                    &full,
+                    switchboard_core::config::MAX_CONFIG_FILE,
+                )
+                .map_err(|err| ConfigError::new("path", format!("template: {err}")))?;
                 (source, "path")
             }
             (None, Some(encoded)) => {

@@ -4,6 +4,7 @@
 use http::{HeaderMap, Method, Uri};
 use serde_json::{Map, Value};
 use switchboard_core::krakend::{canonical_header_name, capitalise, query_pairs};
+use switchboard_core::secrets::{REDACTED, Secrets, is_secret_name};
 use switchboard_core::{Claims, RouteParams};
 
 use crate::engine::BodyTemplate;
@@ -133,31 +134,24 @@ pub(crate) fn request_metadata(
     data
 }
 
-/// Headers whose values never reach a log.
-fn is_secret_header(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    matches!(
-        name.as_str(),
-        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
-    ) || name.contains("key")
-        || name.contains("token")
-        || name.contains("secret")
-        || name.contains("auth")
-}
-
-/// A copy of the data for a debug log, with secret header values replaced.
-pub(crate) fn redacted(data: &Map<String, Value>) -> Value {
+/// The data for a debug log: secret header values replaced (the one rule
+/// of `switchboard_core::secrets`) and configured secrets scrubbed.
+pub(crate) fn redacted(data: &Map<String, Value>, secrets: Option<&Secrets>) -> String {
     let mut copy = data.clone();
     for key in ["req_headers", "resp_headers"] {
         if let Some(Value::Object(headers)) = copy.get_mut(key) {
             for (name, value) in headers.iter_mut() {
-                if is_secret_header(name) {
-                    *value = Value::Array(vec![Value::String("[redacted]".to_owned())]);
+                if is_secret_name(name) {
+                    *value = Value::Array(vec![Value::String(REDACTED.to_owned())]);
                 }
             }
         }
     }
-    Value::Object(copy)
+    let text = Value::Object(copy).to_string();
+    match secrets {
+        Some(secrets) => secrets.scrub(&text).into_owned(),
+        None => text,
+    }
 }
 
 #[cfg(test)]
@@ -187,7 +181,7 @@ mod tests {
             "req_headers".to_owned(),
             json!({"Authorization": ["Bearer x"], "X-Api-Key": ["k"], "X-Llm": ["openai"]}),
         );
-        let out = redacted(&data);
+        let out: Value = serde_json::from_str(&redacted(&data, None)).unwrap();
         assert_eq!(out["req_headers"]["Authorization"][0], "[redacted]");
         assert_eq!(out["req_headers"]["X-Api-Key"][0], "[redacted]");
         assert_eq!(out["req_headers"]["X-Llm"][0], "openai");

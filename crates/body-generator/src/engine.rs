@@ -128,6 +128,7 @@ impl BodyTemplate {
     /// An unsupported Go construct or a tera syntax error is a
     /// [`ConfigError`] whose message names the line.
     pub fn compile(source: &str) -> Result<Self, ConfigError> {
+        crate::bounds::check(source).map_err(|message| ConfigError::new("", message))?;
         let go_style = gotmpl::is_go_template(source);
         let tera_source = if go_style {
             gotmpl::translate(source).map_err(|err| {

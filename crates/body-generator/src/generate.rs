@@ -9,8 +9,13 @@ use switchboard_core::buffer::{
 };
 use switchboard_core::{Body, Claims, ErrorResponse, JsonBody, RouteParams};
 
+use std::sync::Arc;
+
+use switchboard_core::secrets::Secrets;
+
 use crate::config::Generator;
 use crate::data::{headers_map, redacted, request_metadata};
+use crate::engine::RenderError;
 
 impl Generator {
     /// The request data a response template reads, taken before the request
@@ -89,7 +94,13 @@ impl Generator {
         borrowed
     }
 
-    fn log_input(&self, which: &str, data: &Map<String, Value>, borrowed: &[(&str, &Value)]) {
+    fn log_input(
+        &self,
+        which: &str,
+        data: &Map<String, Value>,
+        borrowed: &[(&str, &Value)],
+        secrets: Option<&Secrets>,
+    ) {
         if self.debug {
             let mut all = data.clone();
             for (name, value) in borrowed {
@@ -97,7 +108,7 @@ impl Generator {
             }
             tracing::debug!(
                 target: "switchboard::body_generator",
-                input = %redacted(&all),
+                input = %redacted(&all, secrets),
                 "{which} body generator input"
             );
         }
@@ -109,6 +120,7 @@ impl Generator {
         body: Option<JsonBody>,
     ) -> Result<Request<Body>, ErrorResponse> {
         let mut data = self.capture_request(&request);
+        let secrets = request.extensions().get::<Arc<Secrets>>().cloned();
         let (mut parts, _original_body) = request.into_parts();
         // The parsed client body no longer describes the body; a later
         // layer that needs the new one parses it on demand, so a large
@@ -132,15 +144,15 @@ impl Generator {
             body.as_ref().map_or(&Value::Null, JsonBody::value),
             self.uses.req_body && !for_tera,
         );
-        self.log_input("request", &data, &borrowed);
+        self.log_input("request", &data, &borrowed, secrets.as_deref());
         let rendered = self.template.render_borrowing(&mut data, &borrowed).map_err(|err| {
-            tracing::warn!(target: "switchboard::body_generator", error = %err, "request body template failed");
-            ErrorResponse::internal(format!("the request body template failed: {}", err.message))
+            log_render_error("request", &err, secrets.as_deref());
+            template_failed("request")
         })?;
         if self.debug {
             tracing::debug!(
                 target: "switchboard::body_generator",
-                output = %rendered,
+                output = %scrub(&rendered, secrets.as_deref()),
                 "request body generator output"
             );
         }
@@ -160,15 +172,18 @@ impl Generator {
         response: Response<Body>,
         data: Map<String, Value>,
         limit: usize,
+        secrets: Option<Arc<Secrets>>,
     ) -> Response<Body> {
         if is_event_stream(response.headers()) {
             return response;
         }
         if !self.uses.resp_body {
-            return self.rewrite_response_now(response, data);
+            return self.rewrite_response_now(response, data, secrets.as_deref());
         }
         match response_bytes(response, limit).await {
-            Ok((parts, bytes)) => self.render_response(parts, parse_response_body(&bytes), data),
+            Ok((parts, bytes)) => {
+                self.render_response(parts, parse_response_body(&bytes), data, secrets.as_deref())
+            }
             Err(err) => err.into_response(),
         }
     }
@@ -179,12 +194,13 @@ impl Generator {
         &self,
         response: Response<Body>,
         data: Map<String, Value>,
+        secrets: Option<&Secrets>,
     ) -> Response<Body> {
         if is_event_stream(response.headers()) {
             return response;
         }
         let (parts, _body) = response.into_parts();
-        self.render_response(parts, Value::Null, data)
+        self.render_response(parts, Value::Null, data, secrets)
     }
 
     fn render_response(
@@ -192,6 +208,7 @@ impl Generator {
         mut parts: http::response::Parts,
         body: Value,
         mut data: Map<String, Value>,
+        secrets: Option<&Secrets>,
     ) -> Response<Body> {
         // The parsed answer is owned here: it goes into the data as it is.
         if self.uses.resp_body {
@@ -204,28 +221,46 @@ impl Generator {
         if self.uses.resp_status {
             data.insert("resp_status".to_owned(), Value::from(parts.status.as_u16()));
         }
-        self.log_input("response", &data, &borrowed);
+        self.log_input("response", &data, &borrowed, secrets);
         let rendered = match self.template.render_borrowing(&mut data, &borrowed) {
             Ok(rendered) => rendered,
             Err(err) => {
-                tracing::warn!(target: "switchboard::body_generator", error = %err, "response body template failed");
-                return ErrorResponse::internal(format!(
-                    "the response body template failed: {}",
-                    err.message
-                ))
-                .into_response();
+                log_render_error("response", &err, secrets);
+                return template_failed("response").into_response();
             }
         };
         if self.debug {
             tracing::debug!(
                 target: "switchboard::body_generator",
-                output = %rendered,
+                output = %scrub(&rendered, secrets),
                 "response body generator output"
             );
         }
         parts.headers.remove(CONTENT_ENCODING);
         set_body_headers(&mut parts.headers, rendered.len(), Some(&self.content_type));
         Response::from_parts(parts, Body::from(rendered))
+    }
+}
+
+/// A render failure as the client sees it: which template, never the
+/// engine's message (it can name files and quote data).
+fn template_failed(which: &str) -> ErrorResponse {
+    ErrorResponse::internal(format!("the {which} body template failed")).with_code("template_error")
+}
+
+/// The engine's message goes to the log, with configured secrets scrubbed.
+fn log_render_error(which: &str, err: &RenderError, secrets: Option<&Secrets>) {
+    tracing::warn!(
+        target: "switchboard::body_generator",
+        error = %scrub(&err.message, secrets),
+        "{which} body template failed"
+    );
+}
+
+fn scrub<'a>(text: &'a str, secrets: Option<&Secrets>) -> std::borrow::Cow<'a, str> {
+    match secrets {
+        Some(secrets) => secrets.scrub(text),
+        None => std::borrow::Cow::Borrowed(text),
     }
 }
 

@@ -108,6 +108,10 @@ where
             generator: Arc::clone(&self.generator),
             data: self.generator.capture_request(&request),
             limit: BodyLimit::of(request.extensions()),
+            secrets: request
+                .extensions()
+                .get::<Arc<switchboard_core::secrets::Secrets>>()
+                .cloned(),
         };
         LayerFuture::then(self.inner.call(request), step)
     }
@@ -119,6 +123,8 @@ pub struct RenderResponse {
     generator: Arc<Generator>,
     data: Map<String, Value>,
     limit: usize,
+    /// The config's secrets, scrubbed from what is logged.
+    secrets: Option<Arc<switchboard_core::secrets::Secrets>>,
 }
 
 impl fmt::Debug for RenderResponse {
@@ -130,11 +136,15 @@ impl fmt::Debug for RenderResponse {
 impl OnResponse for RenderResponse {
     fn on_response(self, response: Response<Body>) -> Posted {
         if !self.generator.must_read_response(&response) {
-            return Posted::Ready(self.generator.rewrite_response_now(response, self.data));
+            return Posted::Ready(self.generator.rewrite_response_now(
+                response,
+                self.data,
+                self.secrets.as_deref(),
+            ));
         }
         Posted::Later(Box::pin(async move {
             self.generator
-                .rewrite_response(response, self.data, self.limit)
+                .rewrite_response(response, self.data, self.limit, self.secrets)
                 .await
         }))
     }

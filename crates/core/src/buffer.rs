@@ -8,7 +8,6 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, Request, Response, request, response};
 use http_body::Body as HttpBody;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde_json::Value;
 
 use crate::{Body, BodyLimit, BoxError, ErrorResponse, JsonBody};
 
@@ -142,7 +141,9 @@ pub fn is_event_stream(headers: &HeaderMap) -> bool {
 /// Makes the request's JSON body available as [`JsonBody`], parsing it once.
 ///
 /// Returns the request with its body restored and the parsed value, or
-/// `None` when the body is empty or not JSON. A [`JsonBody`] already in the
+/// `None` when the body is empty or not JSON. A JSON body with a repeated
+/// key is refused (400, `duplicate_json_key`): layers would disagree about
+/// which value counts. A [`JsonBody`] already in the
 /// extensions is reused without reading the body.
 pub async fn json_request(
     request: Request<Body>,
@@ -154,9 +155,16 @@ pub async fn json_request(
     let parsed = if bytes.is_empty() {
         None
     } else {
-        serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .map(JsonBody::new)
+        match crate::json::from_slice_unique(&bytes) {
+            Ok(value) => Some(JsonBody::new(value)),
+            Err(err) if crate::json::is_duplicate_key(&err) => {
+                return Err(ErrorResponse::bad_request(format!(
+                    "the request body is ambiguous JSON: {err}"
+                ))
+                .with_code("duplicate_json_key"));
+            }
+            Err(_) => None,
+        }
     };
     if let Some(json) = &parsed {
         parts.extensions.insert(json.clone());

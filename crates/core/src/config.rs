@@ -101,6 +101,48 @@ pub fn from_value<T: DeserializeOwned>(value: &Value) -> Result<T, ConfigError> 
     })
 }
 
+/// The most bytes of a file a config names (a template, a key set):
+/// 4 MiB.
+pub const MAX_CONFIG_FILE: u64 = 4 * 1024 * 1024;
+
+/// Reads a file the config names, refusing anything that is not a regular
+/// file (`/dev/zero`, a FIFO) or is larger than `limit` bytes. The message
+/// names the file.
+pub fn read_file_bounded(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)
+        .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    let metadata = file
+        .metadata()
+        .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    if !metadata.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if metadata.len() > limit {
+        return Err(format!(
+            "{} is larger than the limit of {limit} bytes",
+            path.display()
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!(
+            "{} is larger than the limit of {limit} bytes",
+            path.display()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// As [`read_file_bounded`], as UTF-8 text.
+pub fn read_text_bounded(path: &std::path::Path, limit: u64) -> Result<String, String> {
+    let bytes = read_file_bounded(path, limit)?;
+    String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8", path.display()))
+}
+
 /// Parses a Go-style duration (`"2s"`, `"1500ms"`, `"1m30s"`, `"300us"`).
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();

@@ -99,12 +99,11 @@ impl KeyStore {
     pub(crate) fn new(source: &KeySourceConfig, alg: Algorithm) -> Result<Self, ConfigError> {
         let (set, remote) = match source {
             KeySourceConfig::Local(path) => {
-                let bytes = std::fs::read(path).map_err(|e| {
-                    ConfigError::new(
-                        "jwk_local_path",
-                        format!("cannot read {}: {e}", path.display()),
-                    )
-                })?;
+                let bytes = switchboard_core::config::read_file_bounded(
+                    path,
+                    switchboard_core::config::MAX_CONFIG_FILE,
+                )
+                .map_err(|e| ConfigError::new("jwk_local_path", e))?;
                 let set = KeySet::from_json(&bytes, alg)
                     .map_err(|msg| ConfigError::new("jwk_local_path", msg))?;
                 (set, None)

@@ -21,6 +21,105 @@ use cel::{Context, Env, Program, Value};
 
 use crate::vars::{Var, VarSet};
 
+/// The deepest bracket nesting an expression may have.
+pub(crate) const MAX_NESTING: usize = 32;
+
+/// The most operators, member accesses and list items an expression may
+/// have: the crate parses and evaluates recursively, about one level per
+/// term, so this bounds its stack.
+pub(crate) const MAX_TERMS: usize = 256;
+
+/// The longest expression source.
+pub(crate) const MAX_SOURCE_BYTES: usize = 16 * 1024;
+
+/// Stack the crate may need for an expression within the bounds (debug
+/// builds use far more per level than release ones).
+const RED_ZONE: usize = 16 * 1024 * 1024;
+const STACK_SEGMENT: usize = 32 * 1024 * 1024;
+
+/// Runs `f` with at least [`RED_ZONE`] of stack, on a fresh segment when
+/// the thread has less left.
+fn on_big_stack<R>(f: impl FnOnce() -> R) -> R {
+    stacker::maybe_grow(RED_ZONE, STACK_SEGMENT, f)
+}
+
+/// Refuses an expression whose nesting, size or number of terms could
+/// exhaust the stack, before the crate sees it.
+pub(crate) fn check_bounds(source: &str) -> Result<(), String> {
+    if source.len() > MAX_SOURCE_BYTES {
+        return Err(format!(
+            "the expression is longer than the limit of {MAX_SOURCE_BYTES} bytes"
+        ));
+    }
+    let bytes = source.as_bytes();
+    let mut depth = 0usize;
+    let mut terms = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        match c {
+            b'"' | b'\'' => {
+                // A string literal, triple-quoted or not; escapes skipped.
+                let triple = bytes[i..].starts_with(&[c, c, c]);
+                let quote_len = if triple { 3 } else { 1 };
+                i += quote_len;
+                while i < bytes.len() {
+                    if bytes[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if bytes[i] == c && (!triple || bytes[i..].starts_with(&[c, c, c])) {
+                        i += quote_len;
+                        break;
+                    }
+                    i += 1;
+                }
+                continue;
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(format!(
+                        "brackets are nested deeper than {MAX_NESTING} levels"
+                    ));
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'!' | b'<' | b'>' | b'=' | b'&' | b'|' | b'?'
+            | b'.' | b',' | b':' => {
+                // `&&`, `==`, `<=` count once.
+                let pair = bytes.get(i + 1).copied();
+                let two = matches!(
+                    (c, pair),
+                    (b'&', Some(b'&'))
+                        | (b'|', Some(b'|'))
+                        | (b'=' | b'!' | b'<' | b'>', Some(b'='))
+                );
+                terms += 1;
+                if two {
+                    i += 1;
+                }
+            }
+            b'i' if bytes[i..].starts_with(b"in")
+                && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric())
+                && !bytes
+                    .get(i + 2)
+                    .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_') =>
+            {
+                terms += 1;
+            }
+            _ => {}
+        }
+        if terms > MAX_TERMS {
+            return Err(format!(
+                "the expression has more than {MAX_TERMS} operators and terms"
+            ));
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 /// A compiling and evaluating environment.
 #[derive(Clone)]
 pub(crate) struct Engine {
@@ -45,7 +144,16 @@ impl Engine {
 
     /// Compiles one expression. The message is the parser's.
     pub(crate) fn compile(&self, source: &str) -> Result<Compiled, String> {
-        let program = self.env.compile(source).map_err(|e| e.to_string())?;
+        check_bounds(source)?;
+        // The bounds keep the parser within its stack; a panic inside the
+        // crate is still a config error, not a crash.
+        let compiled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            on_big_stack(|| self.env.compile(source))
+        }));
+        let program = match compiled {
+            Ok(result) => result.map_err(|e| e.to_string())?,
+            Err(_) => return Err("the expression could not be parsed".to_owned()),
+        };
         let mut vars = VarSet::default();
         {
             let references = program.references();
@@ -91,7 +199,7 @@ impl Compiled {
     /// Evaluates against `activation`. Only `true` allows: `false`, another
     /// type or an error (a missing key included) denies.
     pub(crate) fn evaluate(&self, activation: &Activation) -> Verdict {
-        match self.program.execute(&activation.context) {
+        match on_big_stack(|| self.program.execute(&activation.context)) {
             Ok(Value::Bool(true)) => Verdict::Allow,
             Ok(Value::Bool(false)) => Verdict::Deny("evaluated to false".to_owned()),
             Ok(other) => Verdict::Deny(format!(
@@ -262,6 +370,33 @@ mod tests {
         assert!(
             matches!(eval("undeclared == 1", |_| {}), Verdict::Deny(m) if m.contains("evaluation failed"))
         );
+    }
+
+    #[test]
+    fn bounds_are_checked_before_the_crate_parses() {
+        let engine = Engine::new(true).unwrap();
+        let deep = "(".repeat(100_000) + "true" + &")".repeat(100_000);
+        assert!(engine.compile(&deep).unwrap_err().contains("longer than"));
+        let nested = "(".repeat(40) + "true" + &")".repeat(40);
+        assert!(
+            engine
+                .compile(&nested)
+                .unwrap_err()
+                .contains("nested deeper")
+        );
+        let chain = vec!["1"; 1500].join(" + ") + " > 0";
+        assert!(
+            engine
+                .compile(&chain)
+                .unwrap_err()
+                .contains("more than 256")
+        );
+        // The largest expression within the bounds evaluates, here on a
+        // test thread's small stack.
+        let widest = vec!["1"; 255].join(" + ") + " > 0";
+        let compiled = engine.compile(&widest).unwrap();
+        assert_eq!(compiled.evaluate(&engine.activation()), Verdict::Allow);
+        assert!(check_bounds("'((((((((((((((((((((((((((((((((((((' == \"in\"").is_ok());
     }
 
     #[test]
