@@ -144,10 +144,10 @@ impl State {
 }
 
 /// Binds the request variables in `vars`, and only those.
-fn bind_request(
+pub(crate) fn bind_request<B>(
     activation: &mut Activation,
     vars: VarSet,
-    request: &Request<Body>,
+    request: &Request<B>,
     body: Option<&JsonBody>,
 ) {
     if vars.contains(Var::ReqMethod) {
