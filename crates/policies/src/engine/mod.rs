@@ -116,7 +116,8 @@ impl Activation {
     /// Binds a JSON value under a name of the caller's (variables that are
     /// not request or response variables, such as `resp0_x`).
     pub(crate) fn set_json_named(&mut self, name: &str, value: &serde_json::Value) {
-        self.context.add_variable_as_val(name.to_owned(), json_to_val(value));
+        self.context
+            .add_variable_as_val(name.to_owned(), json_to_val(value));
     }
 
     /// Binds a string.
