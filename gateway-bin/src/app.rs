@@ -32,6 +32,7 @@ use crate::forward::{HeaderFilter, QueryFilter};
 use crate::lint::{Lint, lints};
 use crate::namespaces::{BuildContext, Level, apply_stages, build_stages};
 use crate::proxy::{BackendRoute, EndpointState, PipelineService, Proxy, Shape};
+use crate::strategy::{Condition, Strategy};
 use crate::upstream::{HttpUpstream, InternalUpstream};
 use crate::url_pattern::{Source, UrlPattern};
 
@@ -463,6 +464,10 @@ fn build_endpoint(
         ));
     }
     let has_jwt = endpoint.extra_config.contains_key("auth/validator");
+    let strategy = Strategy::from_config(endpoint.extra_config.get("proxy")).unwrap_or_else(|e| {
+        errors.push(e.at(&format!("{at}.extra_config.proxy")));
+        Strategy::Parallel
+    });
 
     let mut backends = Vec::new();
     for (j, backend) in endpoint.backend.iter().enumerate() {
@@ -489,10 +494,36 @@ fn build_endpoint(
                         "no-op passes one backend through; this endpoint has several",
                     ));
                 }
+                let mut route = route;
+                if let Some(value) = backend.extra_config.get("backend/conditional") {
+                    match Condition::from_config(value, &headers) {
+                        Ok(condition) => route.condition = Some(condition),
+                        Err(e) => errors
+                            .push(e.at(&format!("{bat}.extra_config[\"backend/conditional\"]"))),
+                    }
+                }
+                if !matches!(strategy, Strategy::Sequential { .. })
+                    && let Some(name) = route.pattern.sources().find_map(|s| match s {
+                        Source::Param(name) if crate::strategy::is_response_placeholder(name) => {
+                            Some(name)
+                        }
+                        _ => None,
+                    })
+                {
+                    errors.push(ConfigError::new(
+                        format!("{bat}.url_pattern"),
+                        format!("{{{name}}} needs the endpoint's proxy strategy \"sequential\""),
+                    ));
+                }
                 backends.push(route);
             }
             Err(mut errs) => errors.append(&mut errs),
         }
+    }
+    let conditions: Vec<Option<&Condition>> =
+        backends.iter().map(|b| b.condition.as_ref()).collect();
+    if let Err(message) = crate::strategy::check_conditions(&conditions) {
+        errors.push(ConfigError::new(format!("{at}.backend"), message));
     }
     let stages = build_stages(
         &endpoint.extra_config,
@@ -511,6 +542,7 @@ fn build_endpoint(
         query,
         encoding,
         timeout,
+        strategy,
     });
     let pipeline = apply_stages(stages, BoxCloneSyncService::new(proxy));
     let entry = EndpointEntry {
@@ -542,10 +574,16 @@ fn build_backend(
         .map_err(|m| vec![ConfigError::new(format!("{at}.url_pattern"), m)])?;
     for source in pattern.sources() {
         let problem = match source {
-            Source::Param(name) if !params.iter().any(|p| p == name) => Some(format!(
-                "{{{name}}} is not a parameter of endpoint {:?}",
-                endpoint.endpoint
-            )),
+            // `{respN_x}` is checked with the endpoint's strategy.
+            Source::Param(name)
+                if !params.iter().any(|p| p == name)
+                    && !crate::strategy::is_response_placeholder(name) =>
+            {
+                Some(format!(
+                    "{{{name}}} is not a parameter of endpoint {:?}",
+                    endpoint.endpoint
+                ))
+            }
             Source::Header(name) if !headers.allows(name) => Some(format!(
                 "{{input_headers.{name}}} needs {name:?} in the endpoint's input_headers"
             )),
@@ -636,6 +674,7 @@ fn build_backend(
     Ok(BackendRoute {
         fixed_uri,
         needs_context,
+        condition: None,
         pattern,
         method,
         hosts,

@@ -23,6 +23,7 @@ mod metrics;
 mod namespaces;
 mod proxy;
 mod server;
+mod strategy;
 mod upstream;
 mod url_pattern;
 

@@ -64,6 +64,8 @@ enum Kind {
     },
     /// Read by the gateway itself at the root.
     Builtin,
+    /// Read by the proxy itself (`proxy`, `backend/conditional`): no layer.
+    Proxy { levels: &'static [Level] },
     /// Only observes traffic: warned about, then ignored.
     Observational,
 }
@@ -97,6 +99,18 @@ const REGISTRY: &[Entry] = &[
     Entry {
         names: &["router"],
         kind: Kind::Builtin,
+    },
+    Entry {
+        names: &["proxy"],
+        kind: Kind::Proxy {
+            levels: &[Level::Endpoint],
+        },
+    },
+    Entry {
+        names: &["backend/conditional"],
+        kind: Kind::Proxy {
+            levels: &[Level::Backend],
+        },
     },
     Entry {
         names: &["modifier/martian"],
@@ -313,6 +327,14 @@ pub(crate) fn build_stages(
                     errors.push(ConfigError::new(
                         at,
                         format!("namespace {name:?} belongs at the root"),
+                    ));
+                }
+            }
+            Some(Kind::Proxy { levels }) => {
+                if !levels.contains(&level) {
+                    errors.push(ConfigError::new(
+                        at,
+                        format!("namespace {name:?} does not belong in {}", level.name()),
                     ));
                 }
             }
