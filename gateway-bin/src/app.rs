@@ -137,6 +137,8 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
     let ctx = BuildContext {
         base_dir: &loaded.base_dir,
         root_extra: &root.extra_config,
+        backend_url: None,
+        streaming: false,
     };
     // Root namespaces build no layer; they are checked here.
     build_stages(
@@ -653,6 +655,14 @@ fn build_backend(
             )),
         }
     }
+    let backend_url = hosts
+        .first()
+        .map(|host| format!("{host}{}", backend.url_pattern));
+    let ctx = &BuildContext {
+        backend_url: backend_url.as_deref(),
+        streaming: endpoint.output_encoding == Some(Encoding::Streaming),
+        ..*ctx
+    };
     let stages = build_stages(
         &backend.extra_config,
         Level::Backend,

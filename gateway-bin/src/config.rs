@@ -41,6 +41,9 @@ pub enum Encoding {
     /// Passed through untouched and streamed.
     #[serde(rename = "no-op")]
     NoOp,
+    /// Endpoint: an `ai/llm` answer streamed as it arrives (KrakenD 3.0).
+    #[serde(rename = "streaming")]
+    Streaming,
 }
 
 /// The root of the config file.

@@ -19,6 +19,7 @@ pub mod config;
 mod echo;
 mod forward;
 mod lint;
+mod llm;
 mod metrics;
 mod namespaces;
 mod proxy;

@@ -52,6 +52,11 @@ pub(crate) struct Stage {
 pub(crate) struct BuildContext<'a> {
     pub(crate) base_dir: &'a Path,
     pub(crate) root_extra: &'a Map<String, Value>,
+    /// Backends: the first host + `url_pattern` (an inline `ai/llm`
+    /// endpoint).
+    pub(crate) backend_url: Option<&'a str>,
+    /// Backends: whether the endpoint's `output_encoding` is `streaming`.
+    pub(crate) streaming: bool,
 }
 
 type Builder = fn(&Value, Level, &BuildContext<'_>) -> Result<Vec<Stage>, ConfigError>;
@@ -91,6 +96,8 @@ mod order {
     pub(super) const RESPONSE_BODY: u8 = 60;
     pub(super) const ENDPOINT_REQUEST_BODY: u8 = 70;
     pub(super) const MARTIAN_RESPONSE: u8 = 80;
+    /// Innermost: speaks to the vendor, after every request rewrite.
+    pub(super) const LLM: u8 = 90;
 }
 
 const ENDPOINT_AND_BACKEND: &[Level] = &[Level::Endpoint, Level::Backend];
@@ -169,6 +176,20 @@ const REGISTRY: &[Entry] = &[
         },
     },
     Entry {
+        names: &["ai/providers"],
+        kind: Kind::Layer {
+            levels: &[Level::Root],
+            build: crate::llm::check_providers,
+        },
+    },
+    Entry {
+        names: &["ai/llm"],
+        kind: Kind::Layer {
+            levels: &[Level::Backend],
+            build: build_llm,
+        },
+    },
+    Entry {
         names: &[
             "telemetry/logging",
             "telemetry/metrics",
@@ -200,6 +221,13 @@ where
         order,
         apply: Box::new(move |inner| BoxCloneSyncService::new(layer.layer(inner))),
     }
+}
+
+fn build_llm(value: &Value, _: Level, ctx: &BuildContext<'_>) -> Result<Vec<Stage>, ConfigError> {
+    Ok(vec![stage(
+        order::LLM,
+        crate::llm::layer(value, ctx.root_extra, ctx.backend_url, ctx.streaming)?,
+    )])
 }
 
 fn build_martian(value: &Value, _: Level, _: &BuildContext<'_>) -> Result<Vec<Stage>, ConfigError> {
@@ -371,6 +399,8 @@ mod tests {
         let ctx = BuildContext {
             base_dir: Path::new("."),
             root_extra: &Map::new(),
+            backend_url: None,
+            streaming: false,
         };
         let mut extra = Map::new();
         extra.insert("qos/ratelimit/router".to_owned(), Value::Null);

@@ -437,6 +437,10 @@ fn backend_request(
     if let Some(depth) = client.extensions.get::<CallDepth>() {
         extensions.insert(*depth);
     }
+    // Token usage flows back to the layers around the endpoint.
+    if let Some(report) = client.extensions.get::<switchboard_core::UsageReport>() {
+        extensions.insert(report.clone());
+    }
     Ok(request)
 }
 
@@ -461,7 +465,8 @@ async fn single_response(
     response: Response<Body>,
     deadline: Instant,
 ) -> Result<Response<Body>, ErrorResponse> {
-    let passthrough = state.encoding == Encoding::NoOp || backend.encoding == Encoding::NoOp;
+    let passthrough = matches!(state.encoding, Encoding::NoOp | Encoding::Streaming)
+        || backend.encoding == Encoding::NoOp;
     if passthrough {
         let (mut parts, body) = response.into_parts();
         if has_hop_by_hop(&parts.headers) {
