@@ -497,6 +497,14 @@ fn build_endpoint(
                     ));
                 }
                 let mut route = route;
+                if backend.extra_config.contains_key("ai/llm")
+                    && backend.extra_config.contains_key("ai/router")
+                {
+                    errors.push(ConfigError::new(
+                        format!("{bat}.extra_config"),
+                        "a backend takes ai/llm (one provider) or ai/router (routed), not both",
+                    ));
+                }
                 if let Some(value) = backend.extra_config.get("backend/conditional") {
                     match Condition::from_config(value, &headers) {
                         Ok(condition) => route.condition = Some(condition),

@@ -183,6 +183,20 @@ const REGISTRY: &[Entry] = &[
         },
     },
     Entry {
+        names: &["ai/classifiers"],
+        kind: Kind::Layer {
+            levels: &[Level::Root],
+            build: crate::llm::check_classifiers,
+        },
+    },
+    Entry {
+        names: &["ai/router"],
+        kind: Kind::Layer {
+            levels: &[Level::Backend],
+            build: build_router,
+        },
+    },
+    Entry {
         names: &["ai/llm"],
         kind: Kind::Layer {
             levels: &[Level::Backend],
@@ -227,6 +241,17 @@ fn build_llm(value: &Value, _: Level, ctx: &BuildContext<'_>) -> Result<Vec<Stag
     Ok(vec![stage(
         order::LLM,
         crate::llm::layer(value, ctx.root_extra, ctx.backend_url, ctx.streaming)?,
+    )])
+}
+
+fn build_router(
+    value: &Value,
+    _: Level,
+    ctx: &BuildContext<'_>,
+) -> Result<Vec<Stage>, ConfigError> {
+    Ok(vec![stage(
+        order::LLM,
+        crate::llm::router_layer(value, ctx.root_extra, ctx.streaming)?,
     )])
 }
 

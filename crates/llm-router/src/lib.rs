@@ -4,6 +4,7 @@ pub mod adapter;
 mod body;
 pub mod config;
 mod dialect;
+mod failover;
 mod format;
 pub mod ir;
 mod layer;

@@ -158,10 +158,6 @@ pub struct RouterConfig {
     /// Ours: one circuit breaker per provider routed to.
     #[serde(default)]
     pub circuit_breaker: Option<CircuitBreakerConfig>,
-    /// Ours: how long the gateway waits for a streamed answer's first real
-    /// event before failing over (`"30s"`).
-    #[serde(default)]
-    pub first_event_timeout: Option<String>,
 }
 
 /// One route.

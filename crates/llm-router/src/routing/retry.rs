@@ -24,6 +24,9 @@ pub enum FailureKind {
     ErrorBody,
     /// The provider's circuit breaker is open: it was not called.
     CircuitOpen,
+    /// The provider cannot express the request (a feature its vendor
+    /// lacks): the next one may.
+    Unsupported,
 }
 
 impl FailureKind {
@@ -38,13 +41,13 @@ impl FailureKind {
                     || status == StatusCode::REQUEST_TIMEOUT
                     || (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
             }
-            Self::CircuitOpen => false,
+            Self::CircuitOpen | Self::Unsupported => false,
         }
     }
 
     /// Whether the circuit breaker counts it (an open breaker is not a call).
     pub fn counts_for_breaker(self) -> bool {
-        !matches!(self, Self::CircuitOpen)
+        !matches!(self, Self::CircuitOpen | Self::Unsupported)
     }
 }
 
@@ -132,6 +135,10 @@ pub struct RetryConfig {
     /// How long one request may take in all, retries and failover included.
     #[serde(default)]
     pub deadline: Option<String>,
+    /// How long one attempt may take: to the whole answer, or for a stream
+    /// to its first real event. A slower provider fails over.
+    #[serde(default)]
+    pub attempt_timeout: Option<String>,
 }
 
 fn default_attempts() -> u32 {

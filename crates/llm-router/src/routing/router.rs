@@ -235,6 +235,8 @@ pub struct Router {
     routes: Vec<Route>,
     failover: Option<usize>,
     reads_body: bool,
+    /// Model names `models` routes resolve (aliases and inventory names).
+    model_names: std::collections::HashSet<String>,
 }
 
 impl fmt::Debug for Router {
@@ -255,10 +257,12 @@ impl Router {
         classifiers: Arc<Classifiers>,
         inventory: &[&str],
     ) -> Result<Self, ConfigError> {
+        let shared = Arc::clone(&classifiers);
         let mut builder = Builder {
-            classifiers: &classifiers,
+            classifiers: &shared,
             inventory,
             reads_body: false,
+            model_names: std::collections::HashSet::new(),
         };
         if config.routes.is_empty() {
             return Err(ConfigError::new("routes", "needs at least one route"));
@@ -280,7 +284,14 @@ impl Router {
             routes,
             failover,
             reads_body,
+            model_names: builder.model_names,
         })
+    }
+
+    /// Whether `model` is a name a `models` route resolves (so the vendor
+    /// must not receive it as its model).
+    pub fn knows_model(&self, model: &str) -> bool {
+        self.model_names.contains(model)
     }
 
     /// The shared classifiers.
@@ -420,6 +431,7 @@ struct Builder<'a> {
     classifiers: &'a Classifiers,
     inventory: &'a [&'a str],
     reads_body: bool,
+    model_names: std::collections::HashSet<String>,
 }
 
 impl Builder<'_> {
@@ -581,6 +593,7 @@ impl Builder<'_> {
                 }
             }
             self.reads_body = true;
+            self.model_names.extend(aliases.keys().cloned());
             Target::Models(aliases)
         } else if let Some(fan_out) = &route.fan_out {
             if fan_out.providers.len() < 2 {
