@@ -2,8 +2,8 @@
 //! backend, mapped to the llm-router crate.
 
 use serde_json::{Map, Value};
-use switchboard_core::ConfigError;
 use std::sync::Arc;
+use switchboard_core::ConfigError;
 
 use switchboard_llm_router::routing::{Classifiers, ClassifiersConfig, RouterConfig};
 use switchboard_llm_router::{LlmBackend, Providers, RouteLlmLayer};

@@ -61,7 +61,11 @@ impl Routing {
             Some(retry) => RetryPolicy::from_config(retry).map_err(|e| e.at("retry"))?,
             None => RetryPolicy::default(),
         };
-        let attempt_timeout = match config.retry.as_ref().and_then(|r| r.attempt_timeout.as_deref()) {
+        let attempt_timeout = match config
+            .retry
+            .as_ref()
+            .and_then(|r| r.attempt_timeout.as_deref())
+        {
             None => None,
             Some(text) => Some(
                 switchboard_core::config::parse_duration(text)
@@ -194,7 +198,9 @@ where
         report.finish(Outcome::Failed);
         return final_error(
             format,
-            &LlmError::bad_upstream("the classifier chose no provider and the route has no failover"),
+            &LlmError::bad_upstream(
+                "the classifier chose no provider and the route has no failover",
+            ),
         );
     }
     let call = Call {
@@ -303,12 +309,10 @@ where
             Some(permit) => Some(permit),
             None => {
                 tracing::debug!(provider = provider.name(), "circuit open: provider skipped");
-                return Step::Skip(
-                    LlmError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("provider {} is unavailable (circuit open)", provider.name()),
-                    ),
-                );
+                return Step::Skip(LlmError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("provider {} is unavailable (circuit open)", provider.name()),
+                ));
             }
         },
     };
@@ -496,7 +500,11 @@ where
 
 /// Whether an event shows the answer is real (not only its start).
 fn is_real(event: &StreamEvent) -> bool {
-    !matches!(event, StreamEvent::Start { .. } | StreamEvent::Error(_))
+    match event {
+        StreamEvent::Start { .. } | StreamEvent::Error(_) | StreamEvent::Usage(_) => false,
+        StreamEvent::TextDelta { text, .. } => !text.is_empty(),
+        _ => true,
+    }
 }
 
 /// Reads a streamed answer until its first real event, holding the bytes
@@ -669,10 +677,17 @@ where
                 .map(|(index, provider)| {
                     let inner = inner.clone();
                     let fut = async move {
-                        let mut budget = Budget::new(&call.routing.retry, std::time::Instant::now());
-                        let step =
-                            attempt_with_breaker(call, inner, *index, provider, &mut budget, report)
-                                .await;
+                        let mut budget =
+                            Budget::new(&call.routing.retry, std::time::Instant::now());
+                        let step = attempt_with_breaker(
+                            call,
+                            inner,
+                            *index,
+                            provider,
+                            &mut budget,
+                            report,
+                        )
+                        .await;
                         match step {
                             Step::Done(response) if response.status().is_success() => Ok(response),
                             Step::Done(response) => Err(LlmError::new(
@@ -711,7 +726,8 @@ where
                     let own = UsageReport::new();
                     let mut budget = Budget::new(&call.routing.retry, std::time::Instant::now());
                     let step =
-                        attempt_with_breaker(call, inner, *index, provider, &mut budget, &own).await;
+                        attempt_with_breaker(call, inner, *index, provider, &mut budget, &own)
+                            .await;
                     (provider.name(), step, own)
                 }
             });
@@ -723,9 +739,8 @@ where
                 let value = match step {
                     Step::Done(response) if response.status().is_success() => {
                         if let Some(usage) = own.usage() {
-                            let sum = total.get_or_insert_with(|| {
-                                switchboard_core::Usage::new(0, 0)
-                            });
+                            let sum =
+                                total.get_or_insert_with(|| switchboard_core::Usage::new(0, 0));
                             sum.input_tokens += usage.input_tokens;
                             sum.output_tokens += usage.output_tokens;
                             sum.cached_tokens += usage.cached_tokens;

@@ -6,8 +6,8 @@ use switchboard_core::ConfigError;
 
 use crate::config::{Provider, Providers};
 use crate::failover::Routing;
-use crate::routing::{Classifiers, RouterConfig};
 use crate::format::ClientFormat;
+use crate::routing::{Classifiers, RouterConfig};
 use crate::service::RouteLlm;
 
 /// Which provider of the inventory serves this request, set in the request
