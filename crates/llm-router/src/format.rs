@@ -217,16 +217,14 @@ fn unique() -> String {
 
 fn openai_id(vendor: Option<&str>) -> String {
     match vendor {
-        Some(id) if id.starts_with("chatcmpl") => id.to_owned(),
-        Some(id) if !id.is_empty() => format!("chatcmpl-{id}"),
+        Some(id) if !id.is_empty() => openai_chat::client_id(id),
         _ => format!("chatcmpl-{}", unique()),
     }
 }
 
 fn anthropic_id(vendor: Option<&str>) -> String {
     match vendor {
-        Some(id) if id.starts_with("msg_") => id.to_owned(),
-        Some(id) if !id.is_empty() => format!("msg_{id}"),
+        Some(id) if !id.is_empty() => anthropic::client_id(id),
         _ => format!("msg_{}", unique()),
     }
 }

@@ -24,3 +24,7 @@ pub use ir::{
 };
 pub use layer::{DEFAULT_RESPONSE_LIMIT, LlmRouterLayer, RouteLlmLayer, SelectedProvider};
 pub use service::RouteLlm;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests;

@@ -1,178 +1,152 @@
-//! An axum app that speaks OpenAI chat completions in front of Acme, a
-//! made-up vendor: the custom [`TranslateToAcmeLayer`] translates the
-//! dialect, Switchboard's `ModifyHeadersLayer` removes the client's
-//! credential and injects the vendor key. Acme itself is a mock in the same
-//! process, so everything works offline.
+//! An axum app that serves OpenAI Chat Completions and Anthropic Messages
+//! in front of Acme, a made-up vendor, through Switchboard's `RouteLlm`
+//! layer and the example's own [`AcmeAdapter`]. Acme itself is a mock in
+//! the same process, so everything works offline.
 //!
 //! ```text
-//! ACME_API_KEY=demo-key cargo run -p example-custom-vendor-layer
+//! cargo run -p example-custom-vendor-layer
 //! cargo run -p example-custom-vendor-layer -- --self-test
 //! ```
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{HeaderMap, Request, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Router;
 use bytes::Bytes;
-use example_custom_vendor_layer::TranslateToAcmeLayer;
+use example_custom_vendor_layer::AcmeAdapter;
+use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use switchboard_core::{Body, ConfigError};
-use switchboard_header_modifier::ModifyHeadersLayer;
-use tower::{ServiceBuilder, ServiceExt};
+use switchboard_core::Body;
+use switchboard_llm_router::{ClientFormat, Provider, ProviderSettings, RouteLlmLayer, Secret};
+use tower::{Layer, ServiceExt, service_fn};
 
 const ADDR: &str = "127.0.0.1:3001";
-const PATH: &str = "/v1/chat/completions";
+const KEY: &str = "demo-key";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let key = std::env::var("ACME_API_KEY").unwrap_or_else(|_| "demo-key".to_owned());
-    let app = app(&key)?;
+    let app = app();
     if std::env::args().skip(1).any(|arg| arg == "--self-test") {
         return self_test(app).await;
     }
     let listener = tokio::net::TcpListener::bind(ADDR).await?;
     println!("listening on http://{ADDR}");
     println!(
-        "try: curl -s http://{ADDR}{PATH} -H 'Content-Type: application/json' \\\n  \
-         -d '{{\"model\": \"gpt-4o\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'"
+        "try: curl -s http://{ADDR}/v1/chat/completions -H 'Content-Type: application/json' \\\n  \
+         -d '{{\"model\": \"acme\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'"
     );
-    println!("     (add \"stream\": true and curl -N for an event stream)");
+    println!("     or POST /v1/messages in Anthropic's format; add \"stream\": true for events");
     axum::serve(listener, app).await?;
     Ok(())
 }
 
-/// The layers in front of Acme, outermost first: the dialect translation,
-/// then the credentials.
-fn app(key: &str) -> Result<Router, ConfigError> {
-    let translate = TranslateToAcmeLayer::try_from_config(&json!({
-        "engines": {"gpt-4o": "acme-large", "gpt-4o-mini": "acme-small"},
-        "default_engine": "acme-small"
-    }))?;
-    // The same object a gateway config holds under `modifier/martian`.
-    let credentials = ModifyHeadersLayer::try_from_config(&json!({
-        "fifo.Group": {
-            "scope": ["request"],
-            "modifiers": [
-                {"header.Blacklist": {"scope": ["request"], "names": ["Authorization"]}},
-                {"header.Modifier": {"scope": ["request"], "name": "X-Acme-Key", "value": key}}
-            ]
-        }
-    }))?;
-    let acme = Router::new()
-        .route(PATH, post(mock_acme))
-        .with_state(Arc::new(key.to_owned()));
-    Ok(acme.layer(ServiceBuilder::new().layer(translate).layer(credentials)))
+/// The same Acme provider behind both client formats.
+fn app() -> Router {
+    let settings = ProviderSettings::new(
+        "acme",
+        "http://acme.internal/v2/generate",
+        "acme-large",
+        Secret::new(KEY),
+    );
+    let provider = Provider::with_adapter(Arc::new(AcmeAdapter), settings);
+    let openai = RouteLlmLayer::for_provider(provider.clone()).with_format(ClientFormat::OpenAi);
+    let anthropic = RouteLlmLayer::for_provider(provider).with_format(ClientFormat::Anthropic);
+    Router::new()
+        .route_service("/v1/chat/completions", openai.layer(service_fn(mock_acme)))
+        .route_service("/v1/messages", anthropic.layer(service_fn(mock_acme)))
 }
 
-/// The mock vendor: checks its key, refuses what is not Acme's dialect and
-/// answers the last prompt line back, whole or as an event stream.
-async fn mock_acme(
-    State(key): State<Arc<String>>,
-    headers: HeaderMap,
-    Json(request): Json<Value>,
-) -> Response {
-    let fault = |status: StatusCode, reason: &str| {
-        (status, Json(json!({"fault": {"reason": reason}}))).into_response()
+/// Acme, in process: checks its key and answers in its own dialect.
+async fn mock_acme(request: Request<Body>) -> Result<Response<Body>, Infallible> {
+    let authorized = request
+        .headers()
+        .get("x-acme-key")
+        .is_some_and(|key| key == KEY);
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let asked: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let answer = |status: StatusCode, body: Body| {
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        Ok(response)
     };
-    if headers.get("x-acme-key").and_then(|v| v.to_str().ok()) != Some(key.as_str()) {
-        return fault(StatusCode::UNAUTHORIZED, "unknown API key");
+    if !authorized {
+        let fault = json!({"fault": {"reason": "bad key"}}).to_string();
+        return answer(StatusCode::UNAUTHORIZED, Body::from(fault));
     }
-    if headers.contains_key(AUTHORIZATION) {
-        return fault(StatusCode::BAD_REQUEST, "a client credential reached Acme");
-    }
-    let (Some(engine), Some(prompt)) = (
-        request.get("engine").and_then(Value::as_str),
-        request.get("prompt").and_then(Value::as_str),
-    ) else {
-        return fault(StatusCode::BAD_REQUEST, "engine and prompt are required");
-    };
-    let said = prompt
-        .lines()
-        .rev()
-        .find_map(|line| line.strip_prefix("user: "))
-        .unwrap_or("nothing");
-    let text = format!("{engine} heard: {said}");
-    let tokens =
-        json!({"in": prompt.split_whitespace().count(), "out": text.split_whitespace().count()});
-
-    if request.get("stream").and_then(Value::as_bool) == Some(true) {
-        let mut events: Vec<Result<Bytes, std::convert::Infallible>> = text
+    let prompt = asked["turns"][0]["text"].as_str().unwrap_or_default();
+    let reply = format!("Acme heard: {prompt}");
+    if asked["stream"] == true {
+        let lines: Vec<Result<Bytes, Infallible>> = reply
             .split_inclusive(' ')
-            .map(|word| {
-                let data = json!({"text": word});
-                Ok(Bytes::from(format!("event: token\ndata: {data}\n\n")))
-            })
+            .map(|word| Ok(Bytes::from(format!("{}\n", json!({"delta": word})))))
+            .chain(std::iter::once(Ok(Bytes::from(format!(
+                "{}\n",
+                json!({"done": true, "tokens": {"in": 4, "out": 3}})
+            )))))
             .collect();
-        let end = json!({"finish": "stop", "tokens": tokens});
-        events.push(Ok(Bytes::from(format!("event: end\ndata: {end}\n\n"))));
-        return (
-            [(CONTENT_TYPE, "text/event-stream")],
-            Body::from_stream(futures_util::stream::iter(events)),
-        )
-            .into_response();
+        return answer(
+            StatusCode::OK,
+            Body::from_stream(futures_util::stream::iter(lines)),
+        );
     }
-    Json(json!({
-        "id": "acme-1",
-        "created": 1_700_000_000,
-        "output": {"text": text},
-        "finish": "stop",
-        "tokens": tokens
-    }))
-    .into_response()
+    let whole = json!({"id": "a1", "output": {"text": reply}, "tokens": {"in": 4, "out": 3}});
+    answer(StatusCode::OK, Body::from(whole.to_string()))
 }
 
-/// Sends requests through the whole stack in-process and checks the answers.
+/// Drives the app in process and checks what comes back.
 async fn self_test(app: Router) -> Result<(), Box<dyn std::error::Error>> {
-    let chat = |body: String| {
-        Request::post(PATH)
-            .header(CONTENT_TYPE, "application/json")
-            .header(AUTHORIZATION, "Bearer client-token")
-            .body(Body::from(body))
+    let call = |path: &str, body: Value| {
+        Request::post(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
     };
-    let cases = [
-        (
-            "chat",
-            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello"}]})
-                .to_string(),
-            StatusCode::OK,
-            "acme-large heard: Hello",
-        ),
-        (
-            "stream",
-            json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "Hi"}]})
-                .to_string(),
-            StatusCode::OK,
-            "data: [DONE]",
-        ),
-        (
-            "not JSON",
-            "hello".to_owned(),
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-        ),
-    ];
-    let mut failed = 0;
-    for (name, body, status, needle) in cases {
-        let response = app.clone().oneshot(chat(body)?).await?;
-        let got = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
-        let text = String::from_utf8_lossy(&bytes);
-        let ok = got == status && text.contains(needle);
-        println!(
-            "{} {name}: {got}\n{}\n",
-            if ok { "ok  " } else { "FAIL" },
-            text.trim_end()
-        );
-        failed += usize::from(!ok);
-    }
-    if failed > 0 {
-        return Err(format!("{failed} self-test case(s) failed").into());
-    }
+    let response = app
+        .clone()
+        .oneshot(call(
+            "/v1/chat/completions",
+            json!({"model": "acme", "messages": [{"role": "user", "content": "Hello"}]}),
+        )?)
+        .await?;
+    let chat: Value = serde_json::from_slice(&response.into_body().collect().await?.to_bytes())?;
+    assert_eq!(
+        chat["choices"][0]["message"]["content"],
+        "Acme heard: Hello"
+    );
+    assert_eq!(chat["usage"]["total_tokens"], 7);
+
+    let response = app
+        .clone()
+        .oneshot(call(
+            "/v1/messages",
+            json!({"model": "acme", "max_tokens": 20, "stream": true,
+                "messages": [{"role": "user", "content": "Hi there"}]}),
+        )?)
+        .await?;
+    let text = String::from_utf8(response.into_body().collect().await?.to_bytes().to_vec())?;
+    assert!(text.starts_with("event: message_start"), "{text}");
+    assert!(text.contains("\"text\":\"heard: \""), "{text}");
+    assert!(
+        text.trim_end()
+            .ends_with("data: {\"type\":\"message_stop\"}"),
+        "{text}"
+    );
+
+    let response = app
+        .oneshot(call(
+            "/v1/chat/completions",
+            json!({"model": "acme", "messages": [{"role": "user", "content": "x"}],
+                "tools": [{"type": "function", "function": {"name": "f"}}]}),
+        )?)
+        .await?;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: Value = serde_json::from_slice(&response.into_body().collect().await?.to_bytes())?;
+    assert_eq!(error["error"]["param"], "tools");
     println!("self-test passed");
     Ok(())
 }

@@ -756,6 +756,15 @@ pub(crate) fn render_response(response: &ChatResponse, id: &str, model: &str) ->
     })
 }
 
+/// The id a client sees for a vendor's response id.
+pub(crate) fn client_id(vendor: &str) -> String {
+    if vendor.starts_with("msg_") {
+        vendor.to_owned()
+    } else {
+        format!("msg_{vendor}")
+    }
+}
+
 /// The client's Anthropic error body.
 pub(crate) fn render_error(err: &LlmError) -> Value {
     json!({
@@ -858,7 +867,13 @@ impl MessageEncoder {
             return;
         }
         match event {
-            StreamEvent::Start { model, id: _ } => {
+            StreamEvent::Start { model, id } => {
+                if let Some(id) = id
+                    && !id.is_empty()
+                    && !self.started
+                {
+                    self.id = client_id(id);
+                }
                 if let Some(model) = model
                     && !model.is_empty()
                 {

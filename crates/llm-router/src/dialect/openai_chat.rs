@@ -1086,7 +1086,12 @@ impl ChunkEncoder {
             return;
         }
         match event {
-            StreamEvent::Start { model, .. } => {
+            StreamEvent::Start { model, id } => {
+                if let Some(id) = id
+                    && !id.is_empty()
+                {
+                    self.id = client_id(id);
+                }
                 if let Some(model) = model
                     && !model.is_empty()
                 {
@@ -1147,6 +1152,15 @@ impl ChunkEncoder {
             write_data(&value, out);
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+}
+
+/// The id a client sees for a vendor's response id.
+pub(crate) fn client_id(vendor: &str) -> String {
+    if vendor.starts_with("chatcmpl") {
+        vendor.to_owned()
+    } else {
+        format!("chatcmpl-{vendor}")
     }
 }
 
