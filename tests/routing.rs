@@ -329,7 +329,7 @@ async fn a_stream_that_dies_after_its_first_byte_ends_in_an_error_not_a_second_a
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .last()
+        .next_back()
         .unwrap();
     assert!(
         last["error"].is_object(),
