@@ -3,8 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -13,15 +11,17 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::routing::{MethodFilter, MethodRouter, any, get};
+use futures_util::FutureExt;
 use http::header::HeaderValue;
 use http::{Method, Request, Response};
 use serde::Deserialize;
 use serde_json::Value;
 use switchboard_core::buffer::{check_content_length, collect};
 use switchboard_core::config::from_value;
+use switchboard_core::future::LayerFuture;
 use switchboard_core::{Body, BodyLimit, ConfigError, ErrorResponse, RouteParams};
-use tower::util::BoxCloneSyncService;
-use tower::{Service, ServiceExt};
+use tower::Service;
+use tower::util::Either;
 
 use crate::config::{
     BackendConfig, DEFAULT_TIMEOUT, Encoding, EndpointConfig, LoadedConfig, RootConfig,
@@ -30,8 +30,10 @@ use crate::config::{
 use crate::echo;
 use crate::forward::{HeaderFilter, QueryFilter};
 use crate::lint::{Lint, lints};
-use crate::namespaces::{BuildContext, Level, apply_stages, build_stages};
-use crate::proxy::{BackendRoute, EndpointState, PipelineService, Proxy, Shape};
+use crate::namespaces::{
+    BackendLayers, BuildContext, EndpointLayers, PipelineService, RootLayers, Slots, build_layers,
+};
+use crate::proxy::{Backend, BackendRoute, EndpointState, Proxy, Shape};
 use crate::strategy::{Condition, Strategy};
 use crate::upstream::{HttpUpstream, InternalUpstream};
 use crate::url_pattern::{Source, UrlPattern};
@@ -134,21 +136,30 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
         .max_payload_size
         .unwrap_or(switchboard_core::DEFAULT_BODY_LIMIT);
 
+    // Root namespaces build no layer of their own: they are checked here,
+    // and what endpoints build on (the API key ring) is compiled once.
+    let mut root_layers = RootLayers::default();
+    build_layers(
+        &root.extra_config,
+        Slots::Root(&mut root_layers),
+        "$.extra_config",
+        &BuildContext {
+            base_dir: &loaded.base_dir,
+            root: &RootLayers::default(),
+            root_extra: &root.extra_config,
+            backend_url: None,
+            streaming: false,
+        },
+        &mut warnings,
+        &mut errors,
+    );
     let ctx = BuildContext {
         base_dir: &loaded.base_dir,
+        root: &root_layers,
         root_extra: &root.extra_config,
         backend_url: None,
         streaming: false,
     };
-    // Root namespaces build no layer; they are checked here.
-    build_stages(
-        &root.extra_config,
-        Level::Root,
-        "$.extra_config",
-        &ctx,
-        &mut warnings,
-        &mut errors,
-    );
 
     for (field, set) in [
         ("cache_ttl", root.cache_ttl.is_some()),
@@ -187,52 +198,79 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
     let http = HttpUpstream::new();
     let internal = InternalUpstream::new(Arc::clone(&cell), self_host);
 
-    let mut routes: BTreeMap<String, Vec<(Method, PipelineService, String)>> = BTreeMap::new();
+    let health_path = router_options
+        .health_path
+        .clone()
+        .unwrap_or_else(|| "/__health".to_owned());
+    // The gateway's own paths, then every endpoint path, in a throwaway
+    // router: a clash is reported here, with the path it clashes with.
+    let mut clashes = RouteCheck::default();
+    clashes.reserve(&health_path);
+    clashes.reserve(crate::metrics::METRICS_PATH);
+    if root.echo_endpoint {
+        clashes.reserve("/__echo/");
+        clashes.reserve("/__echo/{*rest}");
+    }
+    if root.debug_endpoint {
+        clashes.reserve("/__debug/");
+        clashes.reserve("/__debug/{*rest}");
+    }
+
+    // One method router per path; each endpoint's static pipeline goes into
+    // it directly, so the router's own box is the endpoint's only one.
+    let mut routes: BTreeMap<String, MethodRouter> = BTreeMap::new();
     let mut shapes = BTreeSet::new();
+    let mut builder = PipelineBuilder {
+        root,
+        root_hosts: &root_hosts,
+        root_is_self,
+        body_limit,
+        ctx: &ctx,
+        http: &http,
+        internal: &internal,
+        warnings: &mut warnings,
+    };
     for (i, endpoint) in root.endpoints.iter().enumerate() {
         let at = format!("$.endpoints[{i}]");
-        let built = build_endpoint(
-            endpoint,
-            &at,
-            root,
-            &root_hosts,
-            root_is_self,
-            body_limit,
-            &ctx,
-            &http,
-            &internal,
-            &mut warnings,
-        );
-        match built {
-            Ok((method, service)) => {
-                let shape = route_shape(&endpoint.endpoint);
-                if !shapes.insert((shape.clone(), method.clone())) {
-                    errors.push(ConfigError::new(
-                        format!("{at}.endpoint"),
-                        format!(
-                            "{} {} is declared twice (or clashes with another path of the same shape)",
-                            method, endpoint.endpoint
-                        ),
-                    ));
-                    continue;
-                }
-                routes
-                    .entry(endpoint.endpoint.clone())
-                    .or_default()
-                    .push((method, service, at));
+        let (method, service) = match builder.endpoint(endpoint, &at) {
+            Ok(built) => built,
+            Err(mut errs) => {
+                errors.append(&mut errs);
+                continue;
             }
-            Err(mut errs) => errors.append(&mut errs),
+        };
+        let shape = route_shape(&endpoint.endpoint);
+        if !shapes.insert((shape, method.clone())) {
+            errors.push(ConfigError::new(
+                format!("{at}.endpoint"),
+                format!(
+                    "{} {} is declared twice (or clashes with another path of the same shape)",
+                    method, endpoint.endpoint
+                ),
+            ));
+            continue;
         }
+        if !routes.contains_key(&endpoint.endpoint)
+            && let Err(message) = clashes.insert(&endpoint.endpoint)
+        {
+            errors.push(ConfigError::new(format!("{at}.endpoint"), message));
+            continue;
+        }
+        let Ok(filter) = MethodFilter::try_from(method.clone()) else {
+            errors.push(ConfigError::new(
+                format!("{at}.method"),
+                format!("method {method} cannot be routed"),
+            ));
+            continue;
+        };
+        let entry = routes.entry(endpoint.endpoint.clone()).or_default();
+        *entry = std::mem::take(entry).on_service(filter, service);
     }
     if !errors.is_empty() {
         return Err(errors);
     }
 
     let mut router = Router::new();
-    let health_path = router_options
-        .health_path
-        .clone()
-        .unwrap_or_else(|| "/__health".to_owned());
     router = router.route(&health_path, get(health));
     router = router.route(crate::metrics::METRICS_PATH, get(crate::metrics::handler));
     if root.echo_endpoint {
@@ -245,33 +283,8 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
             .route("/__debug/", any(echo::echo))
             .route("/__debug/{*rest}", any(echo::echo));
     }
-    for (path, methods) in routes {
-        let mut method_router: MethodRouter = MethodRouter::new();
-        let first_at = methods.first().map(|m| m.2.clone()).unwrap_or_default();
-        for (method, service, at) in methods {
-            let filter = MethodFilter::try_from(method.clone()).map_err(|_| {
-                vec![ConfigError::new(
-                    format!("{at}.method"),
-                    format!("method {method} cannot be routed"),
-                )]
-            })?;
-            method_router = method_router.on_service(filter, service);
-        }
-        let method_router = method_router.fallback(method_not_allowed);
-        // The path was validated; a router that still refuses it is a
-        // config error, not a crash.
-        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            router.clone().route(&path, method_router)
-        }));
-        match attempt {
-            Ok(next) => router = next,
-            Err(_) => {
-                return Err(vec![ConfigError::new(
-                    format!("{first_at}.endpoint"),
-                    format!("path {path:?} clashes with another endpoint"),
-                )]);
-            }
-        }
+    for (path, method_router) in routes {
+        router = router.route(&path, method_router.fallback(method_not_allowed));
     }
     let router = router.fallback(echo::not_found);
     let _ = cell.set(router.clone());
@@ -407,308 +420,318 @@ fn parse_method(method: &str) -> Result<Method, String> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build_endpoint(
-    endpoint: &EndpointConfig,
-    at: &str,
-    root: &RootConfig,
-    root_hosts: &[String],
+/// What the endpoint builder needs, gathered once (instead of long
+/// argument lists).
+struct PipelineBuilder<'a> {
+    root: &'a RootConfig,
+    root_hosts: &'a [String],
     root_is_self: bool,
     body_limit: usize,
-    ctx: &BuildContext<'_>,
-    http: &HttpUpstream,
-    internal: &InternalUpstream,
-    warnings: &mut Vec<String>,
-) -> Result<(Method, PipelineService), Vec<ConfigError>> {
-    let mut errors = Vec::new();
-    let params = validate_path(&endpoint.endpoint)
-        .map_err(|m| vec![ConfigError::new(format!("{at}.endpoint"), m)])?;
-    let method = parse_method(&endpoint.method)
-        .map_err(|m| vec![ConfigError::new(format!("{at}.method"), m)])?;
-    if endpoint.backend.is_empty() {
-        errors.push(ConfigError::new(
-            format!("{at}.backend"),
-            "an endpoint needs at least one backend",
-        ));
-    }
-    let headers = HeaderFilter::new(&endpoint.input_headers)
-        .map_err(|m| vec![ConfigError::new(format!("{at}.input_headers"), m)])?;
-    let query = QueryFilter::new(&endpoint.input_query_strings);
-    let encoding = endpoint
-        .output_encoding
-        .or(root.output_encoding)
-        .unwrap_or(Encoding::Json);
-    let timeout = endpoint
-        .timeout
-        .or(root.timeout)
-        .map(|d| d.0)
-        .unwrap_or(DEFAULT_TIMEOUT);
-    if endpoint.concurrent_calls.is_some_and(|n| n > 1) {
-        warnings.push(format!(
-            "{at}.concurrent_calls: backends are called once; concurrent_calls is ignored"
-        ));
-    }
-    if encoding == Encoding::String {
-        errors.push(ConfigError::new(
-            format!("{at}.output_encoding"),
-            "\"string\" is a backend encoding; endpoints answer json, json-collection or no-op",
-        ));
-    }
-    if endpoint.cache_ttl.is_some() {
-        warnings.push(format!(
-            "{at}.cache_ttl: Switchboard does not cache responses; ignored"
-        ));
-    }
-    if encoding == Encoding::NoOp && endpoint.backend.len() > 1 {
-        errors.push(ConfigError::new(
-            format!("{at}.output_encoding"),
-            "no-op passes one backend through; this endpoint has several",
-        ));
-    }
-    let has_jwt = endpoint.extra_config.contains_key("auth/validator");
-    let strategy = Strategy::from_config(endpoint.extra_config.get("proxy")).unwrap_or_else(|e| {
-        errors.push(e.at(&format!("{at}.extra_config.proxy")));
-        Strategy::Parallel
-    });
-
-    let mut backends = Vec::new();
-    for (j, backend) in endpoint.backend.iter().enumerate() {
-        let bat = format!("{at}.backend[{j}]");
-        match build_backend(
-            backend,
-            &bat,
-            endpoint,
-            &method,
-            &params,
-            &headers,
-            has_jwt,
-            root_hosts,
-            root_is_self,
-            ctx,
-            http,
-            internal,
-            warnings,
-        ) {
-            Ok(route) => {
-                if route.encoding == Encoding::NoOp && endpoint.backend.len() > 1 {
-                    errors.push(ConfigError::new(
-                        format!("{bat}.encoding"),
-                        "no-op passes one backend through; this endpoint has several",
-                    ));
-                }
-                let mut route = route;
-                if backend.extra_config.contains_key("ai/llm")
-                    && backend.extra_config.contains_key("ai/router")
-                {
-                    errors.push(ConfigError::new(
-                        format!("{bat}.extra_config"),
-                        "a backend takes ai/llm (one provider) or ai/router (routed), not both",
-                    ));
-                }
-                if let Some(value) = backend.extra_config.get("backend/conditional") {
-                    match Condition::from_config(value, &headers) {
-                        Ok(condition) => route.condition = Some(condition),
-                        Err(e) => errors
-                            .push(e.at(&format!("{bat}.extra_config[\"backend/conditional\"]"))),
-                    }
-                }
-                if !matches!(strategy, Strategy::Sequential { .. })
-                    && let Some(name) = route.pattern.sources().find_map(|s| match s {
-                        Source::Param(name) if crate::strategy::is_response_placeholder(name) => {
-                            Some(name)
-                        }
-                        _ => None,
-                    })
-                {
-                    errors.push(ConfigError::new(
-                        format!("{bat}.url_pattern"),
-                        format!("{{{name}}} needs the endpoint's proxy strategy \"sequential\""),
-                    ));
-                }
-                backends.push(route);
-            }
-            Err(mut errs) => errors.append(&mut errs),
-        }
-    }
-    let conditions: Vec<Option<&Condition>> =
-        backends.iter().map(|b| b.condition.as_ref()).collect();
-    if let Err(message) = crate::strategy::check_conditions(&conditions) {
-        errors.push(ConfigError::new(format!("{at}.backend"), message));
-    }
-    let stages = build_stages(
-        &endpoint.extra_config,
-        Level::Endpoint,
-        &format!("{at}.extra_config"),
-        ctx,
-        warnings,
-        &mut errors,
-    );
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    let proxy = Proxy::new(EndpointState {
-        backends,
-        headers,
-        query,
-        encoding,
-        timeout,
-        strategy,
-    });
-    let pipeline = apply_stages(stages, BoxCloneSyncService::new(proxy));
-    let entry = EndpointEntry {
-        limit: body_limit,
-        has_params: !params.is_empty(),
-        inner: pipeline,
-    };
-    Ok((method, BoxCloneSyncService::new(entry)))
+    ctx: &'a BuildContext<'a>,
+    http: &'a HttpUpstream,
+    internal: &'a InternalUpstream,
+    warnings: &'a mut Vec<String>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build_backend(
-    backend: &BackendConfig,
-    at: &str,
-    endpoint: &EndpointConfig,
-    endpoint_method: &Method,
-    params: &[String],
-    headers: &HeaderFilter,
+/// What a backend needs to know of its endpoint.
+struct EndpointFacts<'a> {
+    endpoint: &'a EndpointConfig,
+    method: &'a Method,
+    params: &'a [String],
+    headers: &'a HeaderFilter,
     has_jwt: bool,
-    root_hosts: &[String],
-    root_is_self: bool,
-    ctx: &BuildContext<'_>,
-    http: &HttpUpstream,
-    internal: &InternalUpstream,
-    warnings: &mut Vec<String>,
-) -> Result<BackendRoute, Vec<ConfigError>> {
-    let mut errors = Vec::new();
-    let pattern = UrlPattern::parse(&backend.url_pattern)
-        .map_err(|m| vec![ConfigError::new(format!("{at}.url_pattern"), m)])?;
-    for source in pattern.sources() {
-        let problem = match source {
-            // `{respN_x}` is checked with the endpoint's strategy.
-            Source::Param(name)
-                if !params.iter().any(|p| p == name)
-                    && !crate::strategy::is_response_placeholder(name) =>
-            {
-                Some(format!(
-                    "{{{name}}} is not a parameter of endpoint {:?}",
-                    endpoint.endpoint
-                ))
+}
+
+impl PipelineBuilder<'_> {
+    /// One endpoint: its method and its whole static pipeline.
+    fn endpoint(
+        &mut self,
+        endpoint: &EndpointConfig,
+        at: &str,
+    ) -> Result<(Method, impl PipelineService + use<>), Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let params = validate_path(&endpoint.endpoint)
+            .map_err(|m| vec![ConfigError::new(format!("{at}.endpoint"), m)])?;
+        let method = parse_method(&endpoint.method)
+            .map_err(|m| vec![ConfigError::new(format!("{at}.method"), m)])?;
+        if endpoint.backend.is_empty() {
+            errors.push(ConfigError::new(
+                format!("{at}.backend"),
+                "an endpoint needs at least one backend",
+            ));
+        }
+        let headers = HeaderFilter::new(&endpoint.input_headers)
+            .map_err(|m| vec![ConfigError::new(format!("{at}.input_headers"), m)])?;
+        let query = QueryFilter::new(&endpoint.input_query_strings);
+        let encoding = endpoint
+            .output_encoding
+            .or(self.root.output_encoding)
+            .unwrap_or(Encoding::Json);
+        let timeout = endpoint
+            .timeout
+            .or(self.root.timeout)
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_TIMEOUT);
+        if endpoint.concurrent_calls.is_some_and(|n| n > 1) {
+            self.warnings.push(format!(
+                "{at}.concurrent_calls: backends are called once; concurrent_calls is ignored"
+            ));
+        }
+        if encoding == Encoding::String {
+            errors.push(ConfigError::new(
+                format!("{at}.output_encoding"),
+                "\"string\" is a backend encoding; endpoints answer json, json-collection or no-op",
+            ));
+        }
+        if endpoint.cache_ttl.is_some() {
+            self.warnings.push(format!(
+                "{at}.cache_ttl: Switchboard does not cache responses; ignored"
+            ));
+        }
+        if encoding == Encoding::NoOp && endpoint.backend.len() > 1 {
+            errors.push(ConfigError::new(
+                format!("{at}.output_encoding"),
+                "no-op passes one backend through; this endpoint has several",
+            ));
+        }
+        let has_jwt = endpoint.extra_config.contains_key("auth/validator");
+        let strategy =
+            Strategy::from_config(endpoint.extra_config.get("proxy")).unwrap_or_else(|e| {
+                errors.push(e.at(&format!("{at}.extra_config.proxy")));
+                Strategy::Parallel
+            });
+
+        let mut backends = Vec::new();
+        for (j, backend) in endpoint.backend.iter().enumerate() {
+            let bat = format!("{at}.backend[{j}]");
+            let of = EndpointFacts {
+                endpoint,
+                method: &method,
+                params: &params,
+                headers: &headers,
+                has_jwt,
+            };
+            match self.backend(backend, &bat, &of) {
+                Ok(route) => {
+                    if route.encoding == Encoding::NoOp && endpoint.backend.len() > 1 {
+                        errors.push(ConfigError::new(
+                            format!("{bat}.encoding"),
+                            "no-op passes one backend through; this endpoint has several",
+                        ));
+                    }
+                    let mut route = route;
+                    check_backend_strategy(
+                        backend,
+                        &bat,
+                        &headers,
+                        &strategy,
+                        &mut route,
+                        &mut errors,
+                    );
+                    backends.push(route);
+                }
+                Err(mut errs) => errors.append(&mut errs),
             }
-            Source::Header(name) if !headers.allows(name) => Some(format!(
-                "{{input_headers.{name}}} needs {name:?} in the endpoint's input_headers"
-            )),
-            Source::Query(name)
-                if !endpoint
-                    .input_query_strings
-                    .iter()
-                    .any(|q| q == name || q == "*") =>
-            {
-                Some(format!(
-                    "{{input_query_strings.{name}}} needs {name:?} in the endpoint's input_query_strings"
-                ))
-            }
-            Source::Jwt(claim) if !has_jwt => Some(format!(
-                "{{jwt.{claim}}} needs \"auth/validator\" in the endpoint's extra_config"
-            )),
-            _ => None,
+        }
+        let conditions: Vec<Option<&Condition>> =
+            backends.iter().map(|b| b.condition.as_ref()).collect();
+        if let Err(message) = crate::strategy::check_conditions(&conditions) {
+            errors.push(ConfigError::new(format!("{at}.backend"), message));
+        }
+        let mut layers = EndpointLayers::default();
+        build_layers(
+            &endpoint.extra_config,
+            Slots::Endpoint(&mut layers),
+            &format!("{at}.extra_config"),
+            self.ctx,
+            self.warnings,
+            &mut errors,
+        );
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let proxy = Proxy::new(EndpointState {
+            backends,
+            headers,
+            query,
+            encoding,
+            timeout,
+            strategy,
+        });
+        let entry = EndpointEntry {
+            limit: self.body_limit,
+            has_params: !params.is_empty(),
+            inner: layers.wrap(proxy),
         };
-        if let Some(message) = problem {
-            errors.push(ConfigError::new(format!("{at}.url_pattern"), message));
-        }
+        Ok((method, entry))
     }
-    let method = match &backend.method {
-        Some(m) => {
-            parse_method(m).map_err(|m| vec![ConfigError::new(format!("{at}.method"), m)])?
-        }
-        None => endpoint_method.clone(),
-    };
-    if backend.disable_host_sanitize {
-        warnings.push(format!(
-            "{at}.disable_host_sanitize: hosts are always normalised; ignored"
-        ));
-    }
-    if let Some(sd) = &backend.sd
-        && sd != "static"
-    {
-        errors.push(ConfigError::new(
-            format!("{at}.sd"),
-            format!("service discovery {sd:?} is not supported; use static hosts"),
-        ));
-    }
-    let (hosts, is_internal) = if backend.host.is_empty() {
-        (root_hosts.to_vec(), root_is_self)
-    } else {
-        let mut hosts = Vec::new();
-        for (k, host) in backend.host.iter().enumerate() {
-            match normalize_host(host) {
-                Ok(h) => hosts.push(h),
-                Err(m) => errors.push(ConfigError::new(format!("{at}.host[{k}]"), m)),
+
+    fn backend(
+        &mut self,
+        backend: &BackendConfig,
+        at: &str,
+        of: &EndpointFacts<'_>,
+    ) -> Result<BackendRoute, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let pattern = UrlPattern::parse(&backend.url_pattern)
+            .map_err(|m| vec![ConfigError::new(format!("{at}.url_pattern"), m)])?;
+        for source in pattern.sources() {
+            let problem = match source {
+                // `{respN_x}` is checked with the endpoint's strategy.
+                Source::Param(name)
+                    if !of.params.iter().any(|p| p == name)
+                        && !crate::strategy::is_response_placeholder(name) =>
+                {
+                    Some(format!(
+                        "{{{name}}} is not a parameter of endpoint {:?}",
+                        of.endpoint.endpoint
+                    ))
+                }
+                Source::Header(name) if !of.headers.allows(name) => Some(format!(
+                    "{{input_headers.{name}}} needs {name:?} in the endpoint's input_headers"
+                )),
+                Source::Query(name)
+                    if !of
+                        .endpoint
+                        .input_query_strings
+                        .iter()
+                        .any(|q| q == name || q == "*") =>
+                {
+                    Some(format!(
+                        "{{input_query_strings.{name}}} needs {name:?} in the endpoint's input_query_strings"
+                    ))
+                }
+                Source::Jwt(claim) if !of.has_jwt => Some(format!(
+                    "{{jwt.{claim}}} needs \"auth/validator\" in the endpoint's extra_config"
+                )),
+                _ => None,
+            };
+            if let Some(message) = problem {
+                errors.push(ConfigError::new(format!("{at}.url_pattern"), message));
             }
         }
-        (hosts, false)
-    };
-    if hosts.is_empty() && errors.is_empty() {
-        errors.push(ConfigError::new(
-            format!("{at}.host"),
-            "no host: set the backend's host or the root host",
-        ));
-    }
-    let mut mapping = Vec::new();
-    for (from, to) in &backend.mapping {
-        match to.as_str() {
-            Some(to) => mapping.push((from.clone(), to.to_owned())),
-            None => errors.push(ConfigError::new(
-                format!("{at}.mapping.{from}"),
-                "mapping values must be strings",
-            )),
+        let method = match &backend.method {
+            Some(m) => {
+                parse_method(m).map_err(|m| vec![ConfigError::new(format!("{at}.method"), m)])?
+            }
+            None => of.method.clone(),
+        };
+        if backend.disable_host_sanitize {
+            self.warnings.push(format!(
+                "{at}.disable_host_sanitize: hosts are always normalised; ignored"
+            ));
         }
+        if let Some(sd) = &backend.sd
+            && sd != "static"
+        {
+            errors.push(ConfigError::new(
+                format!("{at}.sd"),
+                format!("service discovery {sd:?} is not supported; use static hosts"),
+            ));
+        }
+        let (hosts, is_internal) = if backend.host.is_empty() {
+            (self.root_hosts.to_vec(), self.root_is_self)
+        } else {
+            let mut hosts = Vec::new();
+            for (k, host) in backend.host.iter().enumerate() {
+                match normalize_host(host) {
+                    Ok(h) => hosts.push(h),
+                    Err(m) => errors.push(ConfigError::new(format!("{at}.host[{k}]"), m)),
+                }
+            }
+            (hosts, false)
+        };
+        if hosts.is_empty() && errors.is_empty() {
+            errors.push(ConfigError::new(
+                format!("{at}.host"),
+                "no host: set the backend's host or the root host",
+            ));
+        }
+        let mut mapping = Vec::new();
+        for (from, to) in &backend.mapping {
+            match to.as_str() {
+                Some(to) => mapping.push((from.clone(), to.to_owned())),
+                None => errors.push(ConfigError::new(
+                    format!("{at}.mapping.{from}"),
+                    "mapping values must be strings",
+                )),
+            }
+        }
+        let backend_url = hosts
+            .first()
+            .map(|host| format!("{host}{}", backend.url_pattern));
+        let ctx = BuildContext {
+            backend_url: backend_url.as_deref(),
+            streaming: of.endpoint.output_encoding == Some(Encoding::Streaming),
+            ..*self.ctx
+        };
+        let mut layers = BackendLayers::default();
+        build_layers(
+            &backend.extra_config,
+            Slots::Backend(&mut layers),
+            &format!("{at}.extra_config"),
+            &ctx,
+            self.warnings,
+            &mut errors,
+        );
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let upstream = if is_internal {
+            Either::Right(self.internal.clone())
+        } else {
+            Either::Left(self.http.clone())
+        };
+        let fixed_uri = BackendRoute::fixed_uri(&hosts, &pattern);
+        let needs_context = is_internal || !layers.is_empty();
+        Ok(BackendRoute {
+            fixed_uri,
+            needs_context,
+            condition: None,
+            pattern,
+            method,
+            hosts,
+            next_host: AtomicUsize::new(0),
+            encoding: backend.encoding.unwrap_or(Encoding::Json),
+            shape: Shape {
+                group: backend.group.clone(),
+                target: backend.target.clone(),
+                is_collection: backend.is_collection
+                    || backend.encoding == Some(Encoding::JsonCollection),
+                allow: backend.allow.clone(),
+                deny: backend.deny.clone(),
+                mapping,
+            },
+            service: Box::new(Backend(layers.wrap(upstream))),
+        })
     }
-    let backend_url = hosts
-        .first()
-        .map(|host| format!("{host}{}", backend.url_pattern));
-    let ctx = &BuildContext {
-        backend_url: backend_url.as_deref(),
-        streaming: endpoint.output_encoding == Some(Encoding::Streaming),
-        ..*ctx
-    };
-    let stages = build_stages(
-        &backend.extra_config,
-        Level::Backend,
-        &format!("{at}.extra_config"),
-        ctx,
-        warnings,
-        &mut errors,
-    );
-    if !errors.is_empty() {
-        return Err(errors);
+}
+
+/// The paths the router will hold, in a throwaway `matchit` router, so that
+/// a clash is a config error naming both paths (axum would panic).
+#[derive(Default)]
+struct RouteCheck {
+    router: matchit::Router<String>,
+}
+
+impl RouteCheck {
+    /// A path the gateway serves itself.
+    fn reserve(&mut self, path: &str) {
+        // The gateway's own paths never clash with each other.
+        let _ = self.router.insert(path, path.to_owned());
     }
-    let upstream: PipelineService = if is_internal {
-        BoxCloneSyncService::new(internal.clone())
-    } else {
-        BoxCloneSyncService::new(http.clone())
-    };
-    let fixed_uri = BackendRoute::fixed_uri(&hosts, &pattern);
-    let needs_context = is_internal || !stages.is_empty();
-    Ok(BackendRoute {
-        fixed_uri,
-        needs_context,
-        condition: None,
-        pattern,
-        method,
-        hosts,
-        next_host: AtomicUsize::new(0),
-        encoding: backend.encoding.unwrap_or(Encoding::Json),
-        shape: Shape {
-            group: backend.group.clone(),
-            target: backend.target.clone(),
-            is_collection: backend.is_collection
-                || backend.encoding == Some(Encoding::JsonCollection),
-            allow: backend.allow.clone(),
-            deny: backend.deny.clone(),
-            mapping,
-        },
-        service: apply_stages(stages, upstream),
-    })
+
+    /// An endpoint path; the message names what it clashes with.
+    fn insert(&mut self, path: &str) -> Result<(), String> {
+        self.router
+            .insert(path, path.to_owned())
+            .map_err(|error| match error {
+                matchit::InsertError::Conflict { with } => {
+                    format!("path {path:?} clashes with {with:?}")
+                }
+                other => format!("path {path:?} cannot be routed: {other}"),
+            })
+    }
 }
 
 /// The outermost service of an endpoint: records the body limit and the
@@ -716,53 +739,98 @@ fn build_backend(
 /// body without a declared length is buffered (bounded) so that nothing
 /// reaches a backend until it is known to fit.
 #[derive(Clone)]
-struct EndpointEntry {
+struct EndpointEntry<S> {
     limit: usize,
     /// Whether the path declares `{params}` (most do not: no extraction).
     has_params: bool,
-    inner: PipelineService,
+    inner: S,
 }
 
-impl Service<Request<Body>> for EndpointEntry {
+impl<S: PipelineService> Service<Request<Body>> for EndpointEntry<S> {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Future = LayerFuture<S::Future, Infallible>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
+        use http_body::Body as _;
         let limit = self.limit;
-        let has_params = self.has_params;
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            let (mut parts, body) = request.into_parts();
-            if let Err(error) = check_content_length(&parts.headers, limit) {
-                return Ok(error.into_response());
-            }
-            if has_params {
-                let params = RawPathParams::from_request_parts(&mut parts, &())
-                    .await
-                    .map(|raw| {
-                        raw.iter()
-                            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                            .collect::<RouteParams>()
-                    })
-                    .unwrap_or_default();
-                parts.extensions.insert(params);
-            }
-            parts.extensions.insert(BodyLimit(limit));
-            let body = if parts.headers.contains_key(http::header::CONTENT_LENGTH) {
-                body
-            } else {
-                match collect(body, limit).await {
-                    Ok(bytes) => Body::from(bytes),
-                    Err(error) => return Ok(error.into_response()),
+        let (mut parts, body) = request.into_parts();
+        if let Err(error) = check_content_length(&parts.headers, limit) {
+            return LayerFuture::respond(error.into_response());
+        }
+        if self.has_params {
+            // The router put the matched values in the extensions: the
+            // extractor is ready at once.
+            let params = RawPathParams::from_request_parts(&mut parts, &())
+                .now_or_never()
+                .and_then(Result::ok)
+                .map(|raw| {
+                    raw.iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect::<RouteParams>()
+                })
+                .unwrap_or_default();
+            parts.extensions.insert(params);
+        }
+        parts.extensions.insert(BodyLimit(limit));
+        if parts.headers.contains_key(http::header::CONTENT_LENGTH) || body.is_end_stream() {
+            return LayerFuture::inner(self.inner.call(Request::from_parts(parts, body)));
+        }
+        // A body of unknown length is read (bounded) before anything goes
+        // upstream.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        LayerFuture::boxed(async move {
+            match collect(body, limit).await {
+                Ok(bytes) => {
+                    inner
+                        .call(Request::from_parts(parts, Body::from(bytes)))
+                        .await
                 }
-            };
-            inner.oneshot(Request::from_parts(parts, body)).await
+                Err(error) => Ok(error.into_response()),
+            }
         })
+    }
+}
+
+/// A backend's `backend/conditional`, and the checks that need the
+/// endpoint's strategy: `{respN_x}` only in a sequential proxy; `ai/llm` or
+/// `ai/router`, not both.
+fn check_backend_strategy(
+    backend: &BackendConfig,
+    at: &str,
+    headers: &HeaderFilter,
+    strategy: &Strategy,
+    route: &mut BackendRoute,
+    errors: &mut Vec<ConfigError>,
+) {
+    if backend.extra_config.contains_key("ai/llm") && backend.extra_config.contains_key("ai/router")
+    {
+        errors.push(ConfigError::new(
+            format!("{at}.extra_config"),
+            "a backend takes ai/llm (one provider) or ai/router (routed), not both",
+        ));
+    }
+    if let Some(value) = backend.extra_config.get("backend/conditional") {
+        match Condition::from_config(value, headers) {
+            Ok(condition) => route.condition = Some(condition),
+            Err(e) => errors.push(e.at(&format!("{at}.extra_config[\"backend/conditional\"]"))),
+        }
+    }
+    if !matches!(strategy, Strategy::Sequential { .. })
+        && let Some(name) = route.pattern.sources().find_map(|s| match s {
+            Source::Param(name) if crate::strategy::is_response_placeholder(name) => Some(name),
+            _ => None,
+        })
+    {
+        errors.push(ConfigError::new(
+            format!("{at}.url_pattern"),
+            format!("{{{name}}} needs the endpoint's proxy strategy \"sequential\""),
+        ));
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use switchboard_core::buffer::request_bytes;
 use switchboard_core::{Body, ErrorResponse};
 
-use crate::forward::decode_query_component;
+use switchboard_core::krakend::{canonical_header_name, decode_query_component};
 
 const REDACTED: &str = "[redacted]";
 
@@ -93,9 +93,9 @@ fn querystring(raw: &str) -> Value {
     let mut map: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for pair in raw.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        map.entry(decode_query_component(key))
+        map.entry(decode_query_component(key).into_owned())
             .or_default()
-            .push(Value::String(decode_query_component(value)));
+            .push(Value::String(decode_query_component(value).into_owned()));
     }
     Value::Object(
         map.into_iter()
@@ -121,21 +121,6 @@ fn headers(headers: &HeaderMap) -> Value {
             .map(|(k, v)| (k, Value::Array(v)))
             .collect::<Map<_, _>>(),
     )
-}
-
-/// Go's canonical MIME header form: `x-llm` → `X-Llm`.
-pub(crate) fn canonical_header_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut upper = true;
-    for c in name.chars() {
-        if upper {
-            out.extend(c.to_uppercase());
-        } else {
-            out.extend(c.to_lowercase());
-        }
-        upper = c == '-';
-    }
-    out
 }
 
 /// A 404 for paths no endpoint serves.

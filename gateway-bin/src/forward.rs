@@ -2,33 +2,7 @@
 //! backend, and the hop-by-hop headers that never do.
 
 use http::header::{self, HeaderMap, HeaderName};
-
-/// Headers that belong to one connection and are never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
-/// Removes hop-by-hop headers, including those a `Connection` header names.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
-}
+use switchboard_core::krakend::{HOP_BY_HOP, decode_query_component, strip_hop_by_hop};
 
 /// Which client headers an endpoint forwards.
 #[derive(Clone, Debug)]
@@ -123,7 +97,7 @@ impl QueryFilter {
                 .split('&')
                 .filter(|pair| {
                     let key = pair.split('=').next().unwrap_or_default();
-                    let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
+                    let key = decode_query_component(key);
                     names.iter().any(|n| *n == key)
                 })
                 .collect::<Vec<_>>()
@@ -132,26 +106,10 @@ impl QueryFilter {
     }
 }
 
-/// The decoded value of one query parameter.
-pub(crate) fn query_value(raw_query: Option<&str>, name: &str) -> Option<String> {
-    raw_query?.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = decode_query_component(key);
-        (key == name).then(|| decode_query_component(value))
-    })
-}
-
-/// Decodes a query component (`+` is a space).
-pub(crate) fn decode_query_component(text: &str) -> String {
-    let spaced = text.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchboard_core::krakend::query_value;
 
     #[test]
     fn only_listed_headers_pass() {

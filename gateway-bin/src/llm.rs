@@ -14,12 +14,12 @@ const CLASSIFIERS: &str = "ai/classifiers";
 /// Checks the root gates and classifiers (errors are reported at the root).
 pub(crate) fn check_classifiers(
     value: &Value,
-    _: crate::namespaces::Level,
+    _: crate::namespaces::Slots<'_>,
     _: &crate::namespaces::BuildContext<'_>,
-) -> Result<Vec<crate::namespaces::Stage>, ConfigError> {
+) -> Result<(), ConfigError> {
     let config: ClassifiersConfig = switchboard_core::config::from_value(value)?;
     Classifiers::from_config(&config)?;
-    Ok(Vec::new())
+    Ok(())
 }
 
 /// The layer for a backend's `ai/router`: the whole inventory, routed.
@@ -55,11 +55,11 @@ pub(crate) fn router_layer(
 /// Checks the root inventory (errors are reported at the root).
 pub(crate) fn check_providers(
     value: &Value,
-    _: crate::namespaces::Level,
+    _: crate::namespaces::Slots<'_>,
     _: &crate::namespaces::BuildContext<'_>,
-) -> Result<Vec<crate::namespaces::Stage>, ConfigError> {
+) -> Result<(), ConfigError> {
     Providers::from_config(value)?;
-    Ok(Vec::new())
+    Ok(())
 }
 
 /// The layer for a backend's `ai/llm`. `backend_url` is the inline form's

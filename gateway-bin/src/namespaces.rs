@@ -1,5 +1,6 @@
 //! The one registry that maps `extra_config` namespaces to the crates that
-//! own them, and says where in a pipeline each layer sits.
+//! own them, and the typed layer sets it fills: one slot per layer, stacked
+//! in KrakenD's order by `ServiceBuilder`.
 //!
 //! A namespace the gateway does not implement is never silently ignored:
 //! purely observational ones (telemetry, documentation) are warned about;
@@ -10,18 +11,16 @@ use std::path::Path;
 
 use http::{Request, Response};
 use serde_json::{Map, Value};
-use switchboard_api_keys::ApiKeys;
+use switchboard_api_keys::{ApiKeys, ValidateApiKeyLayer};
 use switchboard_body_generator::{GenerateBodyLayer, GenerateResponseBodyLayer};
 use switchboard_core::config::{join_path, key_segment};
 use switchboard_core::{Body, ConfigError};
 use switchboard_header_modifier::ModifyHeadersLayer;
 use switchboard_jwt_claims::ValidateJwtLayer;
+use switchboard_llm_router::RouteLlmLayer;
 use switchboard_policies::EvaluatePoliciesLayer;
 use switchboard_response_masker::MaskResponseLayer;
-use tower::util::BoxCloneSyncService;
-use tower::{Layer, Service};
-
-use crate::proxy::PipelineService;
+use tower::{Service, ServiceBuilder};
 
 /// Where a namespace appears.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,16 +40,156 @@ impl Level {
     }
 }
 
-/// A layer placed in a pipeline: lower `order` sits further out (sees the
-/// request first and the response last).
-pub(crate) struct Stage {
-    pub(crate) order: u8,
-    pub(crate) apply: Box<dyn FnOnce(PipelineService) -> PipelineService + Send>,
+/// The layers of one endpoint, one slot per namespace, filled by the
+/// registry. [`EndpointLayers::wrap`] stacks them in KrakenD's order
+/// (SPEC §3.1), which is the order of the fields: the first sits
+/// outermost, so it sees the request first and the response last.
+#[derive(Default)]
+pub(crate) struct EndpointLayers {
+    /// `auth/api-keys` (keys declared at the root).
+    pub(crate) api_keys: Option<ValidateApiKeyLayer>,
+    /// `auth/validator`.
+    pub(crate) jwt: Option<ValidateJwtLayer>,
+    /// `security/policies`: `jwt` and `req` on the way in, `resp` on the
+    /// way out (last, after masking and generation).
+    pub(crate) policies: Option<EvaluatePoliciesLayer>,
+    /// `validation/cel`.
+    pub(crate) cel: Option<EvaluatePoliciesLayer>,
+    /// `modifier/response-body`: masks the merged answer.
+    pub(crate) mask: Option<MaskResponseLayer>,
+    /// `modifier/response-body-generator`.
+    pub(crate) response_body: Option<GenerateResponseBodyLayer>,
+    /// `modifier/request-body-generator`: innermost, so policies see the
+    /// client's own body.
+    pub(crate) request_body: Option<GenerateBodyLayer>,
+}
+
+impl EndpointLayers {
+    /// Stacks the layers around `proxy`: a static service, without a box.
+    pub(crate) fn wrap<S>(self, proxy: S) -> impl PipelineService
+    where
+        S: PipelineService,
+    {
+        ServiceBuilder::new()
+            .option_layer(self.api_keys)
+            .option_layer(self.jwt)
+            .option_layer(self.policies)
+            .option_layer(self.cel)
+            .option_layer(self.mask)
+            .option_layer(self.response_body)
+            .option_layer(self.request_body)
+            .service(proxy)
+    }
+}
+
+/// The layers of one backend, in KrakenD's order (SPEC §3.1), outermost
+/// first: see [`EndpointLayers`].
+#[derive(Default)]
+pub(crate) struct BackendLayers {
+    /// `modifier/martian`, request scope.
+    pub(crate) martian_request: Option<ModifyHeadersLayer>,
+    /// `modifier/request-body-generator`.
+    pub(crate) request_body: Option<GenerateBodyLayer>,
+    /// `security/policies` (`req` in, `resp` out).
+    pub(crate) policies: Option<EvaluatePoliciesLayer>,
+    /// `validation/cel`.
+    pub(crate) cel: Option<EvaluatePoliciesLayer>,
+    /// `modifier/response-body`.
+    pub(crate) mask: Option<MaskResponseLayer>,
+    /// `modifier/response-body-generator`.
+    pub(crate) response_body: Option<GenerateResponseBodyLayer>,
+    /// `modifier/martian`, response scope: it sees the upstream answer
+    /// first.
+    pub(crate) martian_response: Option<ModifyHeadersLayer>,
+    /// `ai/llm`: innermost, speaks to the vendor after every request
+    /// rewrite.
+    pub(crate) llm: Option<RouteLlmLayer>,
+}
+
+impl BackendLayers {
+    /// Whether no layer is set (a plain backend needs no request context).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.martian_request.is_none()
+            && self.request_body.is_none()
+            && self.policies.is_none()
+            && self.cel.is_none()
+            && self.mask.is_none()
+            && self.response_body.is_none()
+            && self.martian_response.is_none()
+            && self.llm.is_none()
+    }
+
+    /// Stacks the layers around `upstream`: a static service, without a box.
+    pub(crate) fn wrap<S>(self, upstream: S) -> impl PipelineService
+    where
+        S: PipelineService,
+    {
+        ServiceBuilder::new()
+            .option_layer(self.martian_request)
+            .option_layer(self.request_body)
+            .option_layer(self.policies)
+            .option_layer(self.cel)
+            .option_layer(self.mask)
+            .option_layer(self.response_body)
+            .option_layer(self.martian_response)
+            .option_layer(self.llm)
+            .service(upstream)
+    }
+}
+
+/// What the root declares that endpoints build on.
+#[derive(Default)]
+pub(crate) struct RootLayers {
+    /// The root `auth/api-keys` key ring, compiled once.
+    pub(crate) api_keys: Option<ApiKeys>,
+    /// Whether the root declares `auth/api-keys` (valid or not).
+    pub(crate) declares_api_keys: bool,
+}
+
+/// A request → response service that a pipeline is made of.
+pub(crate) trait PipelineService:
+    Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> PipelineService for S where
+    S: Service<
+            Request<Body>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The set a namespace builder fills.
+pub(crate) enum Slots<'a> {
+    Root(&'a mut RootLayers),
+    Endpoint(&'a mut EndpointLayers),
+    Backend(&'a mut BackendLayers),
+}
+
+impl Slots<'_> {
+    fn level(&self) -> Level {
+        match self {
+            Slots::Root(_) => Level::Root,
+            Slots::Endpoint(_) => Level::Endpoint,
+            Slots::Backend(_) => Level::Backend,
+        }
+    }
 }
 
 /// What a namespace builder may need.
 pub(crate) struct BuildContext<'a> {
     pub(crate) base_dir: &'a Path,
+    pub(crate) root: &'a RootLayers,
     pub(crate) root_extra: &'a Map<String, Value>,
     /// Backends: the first host + `url_pattern` (an inline `ai/llm`
     /// endpoint).
@@ -59,7 +198,7 @@ pub(crate) struct BuildContext<'a> {
     pub(crate) streaming: bool,
 }
 
-type Builder = fn(&Value, Level, &BuildContext<'_>) -> Result<Vec<Stage>, ConfigError>;
+type Builder = fn(&Value, Slots<'_>, &BuildContext<'_>) -> Result<(), ConfigError>;
 
 enum Kind {
     /// Built into layers.
@@ -78,26 +217,6 @@ enum Kind {
 struct Entry {
     names: &'static [&'static str],
     kind: Kind,
-}
-
-/// Pipeline positions, outermost first. Endpoint: authentication, then
-/// policies, then response masking and generation on the way out, then the
-/// request body generator. Backend: martian request modifiers, the body
-/// generator, policies, masking, the response body generator, martian
-/// response modifiers (innermost, so it sees the upstream answer first).
-mod order {
-    pub(super) const API_KEYS: u8 = 10;
-    pub(super) const JWT: u8 = 20;
-    pub(super) const MARTIAN_REQUEST: u8 = 25;
-    pub(super) const REQUEST_BODY: u8 = 28;
-    pub(super) const POLICIES: u8 = 40;
-    pub(super) const CEL: u8 = 41;
-    pub(super) const MASK: u8 = 50;
-    pub(super) const RESPONSE_BODY: u8 = 60;
-    pub(super) const ENDPOINT_REQUEST_BODY: u8 = 70;
-    pub(super) const MARTIAN_RESPONSE: u8 = 80;
-    /// Innermost: speaks to the vendor, after every request rewrite.
-    pub(super) const LLM: u8 = 90;
 }
 
 const ENDPOINT_AND_BACKEND: &[Level] = &[Level::Endpoint, Level::Backend];
@@ -221,125 +340,143 @@ const REGISTRY: &[Entry] = &[
     },
 ];
 
-fn stage<L>(order: u8, layer: L) -> Stage
-where
-    L: Layer<PipelineService> + Send + 'static,
-    L::Service: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    <L::Service as Service<Request<Body>>>::Future: Send + 'static,
-{
-    Stage {
-        order,
-        apply: Box::new(move |inner| BoxCloneSyncService::new(layer.layer(inner))),
+/// Puts a layer in its slot; a namespace given twice (under an alias)
+/// is a mistake, not a second layer.
+fn fill<T>(slot: &mut Option<T>, layer: T) -> Result<(), ConfigError> {
+    if slot.is_some() {
+        return Err(ConfigError::new(
+            "",
+            "this layer is configured twice (the namespace and its alias)",
+        ));
     }
+    *slot = Some(layer);
+    Ok(())
 }
 
-fn build_llm(value: &Value, _: Level, ctx: &BuildContext<'_>) -> Result<Vec<Stage>, ConfigError> {
-    Ok(vec![stage(
-        order::LLM,
-        crate::llm::layer(value, ctx.root_extra, ctx.backend_url, ctx.streaming)?,
-    )])
+fn build_llm(value: &Value, slots: Slots<'_>, ctx: &BuildContext<'_>) -> Result<(), ConfigError> {
+    let layer = crate::llm::layer(value, ctx.root_extra, ctx.backend_url, ctx.streaming)?;
+    match slots {
+        Slots::Backend(set) => fill(&mut set.llm, layer),
+        _ => Ok(()),
+    }
 }
 
 fn build_router(
     value: &Value,
-    _: Level,
+    slots: Slots<'_>,
     ctx: &BuildContext<'_>,
-) -> Result<Vec<Stage>, ConfigError> {
-    Ok(vec![stage(
-        order::LLM,
-        crate::llm::router_layer(value, ctx.root_extra, ctx.streaming)?,
-    )])
+) -> Result<(), ConfigError> {
+    let layer = crate::llm::router_layer(value, ctx.root_extra, ctx.streaming)?;
+    match slots {
+        Slots::Backend(set) => fill(&mut set.llm, layer),
+        _ => Ok(()),
+    }
 }
 
-fn build_martian(value: &Value, _: Level, _: &BuildContext<'_>) -> Result<Vec<Stage>, ConfigError> {
+fn build_martian(value: &Value, slots: Slots<'_>, _: &BuildContext<'_>) -> Result<(), ConfigError> {
     let layer = ModifyHeadersLayer::try_from_config(value)?;
-    let mut stages = Vec::new();
-    if layer.has_request_modifiers() {
-        stages.push(stage(order::MARTIAN_REQUEST, layer.request_only()));
+    if let Slots::Backend(set) = slots {
+        if layer.has_request_modifiers() {
+            set.martian_request = Some(layer.request_only());
+        }
+        if layer.has_response_modifiers() {
+            set.martian_response = Some(layer.response_only());
+        }
     }
-    if layer.has_response_modifiers() {
-        stages.push(stage(order::MARTIAN_RESPONSE, layer.response_only()));
-    }
-    Ok(stages)
+    Ok(())
 }
 
 fn build_request_body(
     value: &Value,
-    level: Level,
+    slots: Slots<'_>,
     ctx: &BuildContext<'_>,
-) -> Result<Vec<Stage>, ConfigError> {
+) -> Result<(), ConfigError> {
     let layer = GenerateBodyLayer::try_from_config(value, ctx.base_dir)?;
-    let order = match level {
-        Level::Backend => order::REQUEST_BODY,
-        _ => order::ENDPOINT_REQUEST_BODY,
-    };
-    Ok(vec![stage(order, layer)])
+    match slots {
+        Slots::Endpoint(set) => fill(&mut set.request_body, layer),
+        Slots::Backend(set) => fill(&mut set.request_body, layer),
+        Slots::Root(_) => Ok(()),
+    }
 }
 
 fn build_response_body(
     value: &Value,
-    _: Level,
+    slots: Slots<'_>,
     ctx: &BuildContext<'_>,
-) -> Result<Vec<Stage>, ConfigError> {
+) -> Result<(), ConfigError> {
     let layer = GenerateResponseBodyLayer::try_from_config(value, ctx.base_dir)?;
-    Ok(vec![stage(order::RESPONSE_BODY, layer)])
+    match slots {
+        Slots::Endpoint(set) => fill(&mut set.response_body, layer),
+        Slots::Backend(set) => fill(&mut set.response_body, layer),
+        Slots::Root(_) => Ok(()),
+    }
 }
 
 fn build_policies(
     value: &Value,
-    _: Level,
+    slots: Slots<'_>,
     _: &BuildContext<'_>,
-) -> Result<Vec<Stage>, ConfigError> {
-    Ok(vec![stage(
-        order::POLICIES,
-        EvaluatePoliciesLayer::try_from_config(value)?,
-    )])
+) -> Result<(), ConfigError> {
+    let layer = EvaluatePoliciesLayer::try_from_config(value)?;
+    match slots {
+        Slots::Endpoint(set) => fill(&mut set.policies, layer),
+        Slots::Backend(set) => fill(&mut set.policies, layer),
+        Slots::Root(_) => Ok(()),
+    }
 }
 
-fn build_cel(value: &Value, _: Level, _: &BuildContext<'_>) -> Result<Vec<Stage>, ConfigError> {
-    Ok(vec![stage(
-        order::CEL,
-        EvaluatePoliciesLayer::try_from_cel_validation(value)?,
-    )])
+fn build_cel(value: &Value, slots: Slots<'_>, _: &BuildContext<'_>) -> Result<(), ConfigError> {
+    let layer = EvaluatePoliciesLayer::try_from_cel_validation(value)?;
+    match slots {
+        Slots::Endpoint(set) => fill(&mut set.cel, layer),
+        Slots::Backend(set) => fill(&mut set.cel, layer),
+        Slots::Root(_) => Ok(()),
+    }
 }
 
-fn build_mask(value: &Value, _: Level, _: &BuildContext<'_>) -> Result<Vec<Stage>, ConfigError> {
-    Ok(vec![stage(
-        order::MASK,
-        MaskResponseLayer::try_from_config(value)?,
-    )])
+fn build_mask(value: &Value, slots: Slots<'_>, _: &BuildContext<'_>) -> Result<(), ConfigError> {
+    let layer = MaskResponseLayer::try_from_config(value)?;
+    match slots {
+        Slots::Endpoint(set) => fill(&mut set.mask, layer),
+        Slots::Backend(set) => fill(&mut set.mask, layer),
+        Slots::Root(_) => Ok(()),
+    }
 }
 
-fn build_jwt(value: &Value, _: Level, ctx: &BuildContext<'_>) -> Result<Vec<Stage>, ConfigError> {
-    Ok(vec![stage(
-        order::JWT,
-        ValidateJwtLayer::try_from_config(value, ctx.base_dir)?,
-    )])
+fn build_jwt(value: &Value, slots: Slots<'_>, ctx: &BuildContext<'_>) -> Result<(), ConfigError> {
+    let layer = ValidateJwtLayer::try_from_config(value, ctx.base_dir)?;
+    match slots {
+        Slots::Endpoint(set) => fill(&mut set.jwt, layer),
+        _ => Ok(()),
+    }
 }
 
 fn build_api_keys(
     value: &Value,
-    level: Level,
+    slots: Slots<'_>,
     ctx: &BuildContext<'_>,
-) -> Result<Vec<Stage>, ConfigError> {
-    if level == Level::Root {
-        ApiKeys::try_from_config(value)?;
-        return Ok(Vec::new());
+) -> Result<(), ConfigError> {
+    match slots {
+        Slots::Root(root) => {
+            root.declares_api_keys = true;
+            root.api_keys = Some(ApiKeys::try_from_config(value)?);
+            Ok(())
+        }
+        Slots::Endpoint(set) => {
+            let Some(keys) = &ctx.root.api_keys else {
+                // Root errors are reported at the root; here they only stop
+                // the build.
+                let message = if ctx.root.declares_api_keys {
+                    "the root auth/api-keys config is invalid"
+                } else {
+                    "needs the keys in the root extra_config[\"auth/api-keys\"]"
+                };
+                return Err(ConfigError::new("", message));
+            };
+            fill(&mut set.api_keys, keys.layer(value)?)
+        }
+        Slots::Backend(_) => Ok(()),
     }
-    let Some(root) = ctx.root_extra.get("auth/api-keys") else {
-        return Err(ConfigError::new(
-            "",
-            "needs the keys in the root extra_config[\"auth/api-keys\"]",
-        ));
-    };
-    // Root errors are reported at the root; here they only stop the build.
-    let keys = ApiKeys::try_from_config(root)
-        .map_err(|_| ConfigError::new("", "the root auth/api-keys config is invalid"))?;
-    Ok(vec![stage(order::API_KEYS, keys.layer(value)?)])
 }
 
 /// Looks a namespace up, alias included.
@@ -347,18 +484,18 @@ fn entry(name: &str) -> Option<&'static Entry> {
     REGISTRY.iter().find(|e| e.names.contains(&name))
 }
 
-/// The layers a set of namespaces asks for, outermost first. What is
-/// ignored goes to `warnings`; mistakes go to `errors` with their full JSON
-/// path (`path` is where `extra` sits).
-pub(crate) fn build_stages(
+/// Fills `slots` with the layers a set of namespaces asks for. What is
+/// ignored goes to `warnings`; mistakes go to `errors` with their full
+/// JSON path (`path` is where `extra` sits).
+pub(crate) fn build_layers(
     extra: &Map<String, Value>,
-    level: Level,
+    mut slots: Slots<'_>,
     path: &str,
     ctx: &BuildContext<'_>,
     warnings: &mut Vec<String>,
     errors: &mut Vec<ConfigError>,
-) -> Vec<Stage> {
-    let mut stages = Vec::new();
+) {
+    let level = slots.level();
     for (name, value) in extra {
         let at = join_path(path, &key_segment(name));
         match entry(name).map(|e| &e.kind) {
@@ -370,9 +507,13 @@ pub(crate) fn build_stages(
                     ));
                     continue;
                 }
-                match build(value, level, ctx) {
-                    Ok(built) => stages.extend(built),
-                    Err(err) => errors.push(err.at(&at)),
+                let slots = match &mut slots {
+                    Slots::Root(set) => Slots::Root(set),
+                    Slots::Endpoint(set) => Slots::Endpoint(set),
+                    Slots::Backend(set) => Slots::Backend(set),
+                };
+                if let Err(err) = build(value, slots, ctx) {
+                    errors.push(err.at(&at));
                 }
             }
             Some(Kind::Builtin) => {
@@ -403,16 +544,6 @@ pub(crate) fn build_stages(
             )),
         }
     }
-    stages.sort_by_key(|s| s.order);
-    stages
-}
-
-/// Wraps `inner` in the stages, outermost first in the list.
-pub(crate) fn apply_stages(stages: Vec<Stage>, inner: PipelineService) -> PipelineService {
-    stages
-        .into_iter()
-        .rev()
-        .fold(inner, |service, stage| (stage.apply)(service))
 }
 
 #[cfg(test)]
@@ -421,8 +552,10 @@ mod tests {
 
     #[test]
     fn unknown_namespaces_refuse_and_observational_warn() {
+        let root = RootLayers::default();
         let ctx = BuildContext {
             base_dir: Path::new("."),
+            root: &root,
             root_extra: &Map::new(),
             backend_url: None,
             streaming: false,
@@ -432,9 +565,10 @@ mod tests {
         extra.insert("telemetry/logging".to_owned(), Value::Null);
         let mut warnings = Vec::new();
         let mut errors = Vec::new();
-        build_stages(
+        let mut layers = EndpointLayers::default();
+        build_layers(
             &extra,
-            Level::Endpoint,
+            Slots::Endpoint(&mut layers),
             "$.endpoints[0].extra_config",
             &ctx,
             &mut warnings,

@@ -16,20 +16,45 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, request};
 use http_body::Body as _;
 use serde_json::{Map, Value};
 use switchboard_core::buffer::{collect, is_event_stream, response_bytes};
+use switchboard_core::future::BoxFuture;
 use switchboard_core::{Body, BodyLimit, Claims, ErrorResponse, JsonBody, RouteParams};
 use tokio::time::Instant;
-use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 use crate::body::{CoalesceBody, IdleTimeoutBody};
 use crate::config::Encoding;
-use crate::forward::{HeaderFilter, QueryFilter, query_value, strip_hop_by_hop};
+use crate::forward::{HeaderFilter, QueryFilter};
+use crate::namespaces::PipelineService;
 use crate::strategy::{Condition, Strategy};
 use crate::upstream::CallDepth;
 use crate::url_pattern::{UrlPattern, Values, claim_to_string};
+use switchboard_core::krakend::{query_value, strip_hop_by_hop};
 
-/// A boxed request → response service, as every stage of a pipeline is.
-pub(crate) type PipelineService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+/// A backend's whole pipeline (its layers and the upstream), behind the one
+/// box each backend has: calling it clones the static service inside
+/// (reference counts, no allocation) and boxes its future once.
+pub(crate) type BackendService = Box<dyn CallBackend>;
+
+/// The object-safe face of a backend pipeline.
+pub(crate) trait CallBackend: Send + Sync {
+    /// Calls a fresh clone of the pipeline.
+    fn call(&self, request: Request<Body>) -> BoxFuture<Response<Body>>;
+}
+
+/// A static pipeline as a [`CallBackend`].
+pub(crate) struct Backend<S>(pub(crate) S);
+
+impl<S: PipelineService> CallBackend for Backend<S> {
+    fn call(&self, request: Request<Body>) -> BoxFuture<Response<Body>> {
+        let call = self.0.clone().oneshot(request);
+        Box::pin(async move {
+            match call.await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        })
+    }
+}
 
 /// KrakenD's header saying whether every backend answered.
 pub(crate) const COMPLETED: HeaderName = HeaderName::from_static("x-krakend-completed");
@@ -58,7 +83,7 @@ pub(crate) struct BackendRoute {
     pub(crate) next_host: AtomicUsize,
     pub(crate) encoding: Encoding,
     pub(crate) shape: Shape,
-    pub(crate) service: PipelineService,
+    pub(crate) service: BackendService,
     /// The upstream URI when it never changes (one host, no placeholders):
     /// parsed once instead of per request.
     pub(crate) fixed_uri: Option<Uri>,
@@ -227,12 +252,7 @@ async fn handle(
         return single_response(state, backend, response, deadline).await;
     }
 
-    let limit = parts
-        .extensions
-        .get::<BodyLimit>()
-        .copied()
-        .unwrap_or_default()
-        .0;
+    let limit = BodyLimit::of(&parts.extensions);
     let bytes = collect(body, limit).await?;
     let upstreams = state
         .backends
@@ -449,10 +469,9 @@ async fn call_backend(
     request: Request<Body>,
     deadline: Instant,
 ) -> Result<Response<Body>, ErrorResponse> {
-    let call = backend.service.clone().oneshot(request);
+    let call = backend.service.call(request);
     match tokio::time::timeout_at(deadline, call).await {
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(never)) => match never {},
+        Ok(response) => Ok(response),
         Err(_) => Err(ErrorResponse::gateway_timeout(
             "the backend did not answer within the endpoint timeout",
         )),
@@ -469,9 +488,7 @@ async fn single_response(
         || backend.encoding == Encoding::NoOp;
     if passthrough {
         let (mut parts, body) = response.into_parts();
-        if has_hop_by_hop(&parts.headers) {
-            strip_hop_by_hop(&mut parts.headers);
-        }
+        strip_hop_by_hop(&mut parts.headers);
         let body = Body::new(CoalesceBody::new(IdleTimeoutBody::new(body, state.timeout)));
         return Ok(Response::from_parts(parts, body));
     }
@@ -540,25 +557,6 @@ async fn read_json(
             "the backend answered a body that is not JSON: {err}"
         ))),
     }
-}
-
-/// Whether any header is hop-by-hop: one pass over the names instead of a
-/// lookup per hop-by-hop name, for the usual answer that has none.
-fn has_hop_by_hop(headers: &HeaderMap) -> bool {
-    headers.keys().any(|name| {
-        matches!(
-            name.as_str(),
-            "connection"
-                | "keep-alive"
-                | "proxy-connection"
-                | "proxy-authenticate"
-                | "proxy-authorization"
-                | "te"
-                | "trailer"
-                | "transfer-encoding"
-                | "upgrade"
-        )
-    })
 }
 
 fn string_object(bytes: &Bytes) -> Value {

@@ -62,7 +62,7 @@ fn take_query_param(name: &str, uri: &mut Uri) -> Result<Vec<u8>, TakeError> {
     let mut found = Vec::new();
     let mut kept = Vec::new();
     for segment in query.split('&') {
-        let pair = url::form_urlencoded::parse(segment.as_bytes()).next();
+        let pair = switchboard_core::krakend::query_pairs(Some(segment)).next();
         match pair {
             Some((key, value)) if key == name => found.push(value.into_owned()),
             _ => kept.push(segment),

@@ -2,8 +2,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::future::{Either, Ready, ready};
 use http::{HeaderValue, Request, Response};
+use switchboard_core::future::LayerFuture;
 use switchboard_core::{Body, ErrorResponse};
 use tower::Service;
 
@@ -40,7 +40,7 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = Either<S::Future, Ready<Result<Response<Body>, S::Error>>>;
+    type Future = LayerFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -48,10 +48,10 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         match self.check(&mut request) {
-            Ok(()) => Either::Left(self.inner.call(request)),
+            Ok(()) => LayerFuture::inner(self.inner.call(request)),
             Err(error) => {
                 tracing::debug!(status = %error.status(), "auth/api-keys: request refused");
-                Either::Right(ready(Ok(error.into_response())))
+                LayerFuture::respond(error.into_response())
             }
         }
     }

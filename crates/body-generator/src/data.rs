@@ -3,6 +3,7 @@
 
 use http::{HeaderMap, Method, Uri};
 use serde_json::{Map, Value};
+use switchboard_core::krakend::{canonical_header_name, capitalise, query_pairs};
 use switchboard_core::{Claims, RouteParams};
 
 use crate::engine::BodyTemplate;
@@ -66,32 +67,15 @@ pub(crate) fn headers_map(headers: &HeaderMap) -> Value {
     Value::Object(map)
 }
 
-/// `x-llm` → `X-Llm`: the first letter and each letter after `-` upper case.
-pub(crate) fn canonical_header_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut upper = true;
-    for c in name.chars() {
-        if upper {
-            out.push(c.to_ascii_uppercase());
-        } else {
-            out.push(c.to_ascii_lowercase());
-        }
-        upper = c == '-';
-    }
-    out
-}
-
 /// The query string as a map of lists.
 pub(crate) fn query_map(uri: &Uri) -> Value {
     let mut map = Map::new();
-    if let Some(query) = uri.query() {
-        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            let entry = map
-                .entry(key.into_owned())
-                .or_insert_with(|| Value::Array(Vec::new()));
-            if let Value::Array(values) = entry {
-                values.push(Value::String(value.into_owned()));
-            }
+    for (key, value) in query_pairs(uri.query()) {
+        let entry = map
+            .entry(key.into_owned())
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(values) = entry {
+            values.push(Value::String(value.into_owned()));
         }
     }
     Value::Object(map)
@@ -102,10 +86,8 @@ pub(crate) fn query_map(uri: &Uri) -> Value {
 pub(crate) fn params_map(params: Option<&RouteParams>) -> Value {
     let mut map = Map::new();
     for (name, value) in params.into_iter().flat_map(RouteParams::iter) {
-        let mut chars = name.chars();
-        if let Some(first) = chars.next() {
-            let capitalised: String = first.to_uppercase().chain(chars).collect();
-            map.entry(capitalised)
+        if !name.is_empty() {
+            map.entry(capitalise(name))
                 .or_insert_with(|| Value::String(value.to_owned()));
         }
         map.insert(name.to_owned(), Value::String(value.to_owned()));
@@ -183,12 +165,6 @@ pub(crate) fn redacted(data: &Map<String, Value>) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn canonical_names() {
-        assert_eq!(canonical_header_name("x-llm"), "X-Llm");
-        assert_eq!(canonical_header_name("content-type"), "Content-Type");
-    }
 
     #[test]
     fn maps() {

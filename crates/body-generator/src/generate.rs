@@ -33,6 +33,25 @@ impl Generator {
     }
 
     /// Replaces the request body with the rendered template.
+    /// Whether the request body must be read before the template runs (it
+    /// reads `req_body` and no layer has parsed the body yet).
+    pub(crate) fn must_read_body<B>(&self, request: &Request<B>) -> bool {
+        self.uses.req_body && request.extensions().get::<JsonBody>().is_none()
+    }
+
+    /// Renders the request body when nothing must be read first (see
+    /// [`must_read_body`](Self::must_read_body)).
+    pub(crate) fn rewrite_request_now(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Request<Body>, ErrorResponse> {
+        let body = match request.extensions().get::<JsonBody>() {
+            Some(json) if self.uses.req_body => json.value().clone(),
+            _ => Value::Null,
+        };
+        self.render_request(request, body)
+    }
+
     pub(crate) async fn rewrite_request(
         &self,
         request: Request<Body>,
@@ -55,6 +74,14 @@ impl Generator {
         } else {
             (request, Value::Null)
         };
+        self.render_request(request, body)
+    }
+
+    fn render_request(
+        &self,
+        request: Request<Body>,
+        body: Value,
+    ) -> Result<Request<Body>, ErrorResponse> {
         let mut data = self.capture_request(&request);
         let (mut parts, _original_body) = request.into_parts();
         if self.uses.req_body {
@@ -88,24 +115,49 @@ impl Generator {
 
     /// Replaces the response body with the rendered template. Event streams
     /// pass through untouched.
+    /// Whether the response body must be read before the template runs.
+    pub(crate) fn must_read_response(&self, response: &Response<Body>) -> bool {
+        self.uses.resp_body && !is_event_stream(response.headers())
+    }
+
     pub(crate) async fn rewrite_response(
         &self,
         response: Response<Body>,
-        mut data: Map<String, Value>,
+        data: Map<String, Value>,
         limit: usize,
     ) -> Response<Body> {
         if is_event_stream(response.headers()) {
             return response;
         }
-        let (mut parts, body) = if self.uses.resp_body {
-            match response_bytes(response, limit).await {
-                Ok((parts, bytes)) => (parts, parse_response_body(&bytes)),
-                Err(err) => return err.into_response(),
-            }
-        } else {
-            let (parts, _body) = response.into_parts();
-            (parts, Value::Null)
-        };
+        if !self.uses.resp_body {
+            return self.rewrite_response_now(response, data);
+        }
+        match response_bytes(response, limit).await {
+            Ok((parts, bytes)) => self.render_response(parts, parse_response_body(&bytes), data),
+            Err(err) => err.into_response(),
+        }
+    }
+
+    /// Renders the response body when nothing must be read first (see
+    /// [`must_read_response`](Self::must_read_response)).
+    pub(crate) fn rewrite_response_now(
+        &self,
+        response: Response<Body>,
+        data: Map<String, Value>,
+    ) -> Response<Body> {
+        if is_event_stream(response.headers()) {
+            return response;
+        }
+        let (parts, _body) = response.into_parts();
+        self.render_response(parts, Value::Null, data)
+    }
+
+    fn render_response(
+        &self,
+        mut parts: http::response::Parts,
+        body: Value,
+        mut data: Map<String, Value>,
+    ) -> Response<Body> {
         if self.uses.resp_body {
             data.insert("resp_body".to_owned(), body);
         }

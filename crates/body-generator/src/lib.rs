@@ -11,4 +11,4 @@ mod service;
 pub use config::BodyGeneratorConfig;
 pub use engine::{BodyTemplate, RenderError};
 pub use layer::{GenerateBodyLayer, GenerateResponseBodyLayer};
-pub use service::{GenerateBody, GenerateResponseBody};
+pub use service::{GenerateBody, GenerateResponseBody, RenderResponse};

@@ -1,18 +1,16 @@
 //! The two services: thin glue around [`Generator`].
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
+use serde_json::{Map, Value};
+use switchboard_core::future::{LayerFuture, OnResponse, Posted};
 use switchboard_core::{Body, BodyLimit};
 use tower::Service;
 
 use crate::config::Generator;
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Replaces the request body with a template's output before calling the
 /// inner service. A template that reads `req_body` needs a JSON (or empty)
@@ -40,22 +38,28 @@ impl<S: fmt::Debug> fmt::Debug for GenerateBody<S> {
 impl<S> Service<Request<Body>> for GenerateBody<S>
 where
     S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Send,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
+    type Future = LayerFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
+        if !self.generator.must_read_body(&request) {
+            return match self.generator.rewrite_request_now(request) {
+                Ok(request) => LayerFuture::inner(self.inner.call(request)),
+                Err(rejection) => LayerFuture::respond(rejection.into_response()),
+            };
+        }
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let generator = self.generator.clone();
-        Box::pin(async move {
+        let generator = Arc::clone(&self.generator);
+        LayerFuture::boxed(async move {
             match generator.rewrite_request(request).await {
                 Ok(request) => inner.call(request).await,
                 Err(rejection) => Ok(rejection.into_response()),
@@ -89,32 +93,49 @@ impl<S: fmt::Debug> fmt::Debug for GenerateResponseBody<S> {
 
 impl<S> Service<Request<Body>> for GenerateResponseBody<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Send,
+    S: Service<Request<Body>, Response = Response<Body>>,
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
+    type Future = LayerFuture<S::Future, S::Error, RenderResponse>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let generator = self.generator.clone();
-        let data = generator.capture_request(&request);
-        let limit = request
-            .extensions()
-            .get::<BodyLimit>()
-            .copied()
-            .unwrap_or_default()
-            .0;
-        Box::pin(async move {
-            let response = inner.call(request).await?;
-            Ok(generator.rewrite_response(response, data, limit).await)
-        })
+        let step = RenderResponse {
+            generator: Arc::clone(&self.generator),
+            data: self.generator.capture_request(&request),
+            limit: BodyLimit::of(request.extensions()),
+        };
+        LayerFuture::then(self.inner.call(request), step)
+    }
+}
+
+/// The response template of a [`GenerateResponseBody`], with what it
+/// captured of the request.
+pub struct RenderResponse {
+    generator: Arc<Generator>,
+    data: Map<String, Value>,
+    limit: usize,
+}
+
+impl fmt::Debug for RenderResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RenderResponse").finish_non_exhaustive()
+    }
+}
+
+impl OnResponse for RenderResponse {
+    fn on_response(self, response: Response<Body>) -> Posted {
+        if !self.generator.must_read_response(&response) {
+            return Posted::Ready(self.generator.rewrite_response_now(response, self.data));
+        }
+        Posted::Later(Box::pin(async move {
+            self.generator
+                .rewrite_response(response, self.data, self.limit)
+                .await
+        }))
     }
 }

@@ -75,12 +75,7 @@ where
 pub async fn request_bytes(
     request: Request<Body>,
 ) -> Result<(request::Parts, Bytes), ErrorResponse> {
-    let limit = request
-        .extensions()
-        .get::<BodyLimit>()
-        .copied()
-        .unwrap_or_default()
-        .0;
+    let limit = BodyLimit::of(request.extensions());
     check_content_length(request.headers(), limit)?;
     let (parts, body) = request.into_parts();
     let bytes = collect(body, limit).await?;

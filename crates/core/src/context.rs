@@ -97,6 +97,13 @@ impl JsonBody {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BodyLimit(pub usize);
 
+impl BodyLimit {
+    /// The limit a request's extensions carry, or the default.
+    pub fn of(extensions: &http::Extensions) -> usize {
+        extensions.get::<BodyLimit>().copied().unwrap_or_default().0
+    }
+}
+
 impl Default for BodyLimit {
     fn default() -> Self {
         Self(crate::DEFAULT_BODY_LIMIT)

@@ -4,6 +4,8 @@ pub mod buffer;
 pub mod config;
 mod context;
 mod error;
+pub mod future;
+pub mod krakend;
 pub mod sse;
 mod usage;
 

@@ -25,14 +25,6 @@ const KNOWN_TYPES: &str = "header.Modifier, header.Append, header.Copy, header.B
 /// Headers that describe the connection or the body framing: the gateway
 /// owns them, a modifier may not set them.
 const FRAMING: &[&str] = &["content-length", "transfer-encoding"];
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-];
 
 /// Standard base64 as Go's `encoding/json` writes `[]byte`, with or
 /// without padding.
@@ -406,7 +398,7 @@ fn check_target(name: HeaderName, path: &str, removing: bool) -> Result<HeaderNa
             format!("the gateway owns the {lower} header; a modifier may not change it"),
         ));
     }
-    if !removing && HOP_BY_HOP.contains(&lower) {
+    if !removing && switchboard_core::krakend::is_hop_by_hop(lower) {
         return Err(err(
             path,
             format!("{lower} is a hop-by-hop header and is never forwarded"),

@@ -8,4 +8,4 @@ mod service;
 
 pub use layer::ModifyHeadersLayer;
 pub use modifier::Modifiers;
-pub use service::{ModifyHeaders, ResponseFuture};
+pub use service::{ModifyHeaders, ResponseFuture, ResponseStep};

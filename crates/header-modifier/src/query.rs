@@ -5,7 +5,8 @@ use std::borrow::Cow;
 
 use http::Uri;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use switchboard_core::krakend::decode_query_component as decode;
 
 /// Everything but `A-Z a-z 0-9 - _ . ~` is escaped, as Go's
 /// `url.QueryEscape` does (a space becomes `+` separately).
@@ -14,16 +15,6 @@ const QUERY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
-
-/// Decodes one query component: `+` is a space, then percent-decoding.
-fn decode(component: &str) -> Cow<'_, str> {
-    if component.contains('+') {
-        let spaced = component.replace('+', " ");
-        Cow::Owned(percent_decode_str(&spaced).decode_utf8_lossy().into_owned())
-    } else {
-        percent_decode_str(component).decode_utf8_lossy()
-    }
-}
 
 /// Encodes one query component the way Go's `url.QueryEscape` does.
 fn encode(component: &str) -> String {

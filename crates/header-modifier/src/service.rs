@@ -1,18 +1,45 @@
 //! The service: thin glue between tower and [`Modifiers`].
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::{HeaderMap, Request, Response, Uri};
 use switchboard_core::Body;
+use switchboard_core::future::{LayerFuture, OnResponse, Posted};
 use tower::Service;
 
 use crate::Modifiers;
 
-/// The future [`ModifyHeaders`] returns.
-pub type ResponseFuture<E> = Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>;
+/// The future [`ModifyHeaders`] returns: the inner future, then the
+/// response modifiers, without a box.
+pub type ResponseFuture<F, E> = LayerFuture<F, E, ResponseStep>;
+
+/// The response scope of a [`ModifyHeaders`], run on the inner response.
+pub struct ResponseStep {
+    modifiers: Modifiers,
+    /// The request as it was sent, when a response filter checks it.
+    sent: Option<(Uri, HeaderMap)>,
+}
+
+impl fmt::Debug for ResponseStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseStep").finish_non_exhaustive()
+    }
+}
+
+impl OnResponse for ResponseStep {
+    fn on_response(self, response: Response<Body>) -> Posted {
+        let (mut head, mut body) = response.into_parts();
+        let (uri, headers) = self.sent.unwrap_or_default();
+        if let Some(replaced) = self
+            .modifiers
+            .modify_response(&uri, &headers, &mut head.headers)
+        {
+            body = Body::from(replaced);
+        }
+        Posted::Ready(Response::from_parts(head, body))
+    }
+}
 
 /// Middleware that applies `modifier/martian` modifiers to requests on the
 /// way in and to responses on the way back. See
@@ -46,13 +73,11 @@ impl<S: fmt::Debug> fmt::Debug for ModifyHeaders<S> {
 
 impl<S> Service<Request<Body>> for ModifyHeaders<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
+    S: Service<Request<Body>, Response = Response<Body>>,
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Error>;
+    type Future = ResponseFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -67,23 +92,18 @@ where
             body = Body::from(replaced);
         }
         if !self.modifiers.has_response_modifiers() {
-            return Box::pin(self.inner.call(Request::from_parts(parts, body)));
+            let future = self.inner.call(Request::from_parts(parts, body));
+            return LayerFuture::pass(future);
         }
         // Response filters may check the request as it was sent.
-        let sent: Option<(Uri, HeaderMap)> = self
+        let sent = self
             .modifiers
             .response_needs_request()
             .then(|| (parts.uri.clone(), parts.headers.clone()));
-        let modifiers = self.modifiers.clone();
-        let future = self.inner.call(Request::from_parts(parts, body));
-        Box::pin(async move {
-            let response = future.await?;
-            let (mut head, mut body) = response.into_parts();
-            let (uri, headers) = sent.unwrap_or_default();
-            if let Some(replaced) = modifiers.modify_response(&uri, &headers, &mut head.headers) {
-                body = Body::from(replaced);
-            }
-            Ok(Response::from_parts(head, body))
-        })
+        let step = ResponseStep {
+            modifiers: self.modifiers.clone(),
+            sent,
+        };
+        LayerFuture::then(self.inner.call(Request::from_parts(parts, body)), step)
     }
 }

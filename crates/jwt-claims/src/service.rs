@@ -1,14 +1,14 @@
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
+use serde_json::Value;
+use switchboard_core::future::LayerFuture;
 use switchboard_core::{Body, Claims};
 use tower::Service;
 
-use crate::validator::Validator;
+use crate::validator::{Rejection, Validator};
 
 /// The service [`ValidateJwtLayer`](crate::ValidateJwtLayer) builds: answers
 /// 401/403 itself, and otherwise calls the inner service with the
@@ -36,48 +36,71 @@ impl<S: fmt::Debug> fmt::Debug for ValidateJwt<S> {
 impl<S, B> Service<Request<B>> for ValidateJwt<S>
 where
     S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Send,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
     B: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+    type Future = LayerFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let validator = self.validator.clone();
-        Box::pin(async move {
-            let outcome = match validator.extract(request.headers()) {
-                Ok(token) => {
-                    let token = token.to_owned();
-                    match validator.verify(&token).await {
-                        Ok(claims) => validator.authorize(&claims).map(|()| claims),
+        let validator = &*self.validator;
+        let outcome = match validator.extract(request.headers()) {
+            Ok(token) => validator.try_verify(token),
+            Err(rejection) => Some(Err(rejection)),
+        };
+        match outcome {
+            // The usual case: the key is cached, everything is decided now.
+            Some(verified) => match verified.and_then(|claims| self.admit(claims, &mut request)) {
+                Ok(()) => LayerFuture::inner(self.inner.call(request)),
+                Err(rejection) => LayerFuture::respond(self.refuse(rejection)),
+            },
+            // The token names a key a download may bring: wait for it.
+            None => {
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let this = ValidateJwt {
+                    inner: (),
+                    validator: Arc::clone(&self.validator),
+                };
+                LayerFuture::boxed(async move {
+                    let verified = match this.validator.extract(request.headers()) {
+                        Ok(token) => {
+                            let token = token.to_owned();
+                            this.validator.verify(&token).await
+                        }
                         Err(rejection) => Err(rejection),
+                    };
+                    match verified.and_then(|claims| this.admit(claims, &mut request)) {
+                        Ok(()) => inner.call(request).await,
+                        Err(rejection) => Ok(this.refuse(rejection)),
                     }
-                }
-                Err(rejection) => Err(rejection),
-            };
-            match outcome {
-                Ok(claims) => {
-                    validator.propagate(&claims, request.headers_mut());
-                    request.extensions_mut().insert(Claims::new(claims));
-                    inner.call(request).await
-                }
-                Err(rejection) => {
-                    if validator.settings.operation_debug {
-                        tracing::warn!(?rejection, "auth/validator: request refused");
-                    } else {
-                        tracing::debug!(?rejection, "auth/validator: request refused");
-                    }
-                    Ok(rejection.into_error().into_response())
-                }
+                })
             }
-        })
+        }
+    }
+}
+
+impl<S> ValidateJwt<S> {
+    /// Checks roles and scopes, then hands the claims on.
+    fn admit<B>(&self, claims: Value, request: &mut Request<B>) -> Result<(), Rejection> {
+        self.validator.authorize(&claims)?;
+        self.validator.propagate(&claims, request.headers_mut());
+        request.extensions_mut().insert(Claims::new(claims));
+        Ok(())
+    }
+
+    fn refuse(&self, rejection: Rejection) -> Response<Body> {
+        if self.validator.settings.operation_debug {
+            tracing::warn!(?rejection, "auth/validator: request refused");
+        } else {
+            tracing::debug!(?rejection, "auth/validator: request refused");
+        }
+        rejection.into_error().into_response()
     }
 }

@@ -115,6 +115,30 @@ impl KeyStore {
         Ok(store)
     }
 
+    /// The key for a token when it can be told without waiting: a cached
+    /// key (a stale set is refreshed in the background), or a refusal that
+    /// no download could change. `None` when a download may bring the key.
+    pub(crate) fn cached_key(
+        &self,
+        header: &Header,
+        strategy: KeyIdentifyStrategy,
+    ) -> Option<Result<Arc<DecodingKey>, KeyError>> {
+        let set = self.shared.current.load();
+        match set.find(header, strategy) {
+            Lookup::Found(key) => {
+                if let Some(remote) = &self.shared.remote
+                    && set.loaded_at().elapsed() >= remote.refresh_after
+                {
+                    drop(self.start_refresh());
+                }
+                Some(Ok(key))
+            }
+            Lookup::Ambiguous => Some(Err(KeyError::Ambiguous)),
+            Lookup::Unknown if self.shared.remote.is_none() => Some(Err(KeyError::Unknown)),
+            Lookup::Unknown => None,
+        }
+    }
+
     /// Finds the key for a token. A known key is returned at once (a stale
     /// set is refreshed in the background); an unknown one waits for at
     /// most one download, and only when the cooldown allows one.
@@ -123,18 +147,9 @@ impl KeyStore {
         header: &Header,
         strategy: KeyIdentifyStrategy,
     ) -> Result<Arc<DecodingKey>, KeyError> {
-        let set = self.shared.current.load_full();
-        match set.find(header, strategy) {
-            Lookup::Found(key) => {
-                if let Some(remote) = &self.shared.remote
-                    && set.loaded_at().elapsed() >= remote.refresh_after
-                {
-                    drop(self.start_refresh());
-                }
-                Ok(key)
-            }
-            Lookup::Ambiguous => Err(KeyError::Ambiguous),
-            Lookup::Unknown => {
+        match self.cached_key(header, strategy) {
+            Some(found) => found,
+            None => {
                 let Some(remote) = &self.shared.remote else {
                     return Err(KeyError::Unknown);
                 };

@@ -3,12 +3,20 @@
 
 use http::header::{AUTHORIZATION, COOKIE, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue};
+use jsonwebtoken::DecodingKey;
 use jsonwebtoken::errors::ErrorKind;
 use serde_json::Value;
 use switchboard_core::{ErrorResponse, lookup_path};
 
 use crate::config::{ScopesMatcher, Settings};
 use crate::store::{KeyError, KeyStore};
+
+fn key_rejection(error: KeyError) -> Rejection {
+    match error {
+        KeyError::Unknown => Rejection::Invalid("unknown signing key".into()),
+        KeyError::Ambiguous => Rejection::Invalid("the token names no signing key".into()),
+    }
+}
 
 /// Tokens longer than this are refused before any decoding.
 pub(crate) const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -80,31 +88,53 @@ impl Validator {
         Err(Rejection::Missing)
     }
 
-    /// Verifies a token and returns its claims object.
+    /// Verifies a token with the keys at hand. `None` when the token names
+    /// a key that is not cached yet and a download may bring it: then
+    /// [`verify`](Self::verify) waits for it.
+    pub(crate) fn try_verify(&self, token: &str) -> Option<Result<Value, Rejection>> {
+        let header = match self.check_header(token) {
+            Ok(header) => header,
+            Err(rejection) => return Some(Err(rejection)),
+        };
+        let key = self.keys.cached_key(&header, self.settings.strategy)?;
+        Some(
+            key.map_err(key_rejection)
+                .and_then(|key| self.decode(token, &key)),
+        )
+    }
+
+    /// Verifies a token and returns its claims object, waiting for at most
+    /// one key download when the token names an unknown key.
     pub(crate) async fn verify(&self, token: &str) -> Result<Value, Rejection> {
-        let settings = &self.settings;
+        let header = self.check_header(token)?;
+        // `jku`, `x5u`, `x5c` and an embedded `jwk` are ignored: keys come
+        // from the configured source only.
+        let key = self
+            .keys
+            .key_for(&header, self.settings.strategy)
+            .await
+            .map_err(key_rejection)?;
+        self.decode(token, &key)
+    }
+
+    fn check_header(&self, token: &str) -> Result<jsonwebtoken::Header, Rejection> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| Rejection::Invalid("malformed token".into()))?;
         // The algorithm comes from the config alone; the header must agree
         // exactly (this also rules out `none` and HMAC-with-a-public-key).
-        if header.alg != settings.alg {
+        if header.alg != self.settings.alg {
             return Err(Rejection::Invalid("unexpected algorithm".into()));
         }
         // No header extension is understood, so none may be critical.
         if header.crit.is_some() {
             return Err(Rejection::Invalid("unsupported critical header".into()));
         }
-        // `jku`, `x5u`, `x5c` and an embedded `jwk` are ignored: keys come
-        // from the configured source only.
-        let key = self
-            .keys
-            .key_for(&header, settings.strategy)
-            .await
-            .map_err(|e| match e {
-                KeyError::Unknown => Rejection::Invalid("unknown signing key".into()),
-                KeyError::Ambiguous => Rejection::Invalid("the token names no signing key".into()),
-            })?;
-        let data = jsonwebtoken::decode::<Value>(token, &key, &settings.validation)
+        Ok(header)
+    }
+
+    fn decode(&self, token: &str, key: &DecodingKey) -> Result<Value, Rejection> {
+        let settings = &self.settings;
+        let data = jsonwebtoken::decode::<Value>(token, key, &settings.validation)
             .map_err(|e| Rejection::Invalid(describe(e.kind())))?;
         let claims = data.claims;
         if !claims.is_object() {

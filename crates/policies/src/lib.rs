@@ -12,4 +12,4 @@ mod vars;
 pub use condition::RequestCondition;
 pub use config::{CelCheck, PoliciesConfig, PolicyErrorConfig, PolicySetConfig};
 pub use layer::EvaluatePoliciesLayer;
-pub use service::EvaluatePolicies;
+pub use service::{EvaluatePolicies, ResponseCheck};

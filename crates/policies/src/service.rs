@@ -2,9 +2,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use switchboard_core::buffer::{is_event_stream, json_request, response_bytes};
+use switchboard_core::future::{LayerFuture, OnResponse, Posted};
 use switchboard_core::{Body, BodyLimit, Claims, JsonBody, RouteParams};
 use tower::Service;
 
@@ -12,6 +12,7 @@ use crate::engine::{Activation, Engine};
 use crate::headers::{header_lists, query_lists};
 use crate::policy::PolicySet;
 use crate::vars::{Var, VarSet};
+use switchboard_core::krakend::capitalise;
 
 /// The compiled policies a layer shares with its services.
 pub(crate) struct State {
@@ -50,76 +51,119 @@ impl<S> EvaluatePolicies<S> {
 impl<S> Service<Request<Body>> for EvaluatePolicies<S>
 where
     S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Send,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
+    type Future = LayerFuture<S::Future, S::Error, ResponseCheck>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let state = Arc::clone(&self.state);
-        Box::pin(async move {
-            let limit = request
-                .extensions()
-                .get::<BodyLimit>()
-                .copied()
-                .unwrap_or_default()
-                .0;
-            let request = match state.check_request(request).await {
-                Ok(request) => request,
-                Err(denied) => return Ok(denied),
-            };
-            let response = inner.call(request).await?;
-            Ok(state.check_response(response, limit).await)
-        })
+        let state = &self.state;
+        let needs_body = !state.request_sets.is_empty()
+            && state.request_vars.contains(Var::ReqBody)
+            && request.extensions().get::<JsonBody>().is_none();
+        if needs_body {
+            // A policy reads a body no layer has parsed yet: read it first.
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
+            let state = Arc::clone(&self.state);
+            return LayerFuture::boxed(async move {
+                let limit = BodyLimit::of(request.extensions());
+                let request = match json_request(request).await {
+                    Ok((request, body)) => match state.check_request(&request, body.as_ref()) {
+                        None => request,
+                        Some(denied) => return Ok(denied),
+                    },
+                    Err(error) => return Ok(error.into_response()),
+                };
+                let response = inner.call(request).await?;
+                Ok(match state.check_response(response, limit) {
+                    Posted::Ready(response) => response,
+                    Posted::Later(checked) => checked.await,
+                })
+            });
+        }
+        let body = request.extensions().get::<JsonBody>();
+        if let Some(denied) = state.check_request(&request, body) {
+            return LayerFuture::respond(denied);
+        }
+        if state.response_set.is_none() {
+            return LayerFuture::pass(self.inner.call(request));
+        }
+        let check = ResponseCheck {
+            state: Arc::clone(&self.state),
+            limit: BodyLimit::of(request.extensions()),
+        };
+        LayerFuture::then(self.inner.call(request), check)
+    }
+}
+
+/// The `resp` policies of an [`EvaluatePolicies`], run on the inner
+/// response.
+pub struct ResponseCheck {
+    state: Arc<State>,
+    limit: usize,
+}
+
+impl fmt::Debug for ResponseCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseCheck").finish_non_exhaustive()
+    }
+}
+
+impl OnResponse for ResponseCheck {
+    fn on_response(self, response: Response<Body>) -> Posted {
+        self.state.check_response(response, self.limit)
     }
 }
 
 impl State {
-    /// Runs the JWT and request policies. Buffers the body only when a
-    /// policy reads `req_body`.
-    async fn check_request(&self, request: Request<Body>) -> Result<Request<Body>, Response<Body>> {
+    /// Runs the JWT and request policies on a request whose body, when a
+    /// policy reads `req_body`, is already parsed. Returns the denial.
+    fn check_request(
+        &self,
+        request: &Request<Body>,
+        body: Option<&JsonBody>,
+    ) -> Option<Response<Body>> {
         if self.request_sets.is_empty() {
-            return Ok(request);
+            return None;
         }
-        let vars = self.request_vars;
-        let (request, body) = if vars.contains(Var::ReqBody) {
-            json_request(request).await.map_err(|e| e.into_response())?
-        } else {
-            (request, None)
-        };
         let mut activation = self.engine.activation();
-        bind_request(&mut activation, vars, &request, body.as_ref());
-        for set in &self.request_sets {
-            if let Some(denied) = set.evaluate(&activation, self.debug) {
-                return Err(denied.into_response());
-            }
-        }
-        Ok(request)
+        bind_request(&mut activation, self.request_vars, request, body);
+        self.request_sets
+            .iter()
+            .find_map(|set| set.evaluate(&activation, self.debug))
+            .map(|denied| denied.into_response())
     }
 
     /// Runs the response policies. Buffers the body only when a policy
     /// reads `resp_data`; a `text/event-stream` answer is never buffered,
     /// so such a policy denies it.
-    async fn check_response(&self, response: Response<Body>, limit: usize) -> Response<Body> {
+    fn check_response(self: &Arc<Self>, response: Response<Body>, limit: usize) -> Posted {
         let Some(set) = &self.response_set else {
-            return response;
+            return Posted::Ready(response);
         };
         let vars = set.vars();
-        let (response, data) = if vars.contains(Var::RespData) {
-            if is_event_stream(response.headers()) {
-                tracing::debug!("resp_data is not available for an event stream: denied");
-                return set
-                    .deny("reading resp_data of an event stream")
-                    .into_response();
-            }
+        if !vars.contains(Var::RespData) {
+            return Posted::Ready(self.evaluate_response(set, response, None));
+        }
+        if is_event_stream(response.headers()) {
+            tracing::debug!("resp_data is not available for an event stream: denied");
+            return Posted::Ready(
+                set.deny("reading resp_data of an event stream")
+                    .into_response(),
+            );
+        }
+        let state = Arc::clone(self);
+        Posted::Later(Box::pin(async move {
+            let Some(set) = &state.response_set else {
+                return response;
+            };
             match response_bytes(response, limit).await {
                 Ok((parts, bytes)) => {
                     let data = if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -127,15 +171,22 @@ impl State {
                     } else {
                         serde_json::from_slice::<serde_json::Value>(&bytes).ok()
                     };
-                    (Response::from_parts(parts, Body::from(bytes)), data)
+                    let response = Response::from_parts(parts, Body::from(bytes));
+                    state.evaluate_response(set, response, data.as_ref())
                 }
-                Err(error) => return error.into_response(),
+                Err(error) => error.into_response(),
             }
-        } else {
-            (response, None)
-        };
+        }))
+    }
+
+    fn evaluate_response(
+        &self,
+        set: &PolicySet,
+        response: Response<Body>,
+        data: Option<&serde_json::Value>,
+    ) -> Response<Body> {
         let mut activation = self.engine.activation();
-        bind_response(&mut activation, vars, &response, data.as_ref());
+        bind_response(&mut activation, set.vars(), &response, data);
         match set.evaluate(&activation, self.debug) {
             None => response,
             Some(denied) => denied.into_response(),
@@ -223,14 +274,6 @@ fn bind_response(
     }
     if vars.contains(Var::Now) {
         activation.set_timestamp(Var::Now, chrono::Utc::now());
-    }
-}
-
-fn capitalise(name: &str) -> String {
-    let mut chars = name.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
     }
 }
 

@@ -14,5 +14,5 @@ pub use config::{
 };
 pub use layer::MaskResponseLayer;
 pub use masker::ResponseMasker;
-pub use service::MaskResponse;
+pub use service::{MaskResponse, MaskStep};
 pub use stream::SseMasker;

@@ -1,7 +1,5 @@
 //! The tower service.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
@@ -10,6 +8,7 @@ use http_body::Body as HttpBody;
 use switchboard_core::buffer::{
     is_event_stream, is_json_content_type, response_bytes, set_body_headers,
 };
+use switchboard_core::future::{LayerFuture, OnResponse, Posted};
 use switchboard_core::{Body, ErrorResponse};
 use tower::Service;
 
@@ -46,17 +45,13 @@ impl<S> MaskResponse<S> {
     }
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
 impl<S> Service<Request<Body>> for MaskResponse<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Send,
+    S: Service<Request<Body>, Response = Response<Body>>,
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
+    type Future = LayerFuture<S::Future, S::Error, MaskStep>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -64,14 +59,34 @@ where
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         request.headers_mut().remove(ACCEPT_ENCODING);
-        let head = request.method() == Method::HEAD;
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let masker = self.masker.clone();
-        Box::pin(async move {
-            let response = inner.call(request).await?;
-            Ok(mask_response(&masker, response, head).await)
-        })
+        let step = MaskStep {
+            masker: self.masker.clone(),
+            head: request.method() == Method::HEAD,
+        };
+        LayerFuture::then(self.inner.call(request), step)
+    }
+}
+
+/// The masking a [`MaskResponse`] runs on the inner response.
+pub struct MaskStep {
+    masker: ResponseMasker,
+    head: bool,
+}
+
+impl std::fmt::Debug for MaskStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaskStep").finish_non_exhaustive()
+    }
+}
+
+impl OnResponse for MaskStep {
+    fn on_response(self, response: Response<Body>) -> Posted {
+        match decide(&self.masker, response, self.head) {
+            Decision::Done(response) => Posted::Ready(response),
+            Decision::Buffer(response) => Posted::Later(Box::pin(async move {
+                mask_buffered(&self.masker, response).await
+            })),
+        }
     }
 }
 
@@ -81,18 +96,22 @@ fn not_masked(reason: impl std::fmt::Display) -> Response<Body> {
         .into_response()
 }
 
-async fn mask_response(
-    masker: &ResponseMasker,
-    response: Response<Body>,
-    head: bool,
-) -> Response<Body> {
+/// What the head of a response says: answered already, or a JSON body to
+/// buffer and mask.
+enum Decision {
+    Done(Response<Body>),
+    Buffer(Response<Body>),
+}
+
+fn decide(masker: &ResponseMasker, response: Response<Body>, head: bool) -> Decision {
+    use Decision::Done;
     let no_body =
         head || matches!(
             response.status(),
             StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
         ) || response.body().is_end_stream();
     if no_body {
-        return response;
+        return Done(response);
     }
     let headers = response.headers();
     if let Some(encoding) = headers.get(CONTENT_ENCODING) {
@@ -102,28 +121,36 @@ async fn mask_response(
             .unwrap_or(false);
         if !identity {
             let name = encoding.to_str().unwrap_or("unknown");
-            return not_masked(format!(
+            return Done(not_masked(format!(
                 "the upstream body is compressed (Content-Encoding: {name})"
-            ));
+            )));
         }
     }
     if is_event_stream(headers) {
         let Some(sse) = masker.sse_masker() else {
             let reason = masker.stream_refusal().unwrap_or("streams are refused");
-            return not_masked(format!(
+            return Done(not_masked(format!(
                 "an event stream cannot be masked with this config ({reason})"
-            ));
+            )));
         };
         let (mut parts, body) = response.into_parts();
         parts.headers.remove(CONTENT_LENGTH);
-        return Response::from_parts(parts, Body::new(MaskedSseBody::new(body, sse)));
+        return Done(Response::from_parts(
+            parts,
+            Body::new(MaskedSseBody::new(body, sse)),
+        ));
     }
     if headers.contains_key(CONTENT_TYPE) && !is_json_content_type(headers) {
         return match masker.state.non_json {
-            NonJsonPolicy::Pass => response,
-            _ => not_masked("the upstream body is not JSON"),
+            NonJsonPolicy::Pass => Done(response),
+            _ => Done(not_masked("the upstream body is not JSON")),
         };
     }
+    Decision::Buffer(response)
+}
+
+/// Buffers a JSON answer (bounded), masks it and writes it once.
+async fn mask_buffered(masker: &ResponseMasker, response: Response<Body>) -> Response<Body> {
     let (mut parts, bytes) = match response_bytes(response, masker.state.max_body_size).await {
         Ok(buffered) => buffered,
         Err(err) => return err.with_code("response_not_masked").into_response(),

@@ -101,16 +101,9 @@ impl Seen {
 
     pub fn service(
         &self,
-    ) -> impl tower::Service<
-        Request<Body>,
-        Response = Response<Body>,
-        Error = Infallible,
-        Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
-    > + Clone
-    + Send
-    + 'static {
+    ) -> tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, Infallible> {
         let seen = self.clone();
-        tower::service_fn(move |request: Request<Body>| {
+        tower::util::BoxCloneSyncService::new(tower::service_fn(move |request: Request<Body>| {
             let seen = seen.clone();
             async move {
                 seen.calls.fetch_add(1, Ordering::SeqCst);
@@ -120,7 +113,7 @@ impl Seen {
                 ));
                 Ok::<_, Infallible>(Response::new(Body::from("ok")))
             }
-        })
+        }))
     }
 }
 

@@ -317,13 +317,13 @@ fn content_parts(content: Option<WireContent>) -> Result<Vec<ContentPart>, LlmEr
         Some(WireContent::Text(text)) => vec![ContentPart::Text(text)],
         Some(WireContent::Parts(parts)) => parts
             .into_iter()
-            .filter_map(|part| match part {
-                WirePart::Text { text } => Some(ContentPart::Text(text)),
+            .map(|part| match part {
+                WirePart::Text { text } => ContentPart::Text(text),
                 WirePart::ImageUrl { image_url } => {
-                    Some(ContentPart::Image(ImageSource::from_url(&image_url.url)))
+                    ContentPart::Image(ImageSource::from_url(&image_url.url))
                 }
                 // A refusal in history is the model's own words: keep as text.
-                WirePart::Refusal { refusal } => Some(ContentPart::Text(refusal)),
+                WirePart::Refusal { refusal } => ContentPart::Text(refusal),
             })
             .collect(),
     })
@@ -838,8 +838,10 @@ impl ChunkDecoder {
                         .and_then(Value::as_u64)
                         .map_or(position as u32, |i| i as u32);
                     let function = call.get("function");
-                    if !self.open_calls.contains_key(&(index, call_index)) {
-                        self.open_calls.insert((index, call_index), ());
+                    if let std::collections::btree_map::Entry::Vacant(slot) =
+                        self.open_calls.entry((index, call_index))
+                    {
+                        slot.insert(());
                         out.push(StreamEvent::ToolCallStart {
                             choice: index,
                             index: call_index,
