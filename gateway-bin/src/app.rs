@@ -36,6 +36,7 @@ use crate::namespaces::{
     BackendLayers, BuildContext, EndpointLayers, PipelineService, RootLayers, Slots, build_layers,
 };
 use crate::proxy::{Backend, BackendRoute, EndpointState, Proxy, Shape};
+use crate::strategy::{Condition, Strategy};
 use crate::upstream::{CallBudget, HttpUpstream, InternalUpstream, PoolSettings};
 use crate::url_pattern::{Source, UrlPattern};
 
@@ -648,6 +649,11 @@ impl PipelineBuilder<'_> {
             ));
         }
         let has_jwt = endpoint.extra_config.contains_key("auth/validator");
+        let strategy =
+            Strategy::from_config(endpoint.extra_config.get("proxy")).unwrap_or_else(|e| {
+                errors.push(e.at(&format!("{at}.extra_config.proxy")));
+                Strategy::Parallel
+            });
 
         let mut backends = Vec::new();
         for (j, backend) in endpoint.backend.iter().enumerate() {
@@ -667,10 +673,24 @@ impl PipelineBuilder<'_> {
                             "no-op passes one backend through; this endpoint has several",
                         ));
                     }
+                    let mut route = route;
+                    check_backend_strategy(
+                        backend,
+                        &bat,
+                        &headers,
+                        &strategy,
+                        &mut route,
+                        &mut errors,
+                    );
                     backends.push(route);
                 }
                 Err(mut errs) => errors.append(&mut errs),
             }
+        }
+        let conditions: Vec<Option<&Condition>> =
+            backends.iter().map(|b| b.condition.as_ref()).collect();
+        if let Err(message) = crate::strategy::check_conditions(&conditions) {
+            errors.push(ConfigError::new(format!("{at}.backend"), message));
         }
         let mut layers = EndpointLayers::default();
         build_layers(
@@ -690,6 +710,7 @@ impl PipelineBuilder<'_> {
             query,
             encoding,
             timeout,
+            strategy,
         });
         let entry = EndpointEntry {
             limit: self.body_limit,
@@ -711,10 +732,16 @@ impl PipelineBuilder<'_> {
             .map_err(|m| vec![ConfigError::new(format!("{at}.url_pattern"), m)])?;
         for source in pattern.sources() {
             let problem = match source {
-                Source::Param(name) if !of.params.iter().any(|p| p == name) => Some(format!(
-                    "{{{name}}} is not a parameter of endpoint {:?}",
-                    of.endpoint.endpoint
-                )),
+                // `{respN_x}` is checked with the endpoint's strategy.
+                Source::Param(name)
+                    if !of.params.iter().any(|p| p == name)
+                        && !crate::strategy::is_response_placeholder(name) =>
+                {
+                    Some(format!(
+                        "{{{name}}} is not a parameter of endpoint {:?}",
+                        of.endpoint.endpoint
+                    ))
+                }
                 Source::Header(name) if !of.headers.allows(name) => Some(format!(
                     "{{input_headers.{name}}} needs {name:?} in the endpoint's input_headers"
                 )),
@@ -815,6 +842,7 @@ impl PipelineBuilder<'_> {
         Ok(BackendRoute {
             fixed_uri,
             needs_context,
+            condition: None,
             pattern,
             method,
             hosts,
@@ -927,6 +955,43 @@ impl<S: PipelineService> Service<Request<Body>> for EndpointEntry<S> {
                 Err(error) => Ok(error.into_response()),
             }
         })
+    }
+}
+
+/// A backend's `backend/conditional`, and the checks that need the
+/// endpoint's strategy: `{respN_x}` only in a sequential proxy; `ai/llm` or
+/// `ai/router`, not both.
+fn check_backend_strategy(
+    backend: &BackendConfig,
+    at: &str,
+    headers: &HeaderFilter,
+    strategy: &Strategy,
+    route: &mut BackendRoute,
+    errors: &mut Vec<ConfigError>,
+) {
+    if backend.extra_config.contains_key("ai/llm") && backend.extra_config.contains_key("ai/router")
+    {
+        errors.push(ConfigError::new(
+            format!("{at}.extra_config"),
+            "a backend takes ai/llm (one provider) or ai/router (routed), not both",
+        ));
+    }
+    if let Some(value) = backend.extra_config.get("backend/conditional") {
+        match Condition::from_config(value, headers) {
+            Ok(condition) => route.condition = Some(condition),
+            Err(e) => errors.push(e.at(&format!("{at}.extra_config[\"backend/conditional\"]"))),
+        }
+    }
+    if !matches!(strategy, Strategy::Sequential { .. })
+        && let Some(name) = route.pattern.sources().find_map(|s| match s {
+            Source::Param(name) if crate::strategy::is_response_placeholder(name) => Some(name),
+            _ => None,
+        })
+    {
+        errors.push(ConfigError::new(
+            format!("{at}.url_pattern"),
+            format!("{{{name}}} needs the endpoint's proxy strategy \"sequential\""),
+        ));
     }
 }
 

@@ -29,6 +29,7 @@ mod ops;
 mod proxy;
 mod secret_values;
 mod server;
+mod strategy;
 mod upstream;
 mod url_pattern;
 

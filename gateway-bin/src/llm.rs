@@ -2,10 +2,55 @@
 //! backend, mapped to the llm-router crate.
 
 use serde_json::{Map, Value};
+use std::sync::Arc;
 use switchboard_core::ConfigError;
+
+use switchboard_llm_router::routing::{Classifiers, ClassifiersConfig, RouterConfig};
 use switchboard_llm_router::{LlmBackend, Providers, RouteLlmLayer};
 
 const PROVIDERS: &str = "ai/providers";
+const CLASSIFIERS: &str = "ai/classifiers";
+
+/// Checks the root gates and classifiers (errors are reported at the root).
+pub(crate) fn check_classifiers(
+    value: &Value,
+    _: crate::namespaces::Slots<'_>,
+    _: &crate::namespaces::BuildContext<'_>,
+) -> Result<(), ConfigError> {
+    let config: ClassifiersConfig = switchboard_core::config::from_value(value)?;
+    Classifiers::from_config(&config)?;
+    Ok(())
+}
+
+/// The layer for a backend's `ai/router`: the whole inventory, routed.
+pub(crate) fn router_layer(
+    value: &Value,
+    root_extra: &Map<String, Value>,
+    streaming: bool,
+) -> Result<RouteLlmLayer, ConfigError> {
+    let Some(root) = root_extra.get(PROVIDERS) else {
+        return Err(ConfigError::new(
+            "",
+            "ai/router routes to the providers of the root extra_config[\"ai/providers\"], which is missing",
+        ));
+    };
+    let providers = Providers::from_config(root)
+        .map_err(|_| ConfigError::new("", "the root ai/providers config is invalid"))?;
+    let classifiers = match root_extra.get(CLASSIFIERS) {
+        None => Classifiers::default(),
+        Some(root) => {
+            let config: ClassifiersConfig = switchboard_core::config::from_value(root)
+                .map_err(|_| ConfigError::new("", "the root ai/classifiers config is invalid"))?;
+            Classifiers::from_config(&config)
+                .map_err(|_| ConfigError::new("", "the root ai/classifiers config is invalid"))?
+        }
+    };
+    let config: RouterConfig = switchboard_core::config::from_value(value)?;
+    RouteLlmLayer::new(providers)
+        .route_by_model(false)
+        .always_stream(streaming)
+        .with_router(&config, Arc::new(classifiers))
+}
 
 /// Checks the root inventory (errors are reported at the root).
 pub(crate) fn check_providers(

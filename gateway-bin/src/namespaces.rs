@@ -252,6 +252,8 @@ enum Kind {
     },
     /// Read by the gateway itself at the root.
     Builtin,
+    /// Read by the proxy itself (`proxy`, `backend/conditional`): no layer.
+    Proxy { levels: &'static [Level] },
     /// Only observes traffic: warned about, then ignored.
     Observational,
 }
@@ -275,6 +277,18 @@ const REGISTRY: &[Entry] = &[
             "switchboard/telemetry",
         ],
         kind: Kind::Builtin,
+    },
+    Entry {
+        names: &["proxy"],
+        kind: Kind::Proxy {
+            levels: &[Level::Endpoint],
+        },
+    },
+    Entry {
+        names: &["backend/conditional"],
+        kind: Kind::Proxy {
+            levels: &[Level::Backend],
+        },
     },
     Entry {
         names: &["modifier/martian"],
@@ -337,6 +351,20 @@ const REGISTRY: &[Entry] = &[
         kind: Kind::Layer {
             levels: &[Level::Root],
             build: crate::llm::check_providers,
+        },
+    },
+    Entry {
+        names: &["ai/classifiers"],
+        kind: Kind::Layer {
+            levels: &[Level::Root],
+            build: crate::llm::check_classifiers,
+        },
+    },
+    Entry {
+        names: &["ai/router"],
+        kind: Kind::Layer {
+            levels: &[Level::Backend],
+            build: build_router,
         },
     },
     Entry {
@@ -454,6 +482,18 @@ fn fill<T>(slot: &mut Option<T>, layer: T) -> Result<(), ConfigError> {
 
 fn build_llm(value: &Value, slots: Slots<'_>, ctx: &BuildContext<'_>) -> Result<(), ConfigError> {
     let layer = crate::llm::layer(value, ctx.root_extra, ctx.backend_url, ctx.streaming)?;
+    match slots {
+        Slots::Backend(set) => fill(&mut set.llm, layer),
+        _ => Ok(()),
+    }
+}
+
+fn build_router(
+    value: &Value,
+    slots: Slots<'_>,
+    ctx: &BuildContext<'_>,
+) -> Result<(), ConfigError> {
+    let layer = crate::llm::router_layer(value, ctx.root_extra, ctx.streaming)?;
     match slots {
         Slots::Backend(set) => fill(&mut set.llm, layer),
         _ => Ok(()),
@@ -695,6 +735,14 @@ pub(crate) fn build_layers(
                     errors.push(ConfigError::new(
                         at,
                         format!("namespace {name:?} belongs at the root"),
+                    ));
+                }
+            }
+            Some(Kind::Proxy { levels }) => {
+                if !levels.contains(&level) {
+                    errors.push(ConfigError::new(
+                        at,
+                        format!("namespace {name:?} does not belong in {}", level.name()),
                     ));
                 }
             }

@@ -25,6 +25,7 @@ use crate::body::{CoalesceBody, IdleTimeoutBody};
 use crate::config::Encoding;
 use crate::forward::{HeaderFilter, QueryFilter};
 use crate::namespaces::PipelineService;
+use crate::strategy::{Condition, Strategy};
 use crate::upstream::{CallBudget, CallDepth};
 use crate::url_pattern::{UrlPattern, Values, claim_to_string};
 use switchboard_core::krakend::{query_value, strip_hop_by_hop};
@@ -89,6 +90,8 @@ pub(crate) struct BackendRoute {
     /// Whether anything below reads the request context (a backend layer,
     /// or the gateway's own router); a plain HTTP call does not.
     pub(crate) needs_context: bool,
+    /// `backend/conditional`, when set.
+    pub(crate) condition: Option<Condition>,
 }
 
 impl BackendRoute {
@@ -125,6 +128,16 @@ pub(crate) struct EndpointState {
     pub(crate) query: QueryFilter,
     pub(crate) encoding: Encoding,
     pub(crate) timeout: Duration,
+    /// `proxy.strategy`.
+    pub(crate) strategy: Strategy,
+}
+
+impl EndpointState {
+    /// Whether the backends are called other than all at once and merged
+    /// (a strategy, or conditional backends): see [`crate::strategy`].
+    fn has_strategy(&self) -> bool {
+        self.strategy != Strategy::Parallel || self.backends.iter().any(|b| b.condition.is_some())
+    }
 }
 
 /// The innermost service of an endpoint pipeline.
@@ -202,6 +215,9 @@ async fn handle(
     request: Request<Body>,
 ) -> Result<Response<Body>, ErrorResponse> {
     let (parts, body) = request.into_parts();
+    if state.has_strategy() {
+        return crate::strategy::handle(state, parts, body).await;
+    }
     let values = RequestValues { parts: &parts };
     let query = state.query.apply(parts.uri.query());
     let mut paths = Vec::with_capacity(state.backends.len());
@@ -238,31 +254,128 @@ async fn handle(
 
     let limit = BodyLimit::of(&parts.extensions);
     let bytes = collect(body, limit).await?;
-    let calls = state.backends.iter().zip(&paths).map(|(backend, path)| {
-        let upstream = backend_request(
-            backend,
-            &parts,
-            path,
-            &query,
-            headers.clone(),
-            Body::from(bytes.clone()),
-        );
-        async move {
-            let response = call_backend(backend, upstream?, deadline).await?;
-            let (status, value) = read_json(backend, response, deadline).await?;
-            if !status.is_success() {
-                return Err(ErrorResponse::bad_gateway(format!(
-                    "backend answered {}",
-                    status.as_u16()
-                )));
-            }
-            Ok(reshape(value, &backend.shape))
-        }
-    });
+    let upstreams = state
+        .backends
+        .iter()
+        .zip(&paths)
+        .map(|(backend, path)| {
+            backend_request(
+                backend,
+                &parts,
+                path,
+                &query,
+                headers.clone(),
+                Body::from(bytes.clone()),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    merge_calls(state, state.backends.iter().zip(upstreams), deadline).await
+}
+
+/// The request for one backend: its URL expanded from `parts`, the
+/// forwarded headers and query strings, `body`.
+fn upstream_request(
+    state: &EndpointState,
+    backend: &BackendRoute,
+    parts: &request::Parts,
+    body: Body,
+) -> Result<Request<Body>, ErrorResponse> {
+    let query = state.query.apply(parts.uri.query());
+    let path = if backend.fixed_uri.is_some() && query.is_empty() {
+        String::new()
+    } else {
+        backend
+            .pattern
+            .expand(&RequestValues { parts })
+            .map_err(|e| ErrorResponse::bad_request(e).with_code("invalid_placeholder"))?
+    };
+    let headers = state.headers.apply(&parts.headers);
+    backend_request(backend, parts, &path, &query, headers, body)
+}
+
+/// Calls backend `index` alone and answers as a single-backend endpoint.
+pub(crate) async fn call_single(
+    state: &EndpointState,
+    index: usize,
+    parts: &request::Parts,
+    body: Bytes,
+    deadline: Instant,
+) -> Result<Response<Body>, ErrorResponse> {
+    let backend = state
+        .backends
+        .get(index)
+        .ok_or_else(|| ErrorResponse::internal("no such backend"))?;
+    let upstream = upstream_request(state, backend, parts, Body::from(body))?;
+    let response = call_backend(backend, upstream, deadline).await?;
+    single_response(state, backend, response, deadline).await
+}
+
+/// Calls one backend and reads its successful JSON answer (not reshaped);
+/// an error status is a failure.
+pub(crate) async fn call_json(
+    state: &EndpointState,
+    backend: &BackendRoute,
+    parts: &request::Parts,
+    body: Bytes,
+    deadline: Instant,
+) -> Result<Value, ErrorResponse> {
+    let upstream = upstream_request(state, backend, parts, Body::from(body))?;
+    let response = call_backend(backend, upstream, deadline).await?;
+    let (status, value) = read_json(backend, response, deadline).await?;
+    if status.is_success() {
+        Ok(value)
+    } else {
+        Err(ErrorResponse::bad_gateway(format!(
+            "backend answered {}",
+            status.as_u16()
+        )))
+    }
+}
+
+/// Calls the backends at `chosen` at once and merges their answers.
+pub(crate) async fn merge(
+    state: &EndpointState,
+    chosen: &[usize],
+    parts: &request::Parts,
+    body: Bytes,
+    deadline: Instant,
+) -> Result<Response<Body>, ErrorResponse> {
+    let mut calls = Vec::with_capacity(chosen.len());
+    for index in chosen {
+        let Some(backend) = state.backends.get(*index) else {
+            continue;
+        };
+        let upstream = upstream_request(state, backend, parts, Body::from(body.clone()))?;
+        calls.push((backend, upstream));
+    }
+    merge_calls(state, calls, deadline).await
+}
+
+async fn merge_calls<'a>(
+    state: &EndpointState,
+    calls: impl IntoIterator<Item = (&'a BackendRoute, Request<Body>)>,
+    deadline: Instant,
+) -> Result<Response<Body>, ErrorResponse> {
+    let (backends, calls): (Vec<&BackendRoute>, Vec<_>) = calls
+        .into_iter()
+        .map(|(backend, upstream)| {
+            (backend, async move {
+                let response = call_backend(backend, upstream, deadline).await?;
+                let (status, value) = read_json(backend, response, deadline).await?;
+                if !status.is_success() {
+                    return Err(ErrorResponse::bad_gateway(format!(
+                        "backend answered {}",
+                        status.as_u16()
+                    )));
+                }
+                Ok(reshape(value, &backend.shape))
+            })
+        })
+        .unzip();
     let results = futures_util::future::join_all(calls).await;
     let mut merged = Map::new();
     let mut completed = true;
-    for (result, backend) in results.into_iter().zip(&state.backends) {
+    for (result, backend) in results.into_iter().zip(backends) {
         match result {
             Ok(Value::Object(map)) => merged.extend(map),
             Ok(other) => {
@@ -478,7 +591,7 @@ fn truncate(bytes: &[u8], max: usize) -> String {
 }
 
 /// Writes the answer once, from the value the proxy owns (no copy).
-fn json_response(
+pub(crate) fn json_response(
     status: StatusCode,
     value: Value,
     encoding: Encoding,

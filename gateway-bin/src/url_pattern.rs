@@ -225,7 +225,7 @@ fn parse_source(name: &str) -> Result<Source, String> {
         .or_else(|| name.strip_prefix("JWT."))
     {
         Source::Jwt(claim.to_owned())
-    } else if name.contains('.') {
+    } else if name.contains('.') && !crate::strategy::is_response_placeholder(name) {
         return Err(format!(
             "placeholder {{{name}}} is not supported (use {{param}}, {{input_headers.X}}, \
              {{input_query_strings.x}} or {{jwt.claim}})"
@@ -320,7 +320,9 @@ mod tests {
     fn invalid_patterns() {
         assert!(UrlPattern::parse("v1").is_err());
         assert!(UrlPattern::parse("/a/{b").is_err());
-        assert!(UrlPattern::parse("/a/{resp0_x.y}").is_err());
+        assert!(UrlPattern::parse("/a/{other.y}").is_err());
+        // A sequential proxy's answer fields (checked against the strategy later).
+        assert!(UrlPattern::parse("/a/{resp0_x.y}").is_ok());
         assert!(UrlPattern::parse("/a/../b").is_err());
         assert!(UrlPattern::parse("/a/{}").is_err());
     }

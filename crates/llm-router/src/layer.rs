@@ -2,8 +2,12 @@ use std::sync::Arc;
 
 use tower::Layer;
 
+use switchboard_core::ConfigError;
+
 use crate::config::{Provider, Providers};
+use crate::failover::Routing;
 use crate::format::ClientFormat;
+use crate::routing::{Classifiers, RouterConfig};
 use crate::service::RouteLlm;
 
 /// Which provider of the inventory serves this request, set in the request
@@ -19,6 +23,7 @@ pub(crate) struct Shared {
     pub(crate) stream: bool,
     pub(crate) response_limit: usize,
     pub(crate) route_by_model: bool,
+    pub(crate) routing: Option<Arc<Routing>>,
 }
 
 /// Serves chat requests through the inventory: reads the client's request
@@ -72,6 +77,7 @@ impl RouteLlmLayer {
                 stream: false,
                 response_limit: DEFAULT_RESPONSE_LIMIT,
                 route_by_model: true,
+                routing: None,
             }),
         }
     }
@@ -92,6 +98,7 @@ impl RouteLlmLayer {
                     stream: self.shared.stream,
                     response_limit: self.shared.response_limit,
                     route_by_model: self.shared.route_by_model,
+                    routing: self.shared.routing.clone(),
                 };
                 change(&mut shared);
                 self.shared = Arc::new(shared);
@@ -137,6 +144,19 @@ impl RouteLlmLayer {
     #[must_use]
     pub fn route_by_model(self, on: bool) -> Self {
         self.update(|s| s.route_by_model = on)
+    }
+
+    /// Routes every request with `ai/router` over this layer's inventory:
+    /// gates, classifiers, retries, circuit breakers, failover and fan-out
+    /// (see the crate's failure semantics). Errors are relative to the
+    /// `ai/router` object.
+    pub fn with_router(
+        self,
+        router: &RouterConfig,
+        classifiers: Arc<Classifiers>,
+    ) -> Result<Self, ConfigError> {
+        let routing = Routing::compile(router, classifiers, &self.shared.providers)?;
+        Ok(self.update(|s| s.routing = Some(Arc::new(routing))))
     }
 
     /// The inventory.

@@ -4,9 +4,11 @@ pub mod adapter;
 mod body;
 pub mod config;
 mod dialect;
+mod failover;
 mod format;
 pub mod ir;
 mod layer;
+pub mod routing;
 mod service;
 pub mod vendors;
 

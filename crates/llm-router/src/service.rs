@@ -79,8 +79,9 @@ fn from_error_response(err: &ErrorResponse) -> LlmError {
 
 async fn handle<S>(shared: Arc<Shared>, inner: S, request: Request<Body>) -> Response<Body>
 where
-    S: Service<Request<Body>, Response = Response<Body>> + Send,
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
 {
     let selected = request
         .extensions()
@@ -111,6 +112,30 @@ where
         Ok(chat) => chat,
         Err(err) => return format.error_response(&err),
     };
+    if shared.stream {
+        chat.stream = true;
+    }
+    if let Some(routing) = &shared.routing {
+        let body = match parts.extensions.get::<switchboard_core::JsonBody>() {
+            Some(json) => Some(json.clone()),
+            None if routing.reads_body() => serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .map(switchboard_core::JsonBody::new),
+            None => None,
+        };
+        drop(bytes);
+        return crate::failover::serve(
+            &shared.providers,
+            routing,
+            shared.response_limit,
+            inner,
+            parts,
+            chat,
+            body,
+            format,
+        )
+        .await;
+    }
     drop(bytes);
     let mut provider = first_choice;
     if selected.is_none()
@@ -220,7 +245,7 @@ where
     }
 }
 
-fn stream_response(
+pub(crate) fn stream_response(
     provider: &Provider,
     format: ClientFormat,
     chat: &ChatRequest,
@@ -256,7 +281,7 @@ fn stream_response(
     Response::from_parts(parts, Body::new(body))
 }
 
-fn json_response(body: Bytes) -> Response<Body> {
+pub(crate) fn json_response(body: Bytes) -> Response<Body> {
     let length = body.len();
     let mut response = Response::new(Body::from(body));
     response
@@ -303,7 +328,7 @@ fn models_response(shared: &Shared, format: ClientFormat) -> Response<Body> {
 
 /// Fills what the client left unset from the provider's `variables`;
 /// `extra_payload` is merged into the vendor body as it is.
-fn apply_variables(chat: &mut ChatRequest, provider: &Provider) {
+pub(crate) fn apply_variables(chat: &mut ChatRequest, provider: &Provider) {
     let variables = &provider.settings().variables;
     let get = |names: &[&str]| names.iter().find_map(|n| variables.get(*n));
     if chat.max_tokens.is_none() {

@@ -1,6 +1,6 @@
-//! CEL conditions for other layers (quota and rate-limit tiers, prompt
-//! guards) that need a yes/no on a request without a policy's error
-//! handling. Compiled once; an evaluation error or a non-boolean is `false`.
+//! CEL conditions for other crates that decide on a request without
+//! answering it (routing gates, conditional backends, quota and rate-limit
+//! tiers, prompt guards).
 
 use std::fmt;
 
@@ -9,10 +9,25 @@ use switchboard_core::JsonBody;
 
 use crate::engine::{Compiled, Engine, Verdict};
 use crate::service::bind_request;
+use crate::vars::Var;
 
-/// A CEL expression over the request variables `security/policies` knows
-/// (`req_headers`, `req_params`, `req_querystring`, `req_method`,
-/// `req_path`, `req_body` when a layer before parsed it, `JWT`, `now`).
+/// A compiled CEL condition over the request variables (`req_method`,
+/// `req_path`, `req_params`, `req_headers`, `req_querystring`, `req_body`,
+/// `JWT`, `now`) with the advanced macros (`hasHeader`, `getHeader`, ...).
+///
+/// Compiled once; evaluating it clones a shared environment, builds only
+/// the variables the expression reads, and fails closed: only `true` is a
+/// match.
+///
+/// ```
+/// use switchboard_policies::RequestCondition;
+///
+/// let condition = RequestCondition::compile("getHeader('X-Plan') == 'pro'").unwrap();
+/// let request = http::Request::builder().header("x-plan", "pro").body(()).unwrap();
+/// assert!(condition.matches(&request, None));
+/// let other = http::Request::builder().body(()).unwrap();
+/// assert!(!condition.matches(&other, None));
+/// ```
 pub struct RequestCondition {
     engine: Engine,
     compiled: Compiled,
@@ -21,14 +36,14 @@ pub struct RequestCondition {
 
 impl fmt::Debug for RequestCondition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("RequestCondition")
-            .field(&self.source)
-            .finish()
+        f.debug_struct("RequestCondition")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
     }
 }
 
 impl RequestCondition {
-    /// Compiles an expression (advanced macros on, as in KrakenD).
+    /// Compiles `source`. The error is the parser's message.
     pub fn compile(source: &str) -> Result<Self, String> {
         let engine = Engine::new(true)?;
         let compiled = engine.compile(source)?;
@@ -42,12 +57,37 @@ impl RequestCondition {
         })
     }
 
-    /// Whether the request matches; errors (a missing key included) do not.
-    pub fn matches<B>(&self, request: &Request<B>) -> bool {
+    /// Whether the expression reads `req_body` (the caller then parses the
+    /// body and passes it).
+    pub fn reads_body(&self) -> bool {
+        self.compiled.vars().contains(Var::ReqBody)
+    }
+
+    /// Whether the request matches: the expression evaluated to `true`.
+    pub fn matches<B>(&self, request: &Request<B>, body: Option<&JsonBody>) -> bool {
+        self.matches_with(request, body, &[])
+    }
+
+    /// As [`matches`](Self::matches), with extra JSON variables bound under
+    /// their own names (a sequential proxy's `resp0_x`).
+    pub fn matches_with<B>(
+        &self,
+        request: &Request<B>,
+        body: Option<&JsonBody>,
+        extra: &[(&str, &serde_json::Value)],
+    ) -> bool {
         let mut activation = self.engine.activation();
-        let body = request.extensions().get::<JsonBody>();
         bind_request(&mut activation, self.compiled.vars(), request, body);
-        self.compiled.evaluate(&activation) == Verdict::Allow
+        for (name, value) in extra {
+            activation.set_named_json(name, value);
+        }
+        match self.compiled.evaluate(&activation) {
+            Verdict::Allow => true,
+            Verdict::Deny(reason) => {
+                tracing::trace!(condition = %self.source, %reason, "condition did not match");
+                false
+            }
+        }
     }
 }
 
@@ -98,24 +138,48 @@ mod tests {
     use serde_json::json;
     use switchboard_core::Claims;
 
-    #[test]
-    fn request_conditions_read_headers_and_claims() {
-        let condition =
-            RequestCondition::compile("req_headers['X-Plan'][0] == 'gold' || JWT.plan == 'gold'")
-                .unwrap();
-        let by_header = Request::builder()
-            .header("x-plan", "gold")
+    fn request() -> Request<()> {
+        let mut request = Request::builder()
+            .uri("/chat?tier=gold")
+            .header("x-llm", "code")
             .body(())
             .unwrap();
-        assert!(condition.matches(&by_header));
-        let mut by_claim = Request::new(());
-        by_claim
+        request
             .extensions_mut()
-            .insert(Claims::new(json!({"plan": "gold"})));
-        assert!(condition.matches(&by_claim));
-        assert!(!condition.matches(&Request::new(())));
+            .insert(Claims::new(json!({"plan": "pro", "sub": "u1"})));
+        request
+    }
+
+    #[test]
+    fn headers_claims_and_query() {
+        let cond = |s: &str| RequestCondition::compile(s).unwrap();
+        assert!(cond("hasHeader('X-Llm')").matches(&request(), None));
+        assert!(cond("getHeader('x-llm') == 'code'").matches(&request(), None));
+        assert!(cond("getHeader('X-Missing') == ''").matches(&request(), None));
+        assert!(cond("JWT.plan == 'pro'").matches(&request(), None));
+        assert!(!cond("JWT.plan == 'free'").matches(&request(), None));
+        assert!(cond("req_querystring.tier[0] == 'gold'").matches(&request(), None));
+        // A missing key fails closed.
+        assert!(!cond("JWT.missing == 'x'").matches(&request(), None));
+    }
+
+    #[test]
+    fn body_and_extra_variables() {
+        let body = JsonBody::new(json!({"model": "fast"}));
+        let c = RequestCondition::compile("req_body.model == 'fast'").unwrap();
+        assert!(c.reads_body());
+        assert!(c.matches(&request(), Some(&body)));
+        assert!(!c.matches(&request(), None));
+        let c = RequestCondition::compile("resp0_user.id == 7").unwrap();
+        assert!(!c.reads_body());
+        let user = json!({"id": 7});
+        assert!(c.matches_with(&request(), None, &[("resp0_user", &user)]));
+    }
+
+    #[test]
+    fn compile_errors_are_reported() {
+        assert!(RequestCondition::compile("req_method ==").is_err());
         assert!(RequestCondition::compile("resp_status == 200").is_err());
-        assert!(RequestCondition::compile("(((").is_err());
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub(crate) fn referenced_header_names<'a>(
     use std::sync::LazyLock;
     static PATTERNS: LazyLock<Option<regex::Regex>> = LazyLock::new(|| {
         regex::Regex::new(
-            r#"req_headers\s*\[\s*(?:'([^']+)'|"([^"]+)")\s*\]|req_headers\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)|hasHeader\s*\(\s*(?:'([^']+)'|"([^"]+)")\s*\)"#,
+            r#"req_headers\s*\[\s*(?:'([^']+)'|"([^"]+)")\s*\]|req_headers\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)|(?:has|get)Header\s*\(\s*(?:'([^']+)'|"([^"]+)")\s*\)"#,
         )
         .ok()
     });

@@ -6,7 +6,7 @@
 use http::{HeaderName, Request};
 use serde::Deserialize;
 use serde_json::Value;
-use switchboard_core::{ApiKeyIdentity, Claims, ClientAddr, RouteParams};
+use switchboard_core::{ApiKeyIdentity, Claims, ClientAddr, JsonBody, RouteParams};
 use switchboard_policies::RequestCondition;
 
 /// Where the caller's identity is read.
@@ -195,7 +195,9 @@ impl TierMatch {
     pub fn matches<B>(&self, value: Option<&str>, request: &Request<B>) -> bool {
         match self {
             Self::Literal(literal) => value == Some(literal.as_str()),
-            Self::Policy(condition) => condition.matches(request),
+            Self::Policy(condition) => {
+                condition.matches(request, request.extensions().get::<JsonBody>())
+            }
             Self::Any => true,
         }
     }

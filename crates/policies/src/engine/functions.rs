@@ -29,6 +29,7 @@ const MATCHES: &str = "matches_cached";
 const IS_EMPTY: &str = "isEmpty_value";
 const IS_EMPTY_AT: &str = "isEmpty_at";
 const HAS_HEADER: &str = "hasHeader_in";
+const GET_HEADER: &str = "getHeader_in";
 
 /// Builds the environment: the standard library, `matches` with a regex
 /// cache, and, when `advanced`, KrakenD's advanced macros.
@@ -94,6 +95,18 @@ fn declare(env: &mut Env, advanced: bool) -> Result<(), cel::DeclarationError> {
         "hasHeader_in_dyn_string",
         vec![DYN_TYPE, STRING_TYPE],
         has_header,
+    )?;
+    env.add_macro(Macro::global("getHeader", 1, |helper, _target, args| {
+        Ok(args.pop().map(|name| {
+            let headers = helper.next_expr(Expr::Ident("req_headers".to_owned()));
+            call(helper, GET_HEADER, vec![headers, name])
+        }))
+    }))?;
+    env.add_overload(
+        GET_HEADER,
+        "getHeader_in_dyn_string",
+        vec![DYN_TYPE, STRING_TYPE],
+        get_header,
     )?;
 
     let dyn3 = || vec![DYN_TYPE, DYN_TYPE, DYN_TYPE];
@@ -353,6 +366,22 @@ fn has_header<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Outcome<'b, 'v> {
     let name = canonical_header_name(string_arg("hasHeader", &args, 1)?);
     let key = CelString::from(name);
     Ok(bool_val(!entry_is_empty(headers, &key)?))
+}
+
+/// The first value of a header, `""` when it is absent (as KrakenD's
+/// `getHeader`).
+fn get_header<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Outcome<'b, 'v> {
+    let headers = arg("getHeader", &args, 0)?;
+    let name = canonical_header_name(string_arg("getHeader", &args, 1)?);
+    let first = headers
+        .downcast_ref::<CelMap<'_>>()
+        .and_then(|map| map.inner().get(&CelMapKey::from(name)))
+        .and_then(|values| values.downcast_ref::<CelList<'_>>())
+        .and_then(|list| list.inner().first())
+        .and_then(|value| value.downcast_ref::<CelString<'_>>())
+        .map(|s| s.inner().to_owned())
+        .unwrap_or_default();
+    Ok(CowVal::owned(CelString::from(first)))
 }
 
 #[derive(Clone, Copy)]
