@@ -126,7 +126,6 @@ impl App {
     /// sharing the same [`SharedState`].
     pub fn generation(&self) -> u64 {
         self.generation
-
     }
 
     /// The config's secret values, scrubbed from everything returned.
@@ -466,10 +465,7 @@ fn validate_health_path(path: &str) -> Result<(), String> {
             "health_path {path:?} must be a literal path (no {{params}}, ':', wildcards, query or dot segments)"
         ));
     }
-    if path.starts_with("/__echo")
-        || path.starts_with("/__debug")
-        || path.starts_with(crate::metrics::METRICS_PATH)
-    {
+    if path.starts_with("/__echo") || path.starts_with("/__debug") {
         return Err(format!("health_path {path:?} is reserved for the gateway"));
     }
     Ok(())

@@ -59,7 +59,9 @@ impl Governance {
         ] {
             if let Some(value) = root.get(name) {
                 match LimitRateLayer::try_from_config(value, variant, name, &mut stores) {
-                    Ok(layer) if variant == Variant::Memory => governance.service_rate_limit = Some(layer),
+                    Ok(layer) if variant == Variant::Memory => {
+                        governance.service_rate_limit = Some(layer)
+                    }
                     Ok(layer) => governance.service_rate_limit_redis = Some(layer),
                     Err(err) => {
                         governance.errors.insert(name, err);

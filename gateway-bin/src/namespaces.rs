@@ -21,8 +21,8 @@ use switchboard_llm_router::RouteLlmLayer;
 use switchboard_policies::EvaluatePoliciesLayer;
 use switchboard_quota::EnforceQuotaLayer;
 use switchboard_rate_limit::{LimitRateLayer, Variant};
-use switchboard_validation::{GuardPromptLayer, ValidateJsonSchemaLayer};
 use switchboard_response_masker::MaskResponseLayer;
+use switchboard_validation::{GuardPromptLayer, ValidateJsonSchemaLayer};
 use tower::{Service, ServiceBuilder};
 
 /// Where a namespace appears.
@@ -627,7 +627,10 @@ macro_rules! root_builder {
 root_builder!(build_redis, "redis");
 root_builder!(build_processors, "governance/processors");
 root_builder!(build_service_rate_limit, "qos/ratelimit/service");
-root_builder!(build_service_rate_limit_redis, "qos/ratelimit/service/redis");
+root_builder!(
+    build_service_rate_limit_redis,
+    "qos/ratelimit/service/redis"
+);
 
 fn build_quota(value: &Value, slots: Slots<'_>, ctx: &BuildContext<'_>) -> Result<(), ConfigError> {
     match slots {
@@ -637,7 +640,11 @@ fn build_quota(value: &Value, slots: Slots<'_>, ctx: &BuildContext<'_>) -> Resul
     }
 }
 
-fn build_rate_limit(value: &Value, slots: Slots<'_>, ctx: &BuildContext<'_>) -> Result<(), ConfigError> {
+fn build_rate_limit(
+    value: &Value,
+    slots: Slots<'_>,
+    ctx: &BuildContext<'_>,
+) -> Result<(), ConfigError> {
     let layer = ctx.root.governance.rate_limit(value, Variant::Memory)?;
     match slots {
         Slots::Endpoint(set) => fill(&mut set.rate_limit, layer),
@@ -657,7 +664,11 @@ fn build_rate_limit_redis(
     }
 }
 
-fn build_tiered(value: &Value, slots: Slots<'_>, ctx: &BuildContext<'_>) -> Result<(), ConfigError> {
+fn build_tiered(
+    value: &Value,
+    slots: Slots<'_>,
+    ctx: &BuildContext<'_>,
+) -> Result<(), ConfigError> {
     match slots {
         Slots::Root(_) => root_governance("qos/ratelimit/tiered", &slots),
         Slots::Endpoint(set) => fill(&mut set.tiered, ctx.root.governance.tiered(value)?),
@@ -677,7 +688,11 @@ fn build_proxy_rate_limit(
     }
 }
 
-fn build_json_schema(value: &Value, slots: Slots<'_>, _: &BuildContext<'_>) -> Result<(), ConfigError> {
+fn build_json_schema(
+    value: &Value,
+    slots: Slots<'_>,
+    _: &BuildContext<'_>,
+) -> Result<(), ConfigError> {
     let layer = ValidateJsonSchemaLayer::try_from_config(value)?;
     match slots {
         Slots::Endpoint(set) => fill(&mut set.json_schema, layer),
@@ -685,11 +700,21 @@ fn build_json_schema(value: &Value, slots: Slots<'_>, _: &BuildContext<'_>) -> R
     }
 }
 
-fn build_prompt_guard(value: &Value, slots: Slots<'_>, ctx: &BuildContext<'_>) -> Result<(), ConfigError> {
+fn build_prompt_guard(
+    value: &Value,
+    slots: Slots<'_>,
+    ctx: &BuildContext<'_>,
+) -> Result<(), ConfigError> {
     match slots {
         Slots::Root(_) => root_governance("ai/prompt-guard", &slots),
-        Slots::Endpoint(set) => fill(&mut set.prompt_guard, ctx.root.governance.guard_layer(value)?),
-        Slots::Backend(set) => fill(&mut set.prompt_guard, ctx.root.governance.guard_layer(value)?),
+        Slots::Endpoint(set) => fill(
+            &mut set.prompt_guard,
+            ctx.root.governance.guard_layer(value)?,
+        ),
+        Slots::Backend(set) => fill(
+            &mut set.prompt_guard,
+            ctx.root.governance.guard_layer(value)?,
+        ),
     }
 }
 

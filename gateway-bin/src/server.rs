@@ -25,7 +25,6 @@ use tower::ServiceExt;
 use crate::app::{App, ServerSettings};
 use crate::body::IdleTimeoutBody;
 use crate::conn::{self, ConnIo, Detected};
-use crate::metrics;
 use crate::ops::Live;
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops
@@ -199,7 +198,7 @@ where
             Some(error) => error.into_response(),
             None => {
                 let call = AssertUnwindSafe(router.oneshot(request)).catch_unwind();
-                match metrics::measure(started, call).await {
+                match call.await {
                     Ok(Ok(response)) => response,
                     Ok(Err(never)) => match never {},
                     Err(panic) => {
@@ -323,14 +322,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_answers_500_json() {
-        let router = Router::new().route(
-            "/boom",
-            get(|| async {
-                #[allow(clippy::panic)]
-                let never: &str = panic!("handler bug");
-                never
-            }),
-        );
+        #[allow(clippy::panic)]
+        async fn boom() -> &'static str {
+            panic!("handler bug")
+        }
+        let router = Router::new().route("/boom", get(boom));
         let settings = Arc::new(ServerSettings {
             listen: String::new(),
             read_header_timeout: Duration::from_secs(1),
@@ -346,9 +342,15 @@ mod tests {
         let request = Request::get("/boom")
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .unwrap();
-        let response = handle(router, settings, Arc::new(Secrets::default()), None, request)
-            .await
-            .unwrap();
+        let response = handle(
+            router,
+            settings,
+            Arc::new(Secrets::default()),
+            None,
+            request,
+        )
+        .await
+        .unwrap();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap();

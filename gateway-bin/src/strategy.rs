@@ -377,7 +377,7 @@ async fn sequential(
     }
     Ok(proxy::json_response(
         StatusCode::OK,
-        &Value::Object(merged),
+        Value::Object(merged),
         state.encoding,
         true,
     ))

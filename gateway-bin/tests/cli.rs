@@ -235,7 +235,9 @@ fn get(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
@@ -247,7 +249,9 @@ fn wait_for_generation(port: u16, generation: u64) -> bool {
     let started = Instant::now();
     let want = format!("\"config_generation\":{generation}}}");
     while started.elapsed() < Duration::from_secs(20) {
-        if get(port, "/__health").is_some_and(|t| t.starts_with("HTTP/1.1 200") && t.ends_with(&want)) {
+        if get(port, "/__health")
+            .is_some_and(|t| t.starts_with("HTTP/1.1 200") && t.ends_with(&want))
+        {
             return true;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -269,7 +273,7 @@ fn run_reloads_on_sighup_and_with_watch_and_refuses_a_broken_file() {
         )
     };
     let file = write_config("reload.json", &config("/one"));
-    let mut child = bin()
+    let child = bin()
         .args(["run", "--watch", "-c"])
         .arg(&file)
         .args(["--port", &port.to_string()])
@@ -288,7 +292,11 @@ fn run_reloads_on_sighup_and_with_watch_and_refuses_a_broken_file() {
     assert!(wait_for_generation(port, 2), "SIGHUP did not reload");
 
     // A broken file is refused; the running config keeps serving.
-    std::fs::write(&file, "{\"version\": 3, \"endpoints\": [{\"endpoint\": \"nope\"}]}").unwrap();
+    std::fs::write(
+        &file,
+        "{\"version\": 3, \"endpoints\": [{\"endpoint\": \"nope\"}]}",
+    )
+    .unwrap();
     let hup = Command::new("kill")
         .args(["-HUP", &child.id().to_string()])
         .status()
@@ -316,6 +324,14 @@ fn run_reloads_on_sighup_and_with_watch_and_refuses_a_broken_file() {
         .status();
     let output = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&output.stderr);
-    assert!(log.contains("config reload refused: $.endpoints[0]"), "{log}");
-    assert!(log.lines().filter(|l| !l.is_empty()).all(|l| l.starts_with("[SB] ")), "{log}");
+    assert!(
+        log.contains("config reload refused: $.endpoints[0]"),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .filter(|l| !l.is_empty())
+            .all(|l| l.starts_with("[SB] ")),
+        "{log}"
+    );
 }

@@ -132,7 +132,15 @@ async fn soak(args: &Args) -> Result<String, String> {
         let counts = Arc::clone(&counts);
         let first_error = Arc::clone(&first_error);
         tasks.push(tokio::spawn(async move {
-            run_connection(gateway_addr, target, streaming, deadline, &counts, &first_error).await;
+            run_connection(
+                gateway_addr,
+                target,
+                streaming,
+                deadline,
+                &counts,
+                &first_error,
+            )
+            .await;
         }));
     }
 
@@ -177,7 +185,9 @@ async fn soak(args: &Args) -> Result<String, String> {
         return Err(format!("resident memory grew after the warm-up; {summary}"));
     }
     if fd_now > fd_baseline {
-        return Err(format!("file descriptors did not return to the baseline; {summary}"));
+        return Err(format!(
+            "file descriptors did not return to the baseline; {summary}"
+        ));
     }
     Ok(summary)
 }

@@ -145,10 +145,13 @@ impl Generator {
             self.uses.req_body && !for_tera,
         );
         self.log_input("request", &data, &borrowed, secrets.as_deref());
-        let rendered = self.template.render_borrowing(&mut data, &borrowed).map_err(|err| {
-            log_render_error("request", &err, secrets.as_deref());
-            template_failed("request")
-        })?;
+        let rendered = self
+            .template
+            .render_borrowing(&mut data, &borrowed)
+            .map_err(|err| {
+                log_render_error("request", &err, secrets.as_deref());
+                template_failed("request")
+            })?;
         if self.debug {
             tracing::debug!(
                 target: "switchboard::body_generator",

@@ -28,7 +28,9 @@ pub fn promtool_check(text: &str) -> Result<bool, String> {
         return Ok(false);
     };
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|e| e.to_string())?;
     }
     let output = child.wait_with_output().map_err(|e| e.to_string())?;
     if output.status.success() {
@@ -60,13 +62,14 @@ impl OtlpCollector {
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let tx = tx.clone();
-                let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let tx = tx.clone();
-                    async move {
-                        let _ = tx.send(decode(request).await);
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
-                    }
-                });
+                let service =
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let tx = tx.clone();
+                        async move {
+                            let _ = tx.send(decode(request).await);
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+                        }
+                    });
                 tokio::spawn(
                     hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
@@ -81,7 +84,8 @@ impl OtlpCollector {
     pub async fn spans(&mut self, count: usize) -> Result<Vec<Span>, String> {
         let mut spans = Vec::new();
         while spans.len() < count {
-            match tokio::time::timeout(std::time::Duration::from_secs(30), self.spans.recv()).await {
+            match tokio::time::timeout(std::time::Duration::from_secs(30), self.spans.recv()).await
+            {
                 Ok(Some(batch)) => spans.extend(batch?),
                 Ok(None) => return Err("the collector stopped".to_owned()),
                 Err(_) => return Err(format!("only {} of {count} spans arrived", spans.len())),
