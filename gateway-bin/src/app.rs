@@ -505,7 +505,7 @@ fn validate_health_path(path: &str) -> Result<(), String> {
 async fn health(generation: u64) -> Response<Body> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let body = format!(
-        r#"{{"agents":{{}},"config_generation":{generation},"now":"{now}","status":"ok"}}"#
+        r#"{{"agents":{{}},"now":"{now}","status":"ok","config_generation":{generation}}}"#
     );
     let mut response = Response::new(Body::from(body));
     response.headers_mut().insert(

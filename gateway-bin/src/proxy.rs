@@ -363,9 +363,13 @@ fn krakend_body(method: &Method, headers: &mut HeaderMap, body: Body) -> Body {
 
 /// A backend failure as KrakenD answers it on its endpoints: a 500 that
 /// carries the error's message (see `router.return_error_msg`). A refused
-/// redirect stays a 502: that refusal is the gateway's own.
+/// redirect stays a 502 and a timeout a 504: those are the gateway's own.
 pub(crate) fn backend_failure(state: &EndpointState, error: ErrorResponse) -> ErrorResponse {
-    if !state.krakend_errors || error.code() == Some(REDIRECT_REFUSED) {
+    if !state.krakend_errors
+        || error.code() == Some(REDIRECT_REFUSED)
+        || error.status() == StatusCode::GATEWAY_TIMEOUT
+    {
+        // A timeout keeps its 504 too: it says more than KrakenD's 500.
         return error;
     }
     let message = error.message().to_owned();
@@ -891,12 +895,28 @@ async fn single_response(
         return Ok(Response::from_parts(parts, body));
     }
     if !response.status().is_success() && state.krakend_errors {
-        if response.extensions().get::<KrakendError>().is_some() {
+        let status = response.status();
+        let extensions = response.extensions();
+        if extensions.get::<KrakendError>().is_some() {
             // A backend-level rejection (a failed `validation/cel`): the
             // endpoint answers it as KrakenD does.
             return Ok(response);
         }
-        let status = response.status();
+        if extensions
+            .get::<switchboard_core::GatewayAnswer>()
+            .is_some()
+        {
+            // The gateway's own answer from below: an upstream that could
+            // not be reached fails as KrakenD fails; anything else (a
+            // body timeout, a backend-level quota) keeps its own answer.
+            if status != StatusCode::BAD_GATEWAY {
+                return Ok(response);
+            }
+            return Err(backend_failure(
+                state,
+                ErrorResponse::bad_gateway("the backend could not be reached"),
+            ));
+        }
         return Err(backend_failure(
             state,
             status_error(status, Requested::of(&response).as_ref()),

@@ -32,6 +32,12 @@ struct Inner {
     krakend: Option<KrakendError>,
 }
 
+/// Marks a response the gateway made itself from an [`ErrorResponse`] (as
+/// opposed to one a backend sent), so that a layer above can tell its own
+/// rejections from an upstream's answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatewayAnswer;
+
 /// How KrakenD answers a rejection where its answer differs from the JSON
 /// error: carried as an extension of the error's response, so that an
 /// endpoint that answers the KrakenD way (every endpoint but the unified
@@ -243,8 +249,10 @@ impl ErrorResponse {
         for (name, value) in &self.inner.headers {
             headers.append(name.clone(), value.clone());
         }
+        let extensions = response.extensions_mut();
+        extensions.insert(GatewayAnswer);
         if let Some(answer) = self.inner.krakend {
-            response.extensions_mut().insert(answer);
+            extensions.insert(answer);
         }
         response
     }
