@@ -36,5 +36,6 @@ mod url_pattern;
 pub use app::{App, ServerSettings, build_app, build_app_with};
 pub use lint::Lint;
 pub use ops::{Live, Reloader, TelemetryListeners, start_telemetry_listeners};
+pub use proxy::USER_AGENT_VALUE as USER_AGENT;
 pub use server::{serve, serve_live, shutdown_signal};
 pub use switchboard_core::SharedState;

@@ -16,7 +16,7 @@ pub use config::ConfigError;
 pub use context::{
     ApiKeyIdentity, BodyLimit, Claims, ClientAddr, JsonBody, RouteParams, lookup_path,
 };
-pub use error::{ErrorResponse, SHOULD_RETRY};
+pub use error::{ErrorResponse, GatewayAnswer, KrakendError, SHOULD_RETRY};
 pub use state::{Rejection, SharedState};
 pub use usage::{Outcome, Price, Prices, Usage, UsageReport};
 
