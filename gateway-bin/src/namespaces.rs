@@ -718,6 +718,26 @@ fn build_prompt_guard(
     }
 }
 
+/// Why an unknown namespace refuses the config, with the nearest known
+/// name when it looks misspelt.
+fn unknown_namespace(name: &str, level: Level) -> String {
+    let names = REGISTRY.iter().flat_map(|e| e.names.iter().copied());
+    if let Some(near) = switchboard_core::config::did_you_mean(name, names) {
+        let belongs = match entry(near).map(|e| &e.kind) {
+            Some(Kind::Layer { levels, .. } | Kind::Proxy { levels }) => levels.contains(&level),
+            Some(Kind::Builtin) => level == Level::Root,
+            _ => true,
+        };
+        if belongs {
+            return format!("unknown namespace {name:?}; did you mean {near:?}?");
+        }
+    }
+    format!(
+        "namespace {name:?} is not supported by Switchboard; it may enforce security or \
+         cost, so the gateway refuses to run without it"
+    )
+}
+
 /// Looks a namespace up, alias included.
 fn entry(name: &str) -> Option<&'static Entry> {
     REGISTRY.iter().find(|e| e.names.contains(&name))
@@ -752,7 +772,7 @@ pub(crate) fn build_layers(
                     Slots::Backend(set) => Slots::Backend(set),
                 };
                 if let Err(err) = build(value, slots, ctx) {
-                    errors.push(err.at(&at));
+                    errors.extend(err.at(&at).into_all());
                 }
             }
             Some(Kind::Builtin) => {
@@ -774,13 +794,7 @@ pub(crate) fn build_layers(
             Some(Kind::Observational) => warnings.push(format!(
                 "{at}: namespace {name:?} is observational and not implemented; ignored"
             )),
-            None => errors.push(ConfigError::new(
-                at,
-                format!(
-                    "namespace {name:?} is not supported by Switchboard; it may enforce \
-                     security or cost, so the gateway refuses to run without it"
-                ),
-            )),
+            None => errors.push(ConfigError::new(at, unknown_namespace(name, level))),
         }
     }
     if let Slots::Endpoint(set) = slots {

@@ -167,7 +167,11 @@ impl Reloader {
                     tracing::warn!("the listen address changed; it applies after a restart");
                 }
                 for lint in app.lints() {
-                    tracing::warn!("{lint}");
+                    if lint.note {
+                        tracing::info!("{lint}");
+                    } else {
+                        tracing::warn!("{lint}");
+                    }
                 }
                 if let Some(handle) = &self.log_handle {
                     handle.apply(app.telemetry_settings().logging.as_ref());
