@@ -189,7 +189,8 @@ pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App,
     // Root namespaces build no layer of their own: they are checked here,
     // and what endpoints build on (the API key ring) is compiled once.
     let mut root_layers = RootLayers {
-        governance: crate::governance::Governance::from_root(&root.extra_config),
+        governance: crate::governance::Governance::from_root(&root.extra_config, state),
+        breakers: crate::ops::breakers(state),
         ..RootLayers::default()
     };
     build_layers(
