@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use http::StatusCode;
 use serde_json::{Value, json};
 use switchboard::config::load_file;
@@ -19,7 +20,7 @@ use switchboard::{
     Live, Reloader, SharedState, TelemetryListeners, build_app_with, serve_live,
     start_telemetry_listeners,
 };
-use switchboard_e2e::{MockUpstream, client, json_response};
+use switchboard_e2e::{MockUpstream, client, json_response, sse_response};
 use switchboard_telemetry::testing::{
     AttributeValue, OtlpCollector, Span, assert_promtool_accepts, attribute,
 };
@@ -111,6 +112,8 @@ enum Act {
     Answer(&'static str, u64, u64),
     /// A 500 with an OpenAI error body.
     Fail,
+    /// A streamed answer saying `text`, its last chunk the usage.
+    Stream(&'static str, u64, u64),
 }
 
 /// A vendor that acts from its script in order, then `then` forever.
@@ -129,6 +132,27 @@ async fn vendor(script: Vec<Act>, then: Act) -> MockUpstream {
                         "usage": {"prompt_tokens": input, "completion_tokens": output,
                             "total_tokens": input + output}}),
                 ),
+                Act::Stream(text, input, output) => {
+                    let (tx, response) = sse_response();
+                    tokio::spawn(async move {
+                        let chunks = [
+                            json!({"id": "c", "object": "chat.completion.chunk", "model": "m",
+                                "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}),
+                            json!({"id": "c", "object": "chat.completion.chunk", "model": "m",
+                                "choices": [{"index": 0, "delta": {"content": text}}]}),
+                            json!({"id": "c", "object": "chat.completion.chunk", "model": "m",
+                                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+                            json!({"id": "c", "object": "chat.completion.chunk", "model": "m",
+                                "choices": [], "usage": {"prompt_tokens": input,
+                                    "completion_tokens": output, "total_tokens": input + output}}),
+                        ];
+                        for chunk in chunks {
+                            let _ = tx.send(Bytes::from(format!("data: {chunk}\n\n"))).await;
+                        }
+                        let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+                    });
+                    response
+                }
                 Act::Fail => json_response(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     &json!({"error": {"message": "vendor says 500", "type": "server_error"}}),
@@ -393,12 +417,14 @@ async fn a_retried_request_exports_a_span_per_attempt() {
     assert!(!text.contains(r#"switchboard_upstream_errors_total{provider="127.0.0.1""#));
 }
 
-/// A failover to `b` is marked as one on b's attempt span.
+/// A streamed request fails over to `b`: b's attempt span is marked as a
+/// failover and carries the usage b streamed, which is also what the quota
+/// is charged and the token counters count, for b.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failover_attempt_is_marked_and_carries_the_secondary_usage() {
+async fn a_streamed_failover_charges_and_reports_the_secondary_usage() {
     let mut collector = OtlpCollector::start().await.unwrap();
     let a = vendor(vec![], Act::Fail).await;
-    let b = vendor(vec![], Act::Answer("from b", 7, 5)).await;
+    let b = vendor(vec![], Act::Stream("from b", 7, 5)).await;
     let router = json!({"failover": "b", "routes": [{"provider": "a"}]});
     let plain = MockUpstream::json(json!({"ok": true})).await;
     let mut config = routed_config(&a, &b, &plain, router, 1000);
@@ -406,8 +432,34 @@ async fn a_failover_attempt_is_marked_and_carries_the_secondary_usage() {
         {"name": "local", "host": "127.0.0.1", "port": collector.port, "use_http": true}
     ]);
     let served = Served::start(&config).await;
-    assert_eq!(answer_text(chat(&served, 20).await).await, "from b");
+    let response = client()
+        .post(served.url("/v1/chat/completions"))
+        .header("x-team", "red")
+        .json(&json!({"model": "x", "max_tokens": 20, "stream": true,
+            "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let streamed = response.text().await.unwrap();
+    assert!(streamed.contains("from b"), "{streamed}");
+    assert!(streamed.ends_with("data: [DONE]\n\n"), "{streamed}");
     assert_eq!(quota_remaining(&served).await, 1000 - 12);
+    let text = served.metrics().await;
+    let b_labels = r#"provider="b",model="m",tier="default""#;
+    assert_eq!(
+        sample(&text, &format!("krakend_llm_tokens_in_total{{{b_labels}}}")),
+        7.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("krakend_llm_tokens_out_total{{{b_labels}}}")
+        ),
+        5.0
+    );
     let tracing = served.live.current().telemetry().tracing().clone();
     tokio::task::spawn_blocking(move || tracing.flush())
         .await
@@ -430,10 +482,78 @@ async fn a_failover_attempt_is_marked_and_carries_the_secondary_usage() {
     assert_eq!(int(on_b, "switchboard.attempt"), Some(2));
     assert_eq!(string(on_b, "gen_ai.provider.name"), Some("b"));
     assert_eq!(int(on_b, "gen_ai.usage.input_tokens"), Some(7));
+    assert_eq!(int(on_b, "gen_ai.usage.output_tokens"), Some(5));
     assert_eq!(int(on_a, "gen_ai.usage.input_tokens"), None);
     let refused = spans
         .iter()
         .filter(|s| s.name == "POST /v1/chat/completions")
         .find(|s| string(s, "switchboard.rejection") == Some("quota"));
     assert!(refused.is_some(), "{names:?}");
+}
+
+/// Refusals of every kind and level reach `switchboard_rejections_total`:
+/// a backend-level quota (its refusal passes through the endpoint's JSON
+/// handling) and a JSON-schema guard.
+#[tokio::test]
+async fn backend_quota_and_schema_refusals_are_counted() {
+    let plain = MockUpstream::json(json!({"ok": true})).await;
+    let config = json!({
+        "version": 3,
+        "extra_config": {
+            "telemetry/opentelemetry": {"exporters": {
+                "prometheus": [{"name": "local", "port": 0, "listen_ip": "127.0.0.1"}]}},
+            "governance/processors": {"quotas": [{"name": "requests",
+                "rules": [{"name": "one", "limits": [{"amount": 1, "unit": "day"}]}]}]}
+        },
+        "endpoints": [
+            {"endpoint": "/backend-quota", "input_headers": ["X-Team"],
+             "backend": [{"host": [plain.url()], "url_pattern": "/x",
+                "extra_config": {"governance/quota": {"quota_name": "requests", "tier_key": "X-Team",
+                    "tiers": [{"rule_name": "one", "tier_value_as": "*", "strategy": "header", "key": "X-Team"}]}}}]},
+            {"endpoint": "/schema", "method": "POST",
+             "extra_config": {"validation/json-schema": {"type": "object", "required": ["prompt"]}},
+             "backend": [{"host": [plain.url()], "url_pattern": "/x"}]}
+        ]
+    });
+    let served = Served::start(&config).await;
+    let http = client();
+    for expected in [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS] {
+        let response = http
+            .get(served.url("/backend-quota"))
+            .header("x-team", "red")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected);
+    }
+    for (body, expected) in [
+        (json!({"prompt": "hi"}), StatusCode::OK),
+        (json!({"other": 1}), StatusCode::BAD_REQUEST),
+    ] {
+        let response = http
+            .post(served.url("/schema"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, expected, "{text}");
+    }
+    assert_eq!(plain.count(), 2);
+    let text = served.metrics().await;
+    let rejections = |endpoint: &str, kind: &str| {
+        sample(
+            &text,
+            &format!(r#"switchboard_rejections_total{{endpoint="{endpoint}",kind="{kind}"}}"#),
+        )
+    };
+    assert_eq!(rejections("/backend-quota", "quota"), 1.0);
+    assert_eq!(rejections("/schema", "guard"), 1.0);
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("switchboard_rejections_total{"))
+            .count(),
+        2
+    );
 }
