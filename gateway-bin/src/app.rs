@@ -237,7 +237,8 @@ pub(crate) fn build_app_checked(
     // Root namespaces build no layer of their own: they are checked here,
     // and what endpoints build on (the API key ring) is compiled once.
     let mut root_layers = RootLayers {
-        governance: crate::governance::Governance::from_root(&root.extra_config),
+        governance: crate::governance::Governance::from_root(&root.extra_config, state),
+        breakers: crate::ops::breakers(state),
         ..RootLayers::default()
     };
     build_layers(
