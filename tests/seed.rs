@@ -16,8 +16,11 @@ fn configs_dir() -> PathBuf {
 }
 
 /// The seed config (`examples/configs/seed.json`: the seed with `"method":
-/// "POST"` on `/multi-llm` and `/_llm/gemini`) with the vendors' hosts
-/// pointed at mocks and `localhost:8080` at the gateway itself.
+/// "POST"` on `/multi-llm` and `/_llm/gemini`, a 60s timeout, the
+/// `X-Llm` check repeated on the inner endpoints and the masking pattern
+/// bounded for streams, so that `check` has nothing to warn about) with
+/// the vendors' hosts pointed at mocks and `localhost:8080` at the gateway
+/// itself.
 fn seed_config(openai: &MockUpstream, gemini: &MockUpstream) -> Value {
     let text = std::fs::read_to_string(configs_dir().join("seed.json")).unwrap();
     let text = text

@@ -139,7 +139,8 @@ impl App {
 /// The root `router` namespace (KrakenD's HTTP router options).
 #[derive(Debug, Default, Deserialize)]
 struct RouterOptions {
-    #[serde(default)]
+    /// KrakenD names it `max_payload`.
+    #[serde(default, alias = "max_payload")]
     max_payload_size: Option<usize>,
     #[serde(default)]
     disable_access_log: bool,
@@ -182,12 +183,46 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
 /// Builds the gateway with state kept from earlier builds (metrics, quota
 /// and breaker state survive a reload this way).
 pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App, Vec<ConfigError>> {
+    match build_app_checked(loaded, state) {
+        Ok(app) => Ok(app),
+        Err(mut errors) => {
+            if errors.is_empty() {
+                errors.push(ConfigError::new(
+                    "$",
+                    "the config has mistakes (reported when it was read)",
+                ));
+            }
+            Err(errors)
+        }
+    }
+}
+
+/// Whether a field anywhere in the config had a mistake when it was read
+/// leniently ([`crate::config::parse_str_lenient`]).
+fn read_badly(root: &RootConfig) -> bool {
+    root.invalid.any()
+        || root
+            .endpoints
+            .iter()
+            .any(|e| e.invalid.any() || e.backend.iter().any(|b| b.invalid.any()))
+}
+
+/// As [`build_app_with`], for `check`: the errors are only those of the
+/// build (none repeats a mistake found when the file was read), and a
+/// config read with mistakes never builds.
+pub(crate) fn build_app_checked(
+    loaded: &LoadedConfig,
+    state: &SharedState,
+) -> Result<App, Vec<ConfigError>> {
     let root = &loaded.root;
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
 
     let router_options: RouterOptions = match root.extra_config.get("router") {
-        Some(value) => from_value(value).map_err(|e| vec![e.at("$.extra_config.router")])?,
+        Some(value) => from_value(value).unwrap_or_else(|e| {
+            errors.extend(e.at("$.extra_config.router").into_all());
+            RouterOptions::default()
+        }),
         None => RouterOptions::default(),
     };
     for key in router_options.other.keys() {
@@ -202,7 +237,8 @@ pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App,
     // Root namespaces build no layer of their own: they are checked here,
     // and what endpoints build on (the API key ring) is compiled once.
     let mut root_layers = RootLayers {
-        governance: crate::governance::Governance::from_root(&root.extra_config),
+        governance: crate::governance::Governance::from_root(&root.extra_config, state),
+        breakers: crate::ops::breakers(state),
         ..RootLayers::default()
     };
     build_layers(
@@ -319,6 +355,7 @@ pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App,
         root,
         root_hosts: &root_hosts,
         root_is_self,
+        root_hosts_invalid: root.invalid.has("host"),
         body_limit,
         return_error_msg: router_options.return_error_msg,
         ctx: &ctx,
@@ -328,6 +365,10 @@ pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App,
     };
     for (i, endpoint) in root.endpoints.iter().enumerate() {
         let at = format!("$.endpoints[{i}]");
+        if endpoint.invalid.has("*") {
+            // Not an endpoint at all: reported when the file was read.
+            continue;
+        }
         let (method, service) = match builder.endpoint(endpoint, &at) {
             Ok(built) => built,
             Err(mut errs) => {
@@ -368,12 +409,12 @@ pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App,
     let telemetry_settings =
         match TelemetrySettings::from_extra(&root.extra_config, "$.extra_config") {
             Ok(settings) => settings,
-            Err(mut errs) => {
-                errors.append(&mut errs);
+            Err(errs) => {
+                errors.extend(errs.into_iter().flat_map(ConfigError::into_all));
                 TelemetrySettings::default()
             }
         };
-    if !errors.is_empty() {
+    if !errors.is_empty() || read_badly(root) {
         return Err(errors);
     }
     let telemetry = crate::ops::telemetry_for(state, &telemetry_settings).map_err(|e| vec![e])?;
@@ -604,6 +645,9 @@ struct PipelineBuilder<'a> {
     root: &'a RootConfig,
     root_hosts: &'a [String],
     root_is_self: bool,
+    /// Whether the root `host` had a mistake (reported when the file was
+    /// read).
+    root_hosts_invalid: bool,
     body_limit: usize,
     /// `router.return_error_msg`.
     return_error_msg: bool,
@@ -617,7 +661,8 @@ struct PipelineBuilder<'a> {
 struct EndpointFacts<'a> {
     endpoint: &'a EndpointConfig,
     method: &'a Method,
-    params: &'a [String],
+    /// `None` when the path had a mistake: its parameters are unknown.
+    params: Option<&'a [String]>,
     headers: &'a HeaderFilter,
     has_jwt: bool,
 }
@@ -630,18 +675,34 @@ impl PipelineBuilder<'_> {
         at: &str,
     ) -> Result<(Method, impl PipelineService + use<>), Vec<ConfigError>> {
         let mut errors = Vec::new();
-        let params = validate_path(&endpoint.endpoint)
-            .map_err(|m| vec![ConfigError::new(format!("{at}.endpoint"), m)])?;
-        let method = parse_method(&endpoint.method)
-            .map_err(|m| vec![ConfigError::new(format!("{at}.method"), m)])?;
-        if endpoint.backend.is_empty() {
+        // A field with a mistake (reported when the file was read) holds
+        // its default: what depends on it is not checked again.
+        let invalid = &endpoint.invalid;
+        let params = if invalid.has("endpoint") {
+            None
+        } else {
+            validate_path(&endpoint.endpoint)
+                .map_err(|m| errors.push(ConfigError::new(format!("{at}.endpoint"), m)))
+                .ok()
+        };
+        let method = parse_method(&endpoint.method).unwrap_or_else(|m| {
+            errors.push(ConfigError::new(format!("{at}.method"), m));
+            Method::GET
+        });
+        if endpoint.backend.is_empty() && !invalid.has("backend") {
             errors.push(ConfigError::new(
                 format!("{at}.backend"),
                 "an endpoint needs at least one backend",
             ));
         }
-        let headers = HeaderFilter::new(&endpoint.input_headers)
-            .map_err(|m| vec![ConfigError::new(format!("{at}.input_headers"), m)])?;
+        let headers = if invalid.has("input_headers") {
+            HeaderFilter::All
+        } else {
+            HeaderFilter::new(&endpoint.input_headers).unwrap_or_else(|m| {
+                errors.push(ConfigError::new(format!("{at}.input_headers"), m));
+                HeaderFilter::All
+            })
+        };
         let query = QueryFilter::new(&endpoint.input_query_strings);
         let encoding = endpoint
             .output_encoding
@@ -684,17 +745,21 @@ impl PipelineBuilder<'_> {
         let has_jwt = endpoint.extra_config.contains_key("auth/validator");
         let strategy =
             Strategy::from_config(endpoint.extra_config.get("proxy")).unwrap_or_else(|e| {
-                errors.push(e.at(&format!("{at}.extra_config.proxy")));
+                errors.extend(e.at(&format!("{at}.extra_config.proxy")).into_all());
                 Strategy::Parallel
             });
 
         let mut backends = Vec::new();
         for (j, backend) in endpoint.backend.iter().enumerate() {
             let bat = format!("{at}.backend[{j}]");
+            if backend.invalid.has("*") {
+                // Not a backend at all: reported when the file was read.
+                continue;
+            }
             let of = EndpointFacts {
                 endpoint,
                 method: &method,
-                params: &params,
+                params: params.as_deref(),
                 headers: &headers,
                 has_jwt,
             };
@@ -734,7 +799,10 @@ impl PipelineBuilder<'_> {
             self.warnings,
             &mut errors,
         );
-        if !errors.is_empty() {
+        // A field with a mistake reported when the file was read fails the
+        // endpoint too, though nothing new is reported here.
+        let read_badly = invalid.any() || endpoint.backend.iter().any(|b| b.invalid.any());
+        if !errors.is_empty() || read_badly {
             return Err(errors);
         }
         let krakend = krakend_endpoint(endpoint);
@@ -754,7 +822,7 @@ impl PipelineBuilder<'_> {
                 return_error_msg: self.return_error_msg,
             },
             limit: self.body_limit,
-            has_params: !params.is_empty(),
+            has_params: params.as_ref().is_some_and(|p| !p.is_empty()),
             calls_gateway: self.root_is_self && endpoint.backend.iter().any(|b| b.host.is_empty()),
             inner: layers.wrap(proxy),
         };
@@ -768,13 +836,23 @@ impl PipelineBuilder<'_> {
         of: &EndpointFacts<'_>,
     ) -> Result<BackendRoute, Vec<ConfigError>> {
         let mut errors = Vec::new();
-        let pattern = UrlPattern::parse(&backend.url_pattern)
-            .map_err(|m| vec![ConfigError::new(format!("{at}.url_pattern"), m)])?;
-        for source in pattern.sources() {
+        let invalid = &backend.invalid;
+        // `None` when the pattern had a mistake: its placeholders are not
+        // checked, and the backend is not built.
+        let pattern = if invalid.has("url_pattern") {
+            None
+        } else {
+            UrlPattern::parse(&backend.url_pattern)
+                .map_err(|m| errors.push(ConfigError::new(format!("{at}.url_pattern"), m)))
+                .ok()
+        };
+        for source in pattern.iter().flat_map(UrlPattern::sources) {
             let problem = match source {
                 // `{respN_x}` is checked with the endpoint's strategy.
                 Source::Param(name)
-                    if !of.params.iter().any(|p| p == name)
+                    if of
+                        .params
+                        .is_some_and(|params| !params.iter().any(|p| p == name))
                         && !crate::strategy::is_response_placeholder(name) =>
                 {
                     Some(format!(
@@ -786,11 +864,12 @@ impl PipelineBuilder<'_> {
                     "{{input_headers.{name}}} needs {name:?} in the endpoint's input_headers"
                 )),
                 Source::Query(name)
-                    if !of
-                        .endpoint
-                        .input_query_strings
-                        .iter()
-                        .any(|q| q == name || q == "*") =>
+                    if !of.endpoint.invalid.has("input_query_strings")
+                        && !of
+                            .endpoint
+                            .input_query_strings
+                            .iter()
+                            .any(|q| q == name || q == "*") =>
                 {
                     Some(format!(
                         "{{input_query_strings.{name}}} needs {name:?} in the endpoint's input_query_strings"
@@ -806,9 +885,10 @@ impl PipelineBuilder<'_> {
             }
         }
         let method = match &backend.method {
-            Some(m) => {
-                parse_method(m).map_err(|m| vec![ConfigError::new(format!("{at}.method"), m)])?
-            }
+            Some(m) => parse_method(m).unwrap_or_else(|m| {
+                errors.push(ConfigError::new(format!("{at}.method"), m));
+                of.method.clone()
+            }),
             None => of.method.clone(),
         };
         if backend.disable_host_sanitize {
@@ -836,7 +916,9 @@ impl PipelineBuilder<'_> {
             }
             (hosts, false)
         };
-        if hosts.is_empty() && errors.is_empty() {
+        let hosts_unknown =
+            invalid.has("host") || (backend.host.is_empty() && self.root_hosts_invalid);
+        if hosts.is_empty() && errors.is_empty() && !hosts_unknown {
             errors.push(ConfigError::new(
                 format!("{at}.host"),
                 "no host: set the backend's host or the root host",
@@ -869,9 +951,9 @@ impl PipelineBuilder<'_> {
             self.warnings,
             &mut errors,
         );
-        if !errors.is_empty() {
+        let Some(pattern) = pattern.filter(|_| errors.is_empty()) else {
             return Err(errors);
-        }
+        };
         let upstream = if is_internal {
             Either::Right(self.internal.clone())
         } else {
@@ -1080,7 +1162,10 @@ fn check_backend_strategy(
     if let Some(value) = backend.extra_config.get("backend/conditional") {
         match Condition::from_config(value, headers) {
             Ok(condition) => route.condition = Some(condition),
-            Err(e) => errors.push(e.at(&format!("{at}.extra_config[\"backend/conditional\"]"))),
+            Err(e) => errors.extend(
+                e.at(&format!("{at}.extra_config[\"backend/conditional\"]"))
+                    .into_all(),
+            ),
         }
     }
     if !matches!(strategy, Strategy::Sequential { .. })

@@ -923,6 +923,12 @@ async fn single_response(
         ));
     }
     let retry_headers = RETRY_HEADERS.map(|name| response.headers().get(&name).cloned());
+    // A backend-level refusal (quota, rate limit, guard) stays one for the
+    // metrics around the endpoint.
+    let rejection = response
+        .extensions()
+        .get::<switchboard_core::Rejection>()
+        .copied();
     let (status, value) = read_json(backend, response, deadline)
         .await
         .map_err(|e| backend_failure(state, e))?;
@@ -937,6 +943,9 @@ async fn single_response(
             if let Some(value) = value {
                 response.headers_mut().insert(name, value);
             }
+        }
+        if let Some(rejection) = rejection {
+            response.extensions_mut().insert(rejection);
         }
         Ok(response)
     }

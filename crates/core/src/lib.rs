@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod attempt;
 pub mod buffer;
 pub mod config;
 mod context;
@@ -12,6 +13,7 @@ pub mod sse;
 mod state;
 mod usage;
 
+pub use attempt::{AttemptReason, UpstreamAttempt};
 pub use config::ConfigError;
 pub use context::{
     ApiKeyIdentity, BodyLimit, Claims, ClientAddr, JsonBody, RouteParams, lookup_path,
