@@ -23,7 +23,7 @@ import time
 import openai
 import pytest
 
-from conftest import launch_gateway, sdk_with_default_retries, stop_gateway
+from conftest import CLIENT_KEY, launch_gateway, sdk_with_default_retries, stop_gateway
 from mock_vendors import RefusingPort
 
 PRIMARY, SECONDARY = "openai", "anthropic"  # the mocks behind the two providers
@@ -73,6 +73,9 @@ def routing_config(mocks, refusing: RefusingPort) -> dict:
             endpoint("/routed/v1/chat/completions",
                      {"routes": [{"gates": ["pro"], "provider": "secondary"},
                                  {"models": {"aliases": {"fast": ["primary", "secondary"]}}}]}),
+            # Hedging: both at once, the first good answer wins.
+            endpoint("/hedged/v1/chat/completions",
+                     {"routes": [{"fan_out": {"providers": ["primary", "secondary"], "mode": "first"}}]}),
             # No router: the primary alone (the control).
             {"endpoint": "/plain/v1/chat/completions", "method": "POST", "output_encoding": "no-op",
              "backend": [{"host": ["http://127.0.0.1:9"], "url_pattern": "/unused",
@@ -284,3 +287,27 @@ def test_router_rules_through_the_sdk(mocks, sdk, wire):
     assert info.value.response.headers.get("x-should-retry") == "false"
     assert (mocks[PRIMARY].count, mocks[SECONDARY].count) == (2, 2)
     assert wire.statuses == [200, 200, 200, 400]
+
+
+def test_hedging_takes_the_first_good_answer_and_cancels_the_other(mocks, sdk, wire):
+    mocks[PRIMARY].fail("hang")
+    r = sdk("hedged").chat.completions.create(model="gpt-5.4-mini", messages=ASK)
+    assert r.choices[0].message.content == mocks[SECONDARY].last["answer"]["text"]
+    assert (mocks[PRIMARY].count, mocks[SECONDARY].count) == (1, 1)
+    eventually(lambda: mocks[PRIMARY].last["closed_by_client"], "the losing attempt was not cancelled")
+    assert wire.statuses == [200]
+
+
+def test_a_client_that_gives_up_cancels_every_attempt(mocks, routing_gateway):
+    # The client's own timeout (1 s, no retry) comes long before the
+    # endpoint's (20 s): the vendors see their connections close because the
+    # client went away.
+    mocks[PRIMARY].fail("hang")
+    mocks[SECONDARY].fail("hang")
+    client = openai.OpenAI(base_url=routing_gateway.url + "/hedged/v1", api_key=CLIENT_KEY,
+                           timeout=1.0, max_retries=0)
+    with pytest.raises(openai.APITimeoutError):
+        client.chat.completions.create(model="gpt-5.4-mini", messages=ASK)
+    assert (mocks[PRIMARY].count, mocks[SECONDARY].count) == (1, 1)
+    eventually(lambda: mocks[PRIMARY].last["closed_by_client"] and mocks[SECONDARY].last["closed_by_client"],
+               "an attempt outlived its client", limit=10.0)
