@@ -330,6 +330,13 @@ pub fn parse_str_lenient(
     strip_comments(&mut value);
     let mut unset = Vec::new();
     report_unset(&value, "$", &mut unset);
+    if !value.is_object() {
+        errors.push(ConfigError::new(
+            "$",
+            "the config must be a JSON object with \"version\": 3",
+        ));
+        return (None, errors);
+    }
     match value.get("version") {
         Some(version) if version == &Value::from(3) => {}
         Some(version) => {
@@ -345,10 +352,6 @@ pub fn parse_str_lenient(
         None => errors.push(ConfigError::new("$.version", "missing: set \"version\": 3")),
     }
     let Value::Object(mut object) = value else {
-        errors.push(ConfigError::new(
-            "$",
-            "the config must be a JSON object with \"version\": 3",
-        ));
         return (None, errors);
     };
     object.insert("version".to_owned(), Value::from(3));
