@@ -20,7 +20,9 @@ use switchboard_core::buffer::{check_content_length, collect};
 use switchboard_core::config::from_value;
 use switchboard_core::future::LayerFuture;
 use switchboard_core::secrets::Secrets;
-use switchboard_core::{Body, BodyLimit, ConfigError, ErrorResponse, RouteParams, SharedState};
+use switchboard_core::{
+    Body, BodyLimit, ConfigError, ErrorResponse, KrakendError, RouteParams, SharedState,
+};
 use switchboard_telemetry::{RecordMetricsLayer, Telemetry, TelemetrySettings};
 use tower::Service;
 use tower::util::Either;
@@ -146,6 +148,17 @@ struct RouterOptions {
     logger_skip_paths: Vec<String>,
     #[serde(default)]
     health_path: Option<String>,
+    /// KrakenD: a failed backend's error message is the body of the 500.
+    #[serde(default)]
+    return_error_msg: bool,
+    /// KrakenD: no redirect of a path whose case (or dot segments, or
+    /// double slashes) differs from an endpoint's.
+    #[serde(default)]
+    disable_redirect_fixed_path: bool,
+    /// KrakenD: no redirect of a path that differs from an endpoint's by a
+    /// trailing slash.
+    #[serde(default)]
+    disable_redirect_trailing_slash: bool,
     #[serde(default)]
     shutdown_timeout: Option<crate::config::GoDuration>,
     /// Switchboard: the deadline for a whole request body.
@@ -224,7 +237,8 @@ pub(crate) fn build_app_checked(
     // Root namespaces build no layer of their own: they are checked here,
     // and what endpoints build on (the API key ring) is compiled once.
     let mut root_layers = RootLayers {
-        governance: crate::governance::Governance::from_root(&root.extra_config),
+        governance: crate::governance::Governance::from_root(&root.extra_config, state),
+        breakers: crate::ops::breakers(state),
         ..RootLayers::default()
     };
     build_layers(
@@ -249,10 +263,7 @@ pub(crate) fn build_app_checked(
         streaming: false,
     };
 
-    for (field, set) in [
-        ("cache_ttl", root.cache_ttl.is_some()),
-        ("disable_rest", root.disable_rest),
-    ] {
+    for (field, set) in [("disable_rest", root.disable_rest)] {
         if set {
             warnings.push(format!(
                 "$.{field}: accepted for compatibility; has no effect"
@@ -328,6 +339,7 @@ pub(crate) fn build_app_checked(
         clashes.reserve("/__echo/{*rest}");
     }
     if root.debug_endpoint {
+        clashes.reserve("/__debug");
         clashes.reserve("/__debug/");
         clashes.reserve("/__debug/{*rest}");
     }
@@ -335,6 +347,9 @@ pub(crate) fn build_app_checked(
     // One method router per path; each endpoint's static pipeline goes into
     // it directly, so the router's own box is the endpoint's only one.
     let mut routes: BTreeMap<String, MethodRouter> = BTreeMap::new();
+    // Paths where some endpoint calls an LLM through `ai/*`: their 405 stays
+    // the JSON error.
+    let mut llm_paths: BTreeSet<String> = BTreeSet::new();
     let mut shapes = BTreeSet::new();
     let mut builder = PipelineBuilder {
         root,
@@ -342,6 +357,7 @@ pub(crate) fn build_app_checked(
         root_is_self,
         root_hosts_invalid: root.invalid.has("host"),
         body_limit,
+        return_error_msg: router_options.return_error_msg,
         ctx: &ctx,
         http: &http,
         internal: &internal,
@@ -384,6 +400,9 @@ pub(crate) fn build_app_checked(
             ));
             continue;
         };
+        if !krakend_endpoint(endpoint) {
+            llm_paths.insert(endpoint.endpoint.clone());
+        }
         let entry = routes.entry(endpoint.endpoint.clone()).or_default();
         *entry = std::mem::take(entry).on_service(filter, service);
     }
@@ -410,18 +429,29 @@ pub(crate) fn build_app_checked(
             .route("/__echo/{*rest}", echo);
     }
     if root.debug_endpoint {
-        let echo = any(move |request: Request<Body>| echo::echo(request, body_limit));
+        let debug = any(move |request: Request<Body>| echo::debug(request, body_limit));
         router = router
-            .route("/__debug/", echo.clone())
-            .route("/__debug/{*rest}", echo);
+            .route("/__debug", debug.clone())
+            .route("/__debug/", debug.clone())
+            .route("/__debug/{*rest}", debug);
     }
+    let fixes = Arc::new(echo::PathFixes::new(
+        routes.keys().map(String::as_str),
+        !router_options.disable_redirect_fixed_path,
+        !router_options.disable_redirect_trailing_slash,
+    ));
     for (path, method_router) in routes {
-        router = router.route(&path, method_router.fallback(method_not_allowed));
+        let fallback = if llm_paths.contains(&path) {
+            method_router.fallback(method_not_allowed)
+        } else {
+            method_router.fallback(echo::krakend_method_not_allowed)
+        };
+        router = router.route(&path, fallback);
     }
     let secrets = Arc::new(crate::secret_values::collect(root));
     let router = router
         .route_layer(RecordMetricsLayer::new(telemetry.clone()))
-        .fallback(echo::not_found)
+        .fallback(move |request: Request<Body>| echo::not_found(Arc::clone(&fixes), request))
         .layer(axum::Extension(Arc::clone(&secrets)));
     let _ = cell.set(router.clone());
 
@@ -511,8 +541,13 @@ fn validate_health_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// KrakenD's health answer (`agents`: the async agents, none here; `now`:
+/// the time), with the config generation.
 async fn health(generation: u64) -> Response<Body> {
-    let body = format!(r#"{{"status":"ok","config_generation":{generation}}}"#);
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let body = format!(
+        r#"{{"agents":{{}},"now":"{now}","status":"ok","config_generation":{generation}}}"#
+    );
     let mut response = Response::new(Body::from(body));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -614,6 +649,8 @@ struct PipelineBuilder<'a> {
     /// read).
     root_hosts_invalid: bool,
     body_limit: usize,
+    /// `router.return_error_msg`.
+    return_error_msg: bool,
     ctx: &'a BuildContext<'a>,
     http: &'a HttpUpstream,
     internal: &'a InternalUpstream,
@@ -687,11 +724,12 @@ impl PipelineBuilder<'_> {
                 "\"string\" is a backend encoding; endpoints answer json, json-collection or no-op",
             ));
         }
-        if endpoint.cache_ttl.is_some() {
-            self.warnings.push(format!(
-                "{at}.cache_ttl: Switchboard does not cache responses; ignored"
-            ));
-        }
+        let cache_control = endpoint
+            .cache_ttl
+            .or(self.root.cache_ttl)
+            .map(|ttl| ttl.0.as_secs())
+            .filter(|secs| *secs > 0)
+            .and_then(|secs| HeaderValue::from_str(&format!("public, max-age={secs}")).ok());
         if encoding == Encoding::NoOp && endpoint.backend.len() > 1 {
             errors.push(ConfigError::new(
                 format!("{at}.output_encoding"),
@@ -767,6 +805,7 @@ impl PipelineBuilder<'_> {
         if !errors.is_empty() || read_badly {
             return Err(errors);
         }
+        let krakend = krakend_endpoint(endpoint);
         let proxy = Proxy::new(EndpointState {
             backends,
             headers,
@@ -774,8 +813,14 @@ impl PipelineBuilder<'_> {
             encoding,
             timeout,
             strategy,
+            cache_control,
+            krakend_errors: krakend,
         });
         let entry = EndpointEntry {
+            answers: KrakendAnswers {
+                enabled: krakend,
+                return_error_msg: self.return_error_msg,
+            },
             limit: self.body_limit,
             has_params: params.as_ref().is_some_and(|p| !p.is_empty()),
             calls_gateway: self.root_is_self && endpoint.backend.iter().any(|b| b.host.is_empty()),
@@ -919,6 +964,7 @@ impl PipelineBuilder<'_> {
         Ok(BackendRoute {
             fixed_uri,
             needs_context,
+            krakend_client: !calls_llm(backend),
             condition: None,
             pattern,
             method,
@@ -972,6 +1018,8 @@ impl RouteCheck {
 /// reaches a backend until it is known to fit.
 #[derive(Clone)]
 struct EndpointEntry<S> {
+    /// KrakenD's answers to rejections, on KrakenD endpoints.
+    answers: KrakendAnswers,
     limit: usize,
     /// Whether the path declares `{params}` (most do not: no extraction).
     has_params: bool,
@@ -984,7 +1032,7 @@ struct EndpointEntry<S> {
 impl<S: PipelineService> Service<Request<Body>> for EndpointEntry<S> {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = LayerFuture<S::Future, Infallible>;
+    type Future = LayerFuture<S::Future, Infallible, KrakendAnswers>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -1015,8 +1063,9 @@ impl<S: PipelineService> Service<Request<Body>> for EndpointEntry<S> {
         if self.calls_gateway && parts.extensions.get::<CallBudget>().is_none() {
             parts.extensions.insert(CallBudget::default());
         }
+        let answers = self.answers;
         if parts.headers.contains_key(http::header::CONTENT_LENGTH) || body.is_end_stream() {
-            return LayerFuture::inner(self.inner.call(Request::from_parts(parts, body)));
+            return LayerFuture::then(self.inner.call(Request::from_parts(parts, body)), answers);
         }
         // A body of unknown length is read (bounded) before anything goes
         // upstream.
@@ -1024,14 +1073,71 @@ impl<S: PipelineService> Service<Request<Body>> for EndpointEntry<S> {
         let mut inner = std::mem::replace(&mut self.inner, clone);
         LayerFuture::boxed(async move {
             match collect(body, limit).await {
-                Ok(bytes) => {
-                    inner
-                        .call(Request::from_parts(parts, Body::from(bytes)))
-                        .await
-                }
+                Ok(bytes) => inner
+                    .call(Request::from_parts(parts, Body::from(bytes)))
+                    .await
+                    .map(|response| answers.apply(response)),
                 Err(error) => Ok(error.into_response()),
             }
         })
+    }
+}
+
+/// Whether a backend calls an LLM vendor through `ai/llm` or `ai/router`
+/// (the gateway is then the vendor's client, not KrakenD's proxy).
+fn calls_llm(backend: &BackendConfig) -> bool {
+    backend.extra_config.contains_key("ai/llm") || backend.extra_config.contains_key("ai/router")
+}
+
+/// Whether an endpoint answers errors as KrakenD does: every endpoint but
+/// the unified LLM ones, which answer in their client format's shape.
+fn krakend_endpoint(endpoint: &EndpointConfig) -> bool {
+    !endpoint.backend.iter().any(calls_llm)
+}
+
+/// Rewrites a rejection the way KrakenD answers it (see
+/// [`KrakendError`]), on KrakenD endpoints.
+#[derive(Clone, Copy, Debug)]
+struct KrakendAnswers {
+    enabled: bool,
+    return_error_msg: bool,
+}
+
+impl KrakendAnswers {
+    fn apply(self, response: Response<Body>) -> Response<Body> {
+        if !self.enabled || response.extensions().get::<KrakendError>().is_none() {
+            return response;
+        }
+        let (mut parts, _json) = response.into_parts();
+        let Some(answer) = parts.extensions.remove::<KrakendError>() else {
+            return Response::from_parts(parts, Body::empty());
+        };
+        let headers = &mut parts.headers;
+        headers.remove(http::header::CONTENT_TYPE);
+        headers.remove(http::header::CONTENT_LENGTH);
+        headers.remove(crate::proxy::COMPLETED);
+        let body = match answer {
+            KrakendError::Empty => Body::empty(),
+            KrakendError::Message(message) => {
+                headers.insert(crate::proxy::COMPLETED, HeaderValue::from_static("false"));
+                if self.return_error_msg {
+                    headers.insert(
+                        http::header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; charset=utf-8"),
+                    );
+                    Body::from(message)
+                } else {
+                    Body::empty()
+                }
+            }
+        };
+        Response::from_parts(parts, body)
+    }
+}
+
+impl switchboard_core::future::OnResponse for KrakendAnswers {
+    fn on_response(self, response: Response<Body>) -> switchboard_core::future::Posted {
+        switchboard_core::future::Posted::Ready(self.apply(response))
     }
 }
 

@@ -188,6 +188,8 @@ pub(crate) struct RootLayers {
     /// Redis pools, quota processors, the prompt-guard registry and the
     /// service-wide limits, built once from the root.
     pub(crate) governance: crate::governance::Governance,
+    /// The LLM circuit breakers, kept across config builds.
+    pub(crate) breakers: std::sync::Arc<switchboard_llm_router::routing::Breakers>,
 }
 
 /// A request → response service that a pipeline is made of.
@@ -493,7 +495,7 @@ fn build_router(
     slots: Slots<'_>,
     ctx: &BuildContext<'_>,
 ) -> Result<(), ConfigError> {
-    let layer = crate::llm::router_layer(value, ctx.root_extra, ctx.streaming)?;
+    let layer = crate::llm::router_layer(value, ctx.root_extra, ctx.streaming, &ctx.root.breakers)?;
     match slots {
         Slots::Backend(set) => fill(&mut set.llm, layer),
         _ => Ok(()),

@@ -93,6 +93,7 @@ impl EvaluatePoliciesLayer {
             let source = Source {
                 path,
                 text: &check.check_expr,
+                evaluator: Some(i),
             };
             if vars.contains(Var::Jwt) {
                 jwt.push(source);
