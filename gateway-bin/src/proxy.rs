@@ -1156,6 +1156,41 @@ mod tests {
     }
 
     #[test]
+    fn redirects_stay_on_the_backend_hosts() {
+        let base: Uri = "http://127.0.0.1:8081/redirect/?status=301"
+            .parse()
+            .unwrap();
+        let target = resolve_location(&base, "/param_forwarding/?status=301").unwrap();
+        assert_eq!(
+            target.to_string(),
+            "http://127.0.0.1:8081/param_forwarding/?status=301"
+        );
+        assert!(within_host("http://127.0.0.1:8081", &target));
+        assert!(!within_host("http://127.0.0.1:8082", &target));
+        assert!(!within_host("https://127.0.0.1:8081", &target));
+        let relative = resolve_location(&base, "next").unwrap();
+        assert_eq!(relative.path(), "/redirect/next");
+        let elsewhere = resolve_location(&base, "//169.254.169.254/latest").unwrap();
+        assert!(!within_host("http://127.0.0.1:8081", &elsewhere));
+        assert!(resolve_location(&base, "/a/../../etc").is_none());
+        let default_port: Uri = "https://api.example.com/v1/x".parse().unwrap();
+        assert!(within_host("https://api.example.com:443", &default_port));
+        assert!(within_host("https://API.example.com/v1", &default_port));
+        assert!(!within_host("https://api.example.com/v2", &default_port));
+        assert!(!within_host("https://api.example.com/v", &default_port));
+    }
+
+    #[test]
+    fn keys_are_sorted_as_go_writes_them() {
+        let mut value = json!({"b": {"z": 1, "A-B": 2, "Accept": 3}, "a": [{"y": 1, "x": 2}]});
+        sort_keys(&mut value);
+        assert_eq!(
+            value.to_string(),
+            r#"{"a":[{"x":2,"y":1}],"b":{"A-B":2,"Accept":3,"z":1}}"#
+        );
+    }
+
+    #[test]
     fn collections_wrap() {
         let shape = Shape {
             is_collection: true,

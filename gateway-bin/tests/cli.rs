@@ -535,3 +535,28 @@ fn run_reloads_on_sighup_and_with_watch_and_refuses_a_broken_file() {
         "{log}"
     );
 }
+
+#[test]
+fn run_d_mounts_the_debug_endpoint_as_krakend_run_d_does() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let file = write_config("debug.json", r#"{"version": 3, "endpoints": []}"#);
+    let mut child = bin()
+        .args(["run", "-d", "-c"])
+        .arg(&file)
+        .args(["--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = wait_for_generation(port, 1);
+    let answer = get(port, "/__debug/some/path?x=1");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(started, "the gateway did not start");
+    let answer = answer.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with(r#"{"message":"pong"}"#), "{answer}");
+}
