@@ -287,6 +287,30 @@ fn every_bundled_example_passes_check_without_warnings() {
         );
     }
     assert!(seen >= 9, "only {seen} examples found in {}", dir.display());
+
+    // Without them, each is named with where it is used: the README's
+    // table lists them.
+    let out = bin()
+        .args(["check", "-c"])
+        .arg(dir.join("api-keys.json"))
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("MISTRAL_API_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for var in ["OPENAI_API_KEY", "MISTRAL_API_KEY"] {
+        assert!(
+            stderr.contains(&format!("environment variable {var} is not set")),
+            "{stderr}"
+        );
+    }
+    assert!(stderr.trim_end().ends_with(": 2 errors"), "{stderr}");
+    let readme = std::fs::read_to_string(repo_file("README.md")).unwrap();
+    assert!(
+        readme.contains("| `api-keys.json` | `OPENAI_API_KEY`, `MISTRAL_API_KEY` |"),
+        "the README names the variables of api-keys.json"
+    );
 }
 
 #[test]
