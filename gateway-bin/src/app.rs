@@ -185,6 +185,16 @@ pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App,
     let body_limit = router_options
         .max_payload_size
         .unwrap_or(switchboard_core::DEFAULT_BODY_LIMIT);
+    let cors = root.extra_config.get("security/cors").and_then(|value| {
+        crate::cors::Cors::from_config(value)
+            .map_err(|e| errors.push(e.at("$.extra_config[\"security/cors\"]")))
+            .ok()
+    });
+    let bots = root.extra_config.get("security/bot-detector").and_then(|value| {
+        crate::bot_detector::BotDetector::from_config(value)
+            .map_err(|e| errors.push(e.at("$.extra_config[\"security/bot-detector\"]")))
+            .ok()
+    });
 
     // Root namespaces build no layer of their own: they are checked here,
     // and what endpoints build on (the API key ring) is compiled once.
@@ -224,11 +234,10 @@ pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App,
             ));
         }
     }
-    if root.output_encoding == Some(Encoding::String) {
-        errors.push(ConfigError::new(
-            "$.output_encoding",
-            "\"string\" is a backend encoding; endpoints answer json, json-collection or no-op",
-        ));
+    if let Some(encoding) = root.output_encoding
+        && let Err(message) = crate::encoding::check_output(encoding)
+    {
+        errors.push(ConfigError::new("$.output_encoding", message));
     }
 
     let mut root_hosts = Vec::new();
@@ -383,6 +392,16 @@ pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App,
         .route_layer(RecordMetricsLayer::new(telemetry.clone()))
         .fallback(echo::not_found)
         .layer(axum::Extension(Arc::clone(&secrets)));
+    // KrakenD runs these on every request, before routing: bots first,
+    // then CORS around everything (a preflight never reaches a route).
+    let router = match bots {
+        Some(bots) => router.layer(crate::bot_detector::BotDetectorLayer::new(bots)),
+        None => router,
+    };
+    let router = match cors {
+        Some(cors) => router.layer(crate::cors::CorsLayer::new(cors)),
+        None => router,
+    };
     let _ = cell.set(router.clone());
 
     let mut lints = lints(root, &warnings);
@@ -621,11 +640,8 @@ impl PipelineBuilder<'_> {
                 "{at}.concurrent_calls: backends are called once; concurrent_calls is ignored"
             ));
         }
-        if encoding == Encoding::String {
-            errors.push(ConfigError::new(
-                format!("{at}.output_encoding"),
-                "\"string\" is a backend encoding; endpoints answer json, json-collection or no-op",
-            ));
+        if let Err(message) = crate::encoding::check_output(encoding) {
+            errors.push(ConfigError::new(format!("{at}.output_encoding"), message));
         }
         if endpoint.cache_ttl.is_some() {
             self.warnings.push(format!(
@@ -645,6 +661,24 @@ impl PipelineBuilder<'_> {
             ));
         }
         let has_jwt = endpoint.extra_config.contains_key("auth/validator");
+        let finishing = crate::render::Finishing::from_config(endpoint.extra_config.get("proxy"))
+            .unwrap_or_else(|e| {
+                errors.push(e.at(&format!("{at}.extra_config.proxy")));
+                crate::render::Finishing::default()
+            });
+        let bots = endpoint
+            .extra_config
+            .get("security/bot-detector")
+            .and_then(|value| {
+                crate::bot_detector::BotDetector::from_config(value)
+                    .map_err(|e| {
+                        errors.push(e.at(&format!(
+                            "{at}.extra_config[\"security/bot-detector\"]"
+                        )))
+                    })
+                    .ok()
+            })
+            .map(crate::bot_detector::BotDetectorLayer::new);
         let strategy =
             Strategy::from_config(endpoint.extra_config.get("proxy")).unwrap_or_else(|e| {
                 errors.push(e.at(&format!("{at}.extra_config.proxy")));
@@ -652,6 +686,7 @@ impl PipelineBuilder<'_> {
             });
 
         let mut backends = Vec::new();
+        let mut shadows = Vec::new();
         for (j, backend) in endpoint.backend.iter().enumerate() {
             let bat = format!("{at}.backend[{j}]");
             let of = EndpointFacts {
@@ -678,7 +713,19 @@ impl PipelineBuilder<'_> {
                         &mut route,
                         &mut errors,
                     );
-                    backends.push(route);
+                    let backend_proxy = crate::strategy::BackendProxy::from_config(
+                        backend.extra_config.get("proxy"),
+                    )
+                    .unwrap_or_else(|e| {
+                        errors.push(e.at(&format!("{bat}.extra_config.proxy")));
+                        crate::strategy::BackendProxy::default()
+                    });
+                    route.shape.flatmap = backend_proxy.flatmap.map(Arc::new);
+                    if backend_proxy.shadow {
+                        shadows.push(route);
+                    } else {
+                        backends.push(route);
+                    }
                 }
                 Err(mut errs) => errors.append(&mut errs),
             }
@@ -697,9 +744,25 @@ impl PipelineBuilder<'_> {
             self.warnings,
             &mut errors,
         );
+        if backends.is_empty() && !shadows.is_empty() {
+            errors.push(ConfigError::new(
+                format!("{at}.backend"),
+                "every backend is a shadow: the endpoint needs one that answers",
+            ));
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
+        let shadow_proxy = (!shadows.is_empty()).then(|| {
+            Proxy::new(EndpointState {
+                backends: shadows,
+                headers: headers.clone(),
+                query: query.clone(),
+                encoding: Encoding::Json,
+                timeout,
+                strategy: Strategy::Parallel,
+            })
+        });
         let proxy = Proxy::new(EndpointState {
             backends,
             headers,
@@ -708,11 +771,28 @@ impl PipelineBuilder<'_> {
             timeout,
             strategy,
         });
+        let proxy = match shadow_proxy {
+            Some(shadows) => Either::Left(crate::render::Shadow::new(proxy, shadows)),
+            None => Either::Right(proxy),
+        };
+        let proxy = if finishing.is_empty() {
+            Either::Right(proxy)
+        } else {
+            Either::Left(crate::render::Finish::new(proxy, finishing))
+        };
+        let inner = layers.wrap(proxy);
+        let inner = if crate::render::Render::<()>::needed(encoding) {
+            Either::Left(crate::render::Render::new(inner, encoding))
+        } else {
+            Either::Right(inner)
+        };
         let entry = EndpointEntry {
             limit: self.body_limit,
             has_params: !params.is_empty(),
             calls_gateway: self.root_is_self && endpoint.backend.iter().any(|b| b.host.is_empty()),
-            inner: layers.wrap(proxy),
+            inner: tower::ServiceBuilder::new()
+                .option_layer(bots)
+                .service(inner),
         };
         Ok((method, entry))
     }
@@ -772,6 +852,18 @@ impl PipelineBuilder<'_> {
                 "{at}.disable_host_sanitize: hosts are always normalised; ignored"
             ));
         }
+        if let Some(encoding) = backend.encoding
+            && let Err(message) = crate::encoding::check_backend(encoding)
+        {
+            errors.push(ConfigError::new(format!("{at}.encoding"), message));
+        }
+        let http_options = crate::backend_http::BackendHttp::from_config(
+            backend.extra_config.get("backend/http"),
+        )
+        .unwrap_or_else(|e| {
+            errors.push(e.at(&format!("{at}.extra_config[\"backend/http\"]")));
+            crate::backend_http::BackendHttp::default()
+        });
         if let Some(sd) = &backend.sd
             && sd != "static"
         {
@@ -839,6 +931,8 @@ impl PipelineBuilder<'_> {
             fixed_uri,
             needs_context,
             condition: None,
+            timeout: backend.timeout.map(|d| d.0).filter(|d| !d.is_zero()),
+            http: http_options,
             pattern,
             method,
             hosts,
@@ -852,6 +946,7 @@ impl PipelineBuilder<'_> {
                 allow: backend.allow.clone(),
                 deny: backend.deny.clone(),
                 mapping,
+                flatmap: None,
             },
             service: Box::new(Backend(layers.wrap(upstream))),
         })

@@ -14,10 +14,15 @@
 //! ```
 
 mod app;
+mod backend_http;
 mod body;
+mod bot_detector;
 pub mod config;
 mod conn;
+mod cors;
 mod echo;
+mod encoding;
+mod flatmap;
 mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -27,6 +32,7 @@ mod llm;
 mod namespaces;
 mod ops;
 mod proxy;
+mod render;
 mod secret_values;
 mod server;
 mod strategy;

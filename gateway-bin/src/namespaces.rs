@@ -252,7 +252,8 @@ enum Kind {
     },
     /// Read by the gateway itself at the root.
     Builtin,
-    /// Read by the proxy itself (`proxy`, `backend/conditional`): no layer.
+    /// Read by the gateway's own steps (`proxy`, `backend/conditional`,
+    /// `backend/http`, `security/cors`, `security/bot-detector`): no layer.
     Proxy { levels: &'static [Level] },
     /// Only observes traffic: warned about, then ignored.
     Observational,
@@ -281,7 +282,25 @@ const REGISTRY: &[Entry] = &[
     Entry {
         names: &["proxy"],
         kind: Kind::Proxy {
-            levels: &[Level::Endpoint],
+            levels: ENDPOINT_AND_BACKEND,
+        },
+    },
+    Entry {
+        names: &["backend/http"],
+        kind: Kind::Proxy {
+            levels: &[Level::Backend],
+        },
+    },
+    Entry {
+        names: &["security/cors"],
+        kind: Kind::Proxy {
+            levels: &[Level::Root],
+        },
+    },
+    Entry {
+        names: &["security/bot-detector"],
+        kind: Kind::Proxy {
+            levels: &[Level::Root, Level::Endpoint],
         },
     },
     Entry {
@@ -803,7 +822,7 @@ mod tests {
             streaming: false,
         };
         let mut extra = Map::new();
-        extra.insert("security/bot-detector".to_owned(), Value::Null);
+        extra.insert("auth/gcp".to_owned(), Value::Null);
         extra.insert("telemetry/influx".to_owned(), Value::Null);
         let mut warnings = Vec::new();
         let mut errors = Vec::new();
@@ -819,7 +838,7 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(
             errors[0].path,
-            "$.endpoints[0].extra_config[\"security/bot-detector\"]"
+            "$.endpoints[0].extra_config[\"auth/gcp\"]"
         );
         assert_eq!(warnings.len(), 1);
     }

@@ -73,6 +73,9 @@ pub(crate) struct Shape {
     pub(crate) allow: Vec<String>,
     pub(crate) deny: Vec<String>,
     pub(crate) mapping: Vec<(String, String)>,
+    /// The backend's `proxy.flatmap_filter`: replaces allow, deny and
+    /// mapping, as in KrakenD.
+    pub(crate) flatmap: Option<Arc<crate::flatmap::Flatmap>>,
 }
 
 /// One backend as the endpoint calls it.
@@ -92,9 +95,22 @@ pub(crate) struct BackendRoute {
     pub(crate) needs_context: bool,
     /// `backend/conditional`, when set.
     pub(crate) condition: Option<Condition>,
+    /// The backend's own `timeout`, within the endpoint's.
+    pub(crate) timeout: Option<Duration>,
+    /// `backend/http`.
+    pub(crate) http: crate::backend_http::BackendHttp,
 }
 
 impl BackendRoute {
+    /// The deadline of one call to this backend: its own timeout from now,
+    /// never past the endpoint's.
+    pub(crate) fn deadline(&self, endpoint: Instant) -> Instant {
+        match self.timeout {
+            Some(timeout) => endpoint.min(Instant::now() + timeout),
+            None => endpoint,
+        }
+    }
+
     /// The URI of a backend with one host and a pattern without
     /// placeholders.
     pub(crate) fn fixed_uri(hosts: &[String], pattern: &UrlPattern) -> Option<Uri> {
@@ -203,8 +219,12 @@ impl Values for RequestValues<'_> {
         let Some(claims) = self.parts.extensions.get::<Claims>() else {
             return Ok(None);
         };
+        // A claim whose name holds dots (a URL) is found by its whole name
+        // first, then as a dot path.
         claims
-            .get_path(path)
+            .value()
+            .get(path)
+            .or_else(|| claims.get_path(path))
             .map(|value| claim_to_string(value, path))
             .transpose()
     }
@@ -248,6 +268,7 @@ async fn handle(
             headers.insert(CONTENT_LENGTH, length.clone());
         }
         let upstream = backend_request(backend, &parts, &path, &query, headers, body)?;
+        let deadline = backend.deadline(deadline);
         let response = call_backend(backend, upstream, deadline).await?;
         return single_response(state, backend, response, deadline).await;
     }
@@ -306,6 +327,7 @@ pub(crate) async fn call_single(
         .get(index)
         .ok_or_else(|| ErrorResponse::internal("no such backend"))?;
     let upstream = upstream_request(state, backend, parts, Body::from(body))?;
+    let deadline = backend.deadline(deadline);
     let response = call_backend(backend, upstream, deadline).await?;
     single_response(state, backend, response, deadline).await
 }
@@ -320,6 +342,7 @@ pub(crate) async fn call_json(
     deadline: Instant,
 ) -> Result<Value, ErrorResponse> {
     let upstream = upstream_request(state, backend, parts, Body::from(body))?;
+    let deadline = backend.deadline(deadline);
     let response = call_backend(backend, upstream, deadline).await?;
     let (status, value) = read_json(backend, response, deadline).await?;
     if status.is_success() {
@@ -360,13 +383,30 @@ async fn merge_calls<'a>(
         .into_iter()
         .map(|(backend, upstream)| {
             (backend, async move {
-                let response = call_backend(backend, upstream, deadline).await?;
-                let (status, value) = read_json(backend, response, deadline).await?;
+                let deadline = backend.deadline(deadline);
+                let response = call_backend(backend, upstream, deadline)
+                    .await
+                    .map_err(|e| (e, None))?;
+                if !response.status().is_success()
+                    && let Some(name) = backend.http.details_key()
+                {
+                    let detail = crate::backend_http::details(response, deadline).await;
+                    return Err((
+                        ErrorResponse::bad_gateway("the backend answered an error"),
+                        Some((name, detail)),
+                    ));
+                }
+                let (status, value) = read_json(backend, response, deadline)
+                    .await
+                    .map_err(|e| (e, None))?;
                 if !status.is_success() {
-                    return Err(ErrorResponse::bad_gateway(format!(
-                        "backend answered {}",
-                        status.as_u16()
-                    )));
+                    return Err((
+                        ErrorResponse::bad_gateway(format!(
+                            "backend answered {}",
+                            status.as_u16()
+                        )),
+                        None,
+                    ));
                 }
                 Ok(reshape(value, &backend.shape))
             })
@@ -381,9 +421,12 @@ async fn merge_calls<'a>(
             Ok(other) => {
                 merged.insert("collection".to_owned(), other);
             }
-            Err(error) => {
+            Err((error, detail)) => {
                 completed = false;
                 tracing::warn!(pattern = backend.pattern.static_prefix(), error = %error, "backend failed in merge");
+                if let Some((key, detail)) = detail {
+                    merged.insert(key, detail);
+                }
             }
         }
     }
@@ -522,6 +565,27 @@ async fn single_response(
         let body = Body::new(CoalesceBody::new(IdleTimeoutBody::new(body, state.timeout)));
         return Ok(Response::from_parts(parts, body));
     }
+    if backend.http.return_error_code && !response.status().is_success() {
+        // `backend/http.return_error_code`: the backend's error as it is.
+        let status = response.status();
+        let content_type = response.headers().get(CONTENT_TYPE).cloned();
+        let read = response_bytes(response, RESPONSE_LIMIT);
+        let (_, bytes) = tokio::time::timeout_at(deadline, read)
+            .await
+            .map_err(|_| {
+                ErrorResponse::gateway_timeout(
+                    "the backend did not finish its answer within the endpoint timeout",
+                )
+            })??;
+        let mut out = Response::new(Body::from(bytes));
+        *out.status_mut() = status;
+        if let Some(content_type) = content_type {
+            out.headers_mut().insert(CONTENT_TYPE, content_type);
+        }
+        out.headers_mut()
+            .insert(COMPLETED, HeaderValue::from_static("false"));
+        return Ok(out);
+    }
     let retry_headers = RETRY_HEADERS.map(|name| response.headers().get(&name).cloned());
     let (status, value) = read_json(backend, response, deadline).await?;
     if status.is_success() {
@@ -561,8 +625,11 @@ async fn read_json(
     let status = parts.status;
     let decoded = match backend.encoding {
         Encoding::String => Ok(string_object(&bytes)),
+        Encoding::Xml if status.is_success() => crate::encoding::xml_to_json(&bytes),
+        Encoding::Rss if status.is_success() => crate::encoding::rss_to_json(&bytes),
+        Encoding::SafeJson => crate::encoding::safejson(&bytes).map_err(|e| e.to_string()),
         _ if bytes.is_empty() => Ok(Value::Object(Map::new())),
-        _ => serde_json::from_slice::<Value>(&bytes),
+        _ => serde_json::from_slice::<Value>(&bytes).map_err(|e| e.to_string()),
     };
     match decoded {
         Ok(value) => Ok((status, value)),
@@ -571,7 +638,8 @@ async fn read_json(
             ErrorResponse::new(status, "upstream_error", truncate(&bytes, 1024)).json_body(),
         )),
         Err(err) => Err(ErrorResponse::bad_gateway(format!(
-            "the backend answered a body that is not JSON: {err}"
+            "the backend answered a body that cannot be read as {}: {err}",
+            crate::encoding::describe(backend.encoding)
         ))),
     }
 }
@@ -613,6 +681,9 @@ pub(crate) fn json_response(
         HeaderValue::from_static(if completed { "true" } else { "false" }),
     );
     response
+        .extensions_mut()
+        .insert(crate::render::Rendered { completed });
+    response
 }
 
 /// KrakenD's response manipulation, in its order: collection, target,
@@ -628,6 +699,17 @@ pub(crate) fn reshape(value: Value, shape: &Shape) -> Value {
     };
     if let Some(target) = &shape.target {
         value = take_path(value, target).unwrap_or_else(|| Value::Object(Map::new()));
+    }
+    if let Some(flatmap) = &shape.flatmap {
+        flatmap.apply(&mut value);
+        return match &shape.group {
+            Some(group) => {
+                let mut map = Map::new();
+                map.insert(group.clone(), value);
+                Value::Object(map)
+            }
+            None => value,
+        };
     }
     if !shape.allow.is_empty() {
         let mut kept = Value::Object(Map::new());
