@@ -133,11 +133,19 @@ async fn static_data_by_strategy() {
     );
     assert_eq!(
         get("/errored-ok").await,
-        (StatusCode::OK, "true".to_owned(), json!({"live": 1, "foo": 0}))
+        (
+            StatusCode::OK,
+            "true".to_owned(),
+            json!({"live": 1, "foo": 0})
+        )
     );
     assert_eq!(
         get("/errored-down").await,
-        (StatusCode::OK, "false".to_owned(), json!({"fallback": true}))
+        (
+            StatusCode::OK,
+            "false".to_owned(),
+            json!({"fallback": true})
+        )
     );
     assert_eq!(
         get("/incomplete").await,
@@ -149,7 +157,11 @@ async fn static_data_by_strategy() {
     );
     assert_eq!(
         get("/complete").await,
-        (StatusCode::OK, "false".to_owned(), json!({"live": 1, "foo": 0}))
+        (
+            StatusCode::OK,
+            "false".to_owned(),
+            json!({"live": 1, "foo": 0})
+        )
     );
     assert_eq!(down.count(), 4);
 }
@@ -216,7 +228,8 @@ async fn flatmap_filter_errors_have_json_paths() {
     .err()
     .unwrap();
     assert!(
-        errors[0].starts_with("$.endpoints[0].backend[0].extra_config.proxy.flatmap_filter[0].type"),
+        errors[0]
+            .starts_with("$.endpoints[0].backend[0].extra_config.proxy.flatmap_filter[0].type"),
         "{errors:?}"
     );
 }
@@ -326,7 +339,8 @@ async fn sequential_placeholders_propagation_and_incomplete_chains() {
 #[tokio::test]
 async fn xml_and_negotiated_encodings() {
     let xml = xml_backend().await;
-    let json_backend = MockUpstream::json(json!({"foo": 42, "list": ["a", "b"], "query": {}})).await;
+    let json_backend =
+        MockUpstream::json(json!({"foo": 42, "list": ["a", "b"], "query": {}})).await;
     let text = MockUpstream::start(|_| async {
         text_response(StatusCode::OK, "text/plain", "hello <world>")
     })
@@ -370,7 +384,10 @@ async fn xml_and_negotiated_encodings() {
         }
     };
     let (content_type, body) = negotiate("application/json; charset=utf-8").await;
-    assert!(content_type.starts_with("application/json"), "{content_type}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap(),
         json!({"user": {"-type": "admin", "name": "Elliot", "social": {
@@ -388,7 +405,10 @@ async fn xml_and_negotiated_encodings() {
     assert!(body.starts_with("<user type=\"admin\">"), "{body}");
 
     let response = http.get(gateway.url("/string")).send().await.unwrap();
-    assert_eq!(response.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
     assert_eq!(response.text().await.unwrap(), "hello <world>");
     assert_eq!(xml.count(), 4);
 }
@@ -459,7 +479,11 @@ async fn backend_http_error_details_and_codes() {
         ]}
     ])))
     .await;
-    let response = client().get(gateway.url("/detail_error")).send().await.unwrap();
+    let response = client()
+        .get(gateway.url("/detail_error"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-krakend-completed"], "false");
     assert_eq!(
@@ -520,11 +544,19 @@ async fn cors_preflights_and_actual_requests() {
     ] {
         assert_eq!(response.status(), 204);
         assert!(
-            response.headers().get("access-control-allow-origin").is_none(),
+            response
+                .headers()
+                .get("access-control-allow-origin")
+                .is_none(),
             "{:?}",
             response.headers()
         );
-        assert!(response.headers().get("access-control-allow-methods").is_none());
+        assert!(
+            response
+                .headers()
+                .get("access-control-allow-methods")
+                .is_none()
+        );
     }
     // Preflights never reach a backend.
     assert_eq!(backend.count(), 0);
@@ -583,7 +615,10 @@ async fn bot_detector_refuses_bots_before_any_backend() {
         );
     }
     assert_eq!(backend.count(), 0);
-    assert_eq!(get("/p", "Pingdom.com_bot_version_1.1").await.0, StatusCode::OK);
+    assert_eq!(
+        get("/p", "Pingdom.com_bot_version_1.1").await.0,
+        StatusCode::OK
+    );
     assert_eq!(get("/p", "curl/8").await.0, StatusCode::OK);
     assert_eq!(get("/strict", "curl/8").await.0, StatusCode::FORBIDDEN);
     assert_eq!(get("/strict", "c").await.0, StatusCode::OK);
@@ -632,8 +667,5 @@ async fn jwt_claims_named_by_url_fill_url_patterns() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(
-        backend.requests()[0].path(),
-        "/param_forwarding/7/u1/a%20b"
-    );
+    assert_eq!(backend.requests()[0].path(), "/param_forwarding/7/u1/a%20b");
 }

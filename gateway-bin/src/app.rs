@@ -190,11 +190,14 @@ pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App,
             .map_err(|e| errors.push(e.at("$.extra_config[\"security/cors\"]")))
             .ok()
     });
-    let bots = root.extra_config.get("security/bot-detector").and_then(|value| {
-        crate::bot_detector::BotDetector::from_config(value)
-            .map_err(|e| errors.push(e.at("$.extra_config[\"security/bot-detector\"]")))
-            .ok()
-    });
+    let bots = root
+        .extra_config
+        .get("security/bot-detector")
+        .and_then(|value| {
+            crate::bot_detector::BotDetector::from_config(value)
+                .map_err(|e| errors.push(e.at("$.extra_config[\"security/bot-detector\"]")))
+                .ok()
+        });
 
     // Root namespaces build no layer of their own: they are checked here,
     // and what endpoints build on (the API key ring) is compiled once.
@@ -672,13 +675,11 @@ impl PipelineBuilder<'_> {
             .and_then(|value| {
                 crate::bot_detector::BotDetector::from_config(value)
                     .map_err(|e| {
-                        errors.push(e.at(&format!(
-                            "{at}.extra_config[\"security/bot-detector\"]"
-                        )))
+                        errors.push(e.at(&format!("{at}.extra_config[\"security/bot-detector\"]")))
                     })
                     .ok()
             })
-            .map(crate::bot_detector::BotDetectorLayer::new);
+            .map(Arc::new);
         let strategy =
             Strategy::from_config(endpoint.extra_config.get("proxy")).unwrap_or_else(|e| {
                 errors.push(e.at(&format!("{at}.extra_config.proxy")));
@@ -771,28 +772,14 @@ impl PipelineBuilder<'_> {
             timeout,
             strategy,
         });
-        let proxy = match shadow_proxy {
-            Some(shadows) => Either::Left(crate::render::Shadow::new(proxy, shadows)),
-            None => Either::Right(proxy),
-        };
-        let proxy = if finishing.is_empty() {
-            Either::Right(proxy)
-        } else {
-            Either::Left(crate::render::Finish::new(proxy, finishing))
-        };
-        let inner = layers.wrap(proxy);
-        let inner = if crate::render::Render::<()>::needed(encoding) {
-            Either::Left(crate::render::Render::new(inner, encoding))
-        } else {
-            Either::Right(inner)
-        };
+        let proxy = crate::render::ExtendedProxy::new(proxy, shadow_proxy, finishing);
         let entry = EndpointEntry {
             limit: self.body_limit,
             has_params: !params.is_empty(),
             calls_gateway: self.root_is_self && endpoint.backend.iter().any(|b| b.host.is_empty()),
-            inner: tower::ServiceBuilder::new()
-                .option_layer(bots)
-                .service(inner),
+            bots,
+            render: crate::render::needs_render(encoding).then_some(encoding),
+            inner: layers.wrap(proxy),
         };
         Ok((method, entry))
     }
@@ -857,13 +844,12 @@ impl PipelineBuilder<'_> {
         {
             errors.push(ConfigError::new(format!("{at}.encoding"), message));
         }
-        let http_options = crate::backend_http::BackendHttp::from_config(
-            backend.extra_config.get("backend/http"),
-        )
-        .unwrap_or_else(|e| {
-            errors.push(e.at(&format!("{at}.extra_config[\"backend/http\"]")));
-            crate::backend_http::BackendHttp::default()
-        });
+        let http_options =
+            crate::backend_http::BackendHttp::from_config(backend.extra_config.get("backend/http"))
+                .unwrap_or_else(|e| {
+                    errors.push(e.at(&format!("{at}.extra_config[\"backend/http\"]")));
+                    crate::backend_http::BackendHttp::default()
+                });
         if let Some(sd) = &backend.sd
             && sd != "static"
         {
@@ -992,6 +978,11 @@ struct EndpointEntry<S> {
     /// Whether a backend calls the gateway itself: the request then gets
     /// the budget of internal calls its whole tree shares.
     calls_gateway: bool,
+    /// The endpoint's `security/bot-detector`.
+    bots: Option<Arc<crate::bot_detector::BotDetector>>,
+    /// An `output_encoding` written after every layer (xml, negotiate,
+    /// string).
+    render: Option<Encoding>,
     inner: S,
 }
 
@@ -1007,6 +998,23 @@ impl<S: PipelineService> Service<Request<Body>> for EndpointEntry<S> {
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         use http_body::Body as _;
         let limit = self.limit;
+        if let Some(bots) = &self.bots
+            && let Some(refusal) = bots.refuse(request.headers())
+        {
+            return LayerFuture::respond(refusal);
+        }
+        if let Some(output) = self
+            .render
+            .and_then(|encoding| crate::render::output_for(encoding, request.headers()))
+        {
+            let clone = self.clone();
+            let mut plain = std::mem::replace(self, clone);
+            plain.render = None;
+            return LayerFuture::boxed(async move {
+                let Ok(response) = plain.call(request).await;
+                Ok(crate::render::render(output, response).await)
+            });
+        }
         let (mut parts, body) = request.into_parts();
         if let Err(error) = check_content_length(&parts.headers, limit) {
             return LayerFuture::respond(error.into_response());

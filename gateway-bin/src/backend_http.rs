@@ -59,7 +59,9 @@ impl BackendHttp {
 
     /// The key the error details are merged under.
     pub(crate) fn details_key(&self) -> Option<String> {
-        self.error_details.as_ref().map(|name| format!("error_{name}"))
+        self.error_details
+            .as_ref()
+            .map(|name| format!("error_{name}"))
     }
 }
 
@@ -91,9 +93,11 @@ mod tests {
 
     #[test]
     fn config() {
-        assert_eq!(BackendHttp::from_config(None).unwrap(), BackendHttp::default());
-        let http =
-            BackendHttp::from_config(Some(&json!({"return_error_details": "a"}))).unwrap();
+        assert_eq!(
+            BackendHttp::from_config(None).unwrap(),
+            BackendHttp::default()
+        );
+        let http = BackendHttp::from_config(Some(&json!({"return_error_details": "a"}))).unwrap();
         assert_eq!(http.details_key().as_deref(), Some("error_a"));
         let http = BackendHttp::from_config(Some(&json!({"return_error_code": true}))).unwrap();
         assert!(http.return_error_code);

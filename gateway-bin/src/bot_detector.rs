@@ -88,6 +88,23 @@ impl BotDetector {
     }
 }
 
+impl BotDetector {
+    /// KrakenD's answer to a bot (403, empty body), or `None` to go on.
+    pub(crate) fn refuse(&self, headers: &http::HeaderMap) -> Option<Response<Body>> {
+        // A User-Agent that is not text is judged as empty.
+        let user_agent = headers
+            .get(USER_AGENT)
+            .map(|v| v.to_str().unwrap_or_default());
+        if !self.is_bot(user_agent) {
+            return None;
+        }
+        tracing::debug!("request refused by the bot detector");
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::FORBIDDEN;
+        Some(response)
+    }
+}
+
 /// Refuses bots before the inner service.
 #[derive(Clone)]
 pub(crate) struct BotDetectorLayer {
@@ -133,18 +150,10 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        // A User-Agent that is not text is judged as empty.
-        let user_agent = request
-            .headers()
-            .get(USER_AGENT)
-            .map(|v| v.to_str().unwrap_or_default());
-        if self.detector.is_bot(user_agent) {
-            tracing::debug!("request refused by the bot detector");
-            let mut response = Response::new(Body::empty());
-            *response.status_mut() = StatusCode::FORBIDDEN;
-            return LayerFuture::respond(response);
+        match self.detector.refuse(request.headers()) {
+            Some(refusal) => LayerFuture::respond(refusal),
+            None => LayerFuture::inner(self.inner.call(request)),
         }
-        LayerFuture::inner(self.inner.call(request))
     }
 }
 

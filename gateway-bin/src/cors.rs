@@ -364,7 +364,9 @@ where
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let cors = Arc::clone(&self.cors);
         let is_preflight = request.method() == Method::OPTIONS
-            && request.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD);
+            && request
+                .headers()
+                .contains_key(ACCESS_CONTROL_REQUEST_METHOD);
         if is_preflight {
             let response = cors.preflight(request.headers());
             if !cors.passthrough {
@@ -480,7 +482,10 @@ mod tests {
         assert_eq!(err(json!({"allow_methods": ["G T"]})), "allow_methods[0]");
         assert_eq!(err(json!({"allow_headers": ["a b"]})), "allow_headers[0]");
         assert_eq!(err(json!({"max_age": "12 parsecs"})), "max_age");
-        assert_eq!(err(json!({"options_success_status": 500})), "options_success_status");
+        assert_eq!(
+            err(json!({"options_success_status": 500})),
+            "options_success_status"
+        );
         assert_eq!(err(json!({"allow_origin": ["*"]})), "allow_origin");
     }
 }

@@ -11,8 +11,8 @@
 
 use std::fmt::Write as _;
 
-use quick_xml::{Reader, XmlVersion};
 use quick_xml::events::Event;
+use quick_xml::{Reader, XmlVersion};
 use serde_json::{Map, Value};
 
 use crate::config::Encoding;
@@ -520,7 +520,8 @@ mod tests {
             "<user type=\"admin\"><name>Elliot</name><social><facebook>https://facebook.com</facebook>\
              <twitter>https://twitter.com</twitter><youtube>https://youtube.com</youtube></social></user>"
         );
-        let value = json!({"path": "/p", "foo": 42, "query": {}, "headers": {"B": ["x"], "A": ["<y>"]}});
+        let value =
+            json!({"path": "/p", "foo": 42, "query": {}, "headers": {"B": ["x"], "A": ["<y>"]}});
         assert_eq!(
             json_to_xml(&value),
             "<doc><foo>42</foo><headers><A>&lt;y&gt;</A><B>x</B></headers><path>/p</path><query/></doc>"

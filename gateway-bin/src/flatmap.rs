@@ -49,7 +49,10 @@ impl Flatmap {
     /// Reads a `flatmap_filter` list; errors point into it.
     pub(crate) fn from_config(value: &Value) -> Result<Self, ConfigError> {
         let Value::Array(items) = value else {
-            return Err(ConfigError::new("", "flatmap_filter must be a list of operations"));
+            return Err(ConfigError::new(
+                "",
+                "flatmap_filter must be a list of operations",
+            ));
         };
         if items.len() > MAX_OPS {
             return Err(ConfigError::new(
@@ -67,7 +70,9 @@ impl Flatmap {
                     .args
                     .get(n)
                     .ok_or_else(|| ConfigError::new(format!("{at}.args"), "missing argument"))
-                    .and_then(|p| split(p).map_err(|m| ConfigError::new(format!("{at}.args[{n}]"), m)))
+                    .and_then(|p| {
+                        split(p).map_err(|m| ConfigError::new(format!("{at}.args[{n}]"), m))
+                    })
             };
             let want = |n: usize| {
                 if config.args.len() == n {
@@ -322,14 +327,23 @@ mod tests {
     #[test]
     fn config_errors_have_paths() {
         let err = |v: Value| Flatmap::from_config(&v).unwrap_err().path;
-        assert_eq!(err(json!([{"type": "copy", "args": ["a", "b"]}])), "[0].type");
+        assert_eq!(
+            err(json!([{"type": "copy", "args": ["a", "b"]}])),
+            "[0].type"
+        );
         assert_eq!(err(json!([{"type": "del", "args": []}])), "[0].args");
-        assert_eq!(err(json!([{"type": "del", "args": ["a..b"]}])), "[0].args[0]");
+        assert_eq!(
+            err(json!([{"type": "del", "args": ["a..b"]}])),
+            "[0].args[0]"
+        );
         assert_eq!(
             err(json!([{"type": "del", "args": ["a"]}, {"type": "move", "args": ["a.*", "b"]}])),
             "[1].args"
         );
-        assert_eq!(err(json!([{"type": "del", "args": ["a"], "x": 1}])), "[0].x");
+        assert_eq!(
+            err(json!([{"type": "del", "args": ["a"], "x": 1}])),
+            "[0].x"
+        );
         assert!(Flatmap::from_config(&json!({"type": "del"})).is_err());
     }
 }

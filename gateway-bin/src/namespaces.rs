@@ -836,10 +836,7 @@ mod tests {
             &mut errors,
         );
         assert_eq!(errors.len(), 1);
-        assert_eq!(
-            errors[0].path,
-            "$.endpoints[0].extra_config[\"auth/gcp\"]"
-        );
+        assert_eq!(errors[0].path, "$.endpoints[0].extra_config[\"auth/gcp\"]");
         assert_eq!(warnings.len(), 1);
     }
 }

@@ -401,10 +401,7 @@ async fn merge_calls<'a>(
                     .map_err(|e| (e, None))?;
                 if !status.is_success() {
                     return Err((
-                        ErrorResponse::bad_gateway(format!(
-                            "backend answered {}",
-                            status.as_u16()
-                        )),
+                        ErrorResponse::bad_gateway(format!("backend answered {}", status.as_u16())),
                         None,
                     ));
                 }

@@ -1,8 +1,8 @@
 //! The last steps of an endpoint, around its proxy: KrakenD's endpoint
-//! `proxy.static` data and `proxy.flatmap_filter` on the merged answer
-//! ([`Finish`]), the `shadow` backends that get a copy of each request
-//! ([`Shadow`]), and the `output_encoding`s `xml`, `negotiate` and `string`
-//! ([`Render`], outermost, so every layer before it works on JSON).
+//! `proxy.static` data and `proxy.flatmap_filter` on the merged answer and
+//! the `shadow` backends that get a copy of each request
+//! ([`ExtendedProxy`]), and the `output_encoding`s `xml`, `negotiate` and
+//! `string` ([`render`], outermost, so every layer before it works on JSON).
 //!
 //! Each sees the answers the proxy wrote (marked [`Rendered`]); errors the
 //! gateway answers itself pass untouched.
@@ -21,7 +21,9 @@ use switchboard_core::buffer::collect;
 use switchboard_core::config::from_value;
 use switchboard_core::future::BoxFuture;
 use switchboard_core::{Body, BodyLimit, ConfigError};
-use tower::{Service, ServiceExt};
+use tower::Service;
+
+use crate::proxy::Proxy;
 
 use crate::config::Encoding;
 use crate::encoding::{Negotiated, json_to_xml, json_to_yaml, negotiate};
@@ -120,30 +122,28 @@ impl Finishing {
     }
 }
 
-/// Applies [`Finishing`] to the proxy's answers.
+/// The endpoint's proxy with KrakenD's extras: `shadow` backends get a copy
+/// of each request (their answers are dropped), and [`Finishing`] runs on
+/// the answer. One concrete type, so the endpoint's layer stack is
+/// instantiated once whatever is configured.
 #[derive(Clone)]
-pub(crate) struct Finish<S> {
-    inner: S,
-    finishing: Arc<Finishing>,
+pub(crate) struct ExtendedProxy {
+    proxy: Proxy,
+    shadows: Option<Proxy>,
+    finishing: Option<Arc<Finishing>>,
 }
 
-impl<S> Finish<S> {
-    pub(crate) fn new(inner: S, finishing: Finishing) -> Self {
+impl ExtendedProxy {
+    pub(crate) fn new(proxy: Proxy, shadows: Option<Proxy>, finishing: Finishing) -> Self {
         Self {
-            inner,
-            finishing: Arc::new(finishing),
+            proxy,
+            shadows,
+            finishing: (!finishing.is_empty()).then(|| Arc::new(finishing)),
         }
     }
 }
 
-impl<S> Service<Request<Body>> for Finish<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+impl Service<Request<Body>> for ExtendedProxy {
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<Result<Response<Body>, Infallible>>;
@@ -153,13 +153,55 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let inner = self.inner.clone();
-        let finishing = Arc::clone(&self.finishing);
+        if self.shadows.is_none() && self.finishing.is_none() {
+            return self.proxy.call(request);
+        }
+        let mut proxy = self.proxy.clone();
+        let shadows = self.shadows.clone();
+        let finishing = self.finishing.clone();
         Box::pin(async move {
-            let response = inner.oneshot(request).await?;
-            Ok(finish(&finishing, response).await)
+            let request = match shadows {
+                Some(shadows) => match mirror(request, shadows).await {
+                    Ok(request) => request,
+                    Err(response) => return Ok(response),
+                },
+                None => request,
+            };
+            let response = proxy.call(request).await?;
+            Ok(match finishing {
+                Some(finishing) => finish(&finishing, response).await,
+                None => response,
+            })
         })
     }
+}
+
+/// Sends a copy of the request to the shadow backends in the background
+/// (KrakenD's traffic mirroring) and gives the request back: a shadow's
+/// answer, error or slowness never reaches the client.
+async fn mirror(
+    request: Request<Body>,
+    mut shadows: Proxy,
+) -> Result<Request<Body>, Response<Body>> {
+    let (parts, body) = request.into_parts();
+    let bytes = match collect(body, BodyLimit::of(&parts.extensions)).await {
+        Ok(bytes) => bytes,
+        Err(error) => return Err(error.into_response()),
+    };
+    let mut copy = Request::new(Body::from(bytes.clone()));
+    *copy.method_mut() = parts.method.clone();
+    *copy.uri_mut() = parts.uri.clone();
+    *copy.version_mut() = parts.version;
+    *copy.headers_mut() = parts.headers.clone();
+    *copy.extensions_mut() = parts.extensions.clone();
+    tokio::spawn(async move {
+        let Ok(response) = shadows.call(copy).await;
+        let status = response.status();
+        // Read to the end so that the connection is reused.
+        let _ = response.into_body().collect().await;
+        tracing::debug!(status = status.as_u16(), "shadow backend answered");
+    });
+    Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
 async fn finish(finishing: &Finishing, response: Response<Body>) -> Response<Body> {
@@ -217,153 +259,65 @@ async fn read_json(body: Body) -> Option<Value> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Writes the proxy's successful answers in an `output_encoding` other
-/// than JSON.
-#[derive(Clone)]
-pub(crate) struct Render<S> {
-    inner: S,
-    encoding: Encoding,
+/// Whether an `output_encoding` is written by [`render`].
+pub(crate) fn needs_render(encoding: Encoding) -> bool {
+    matches!(
+        encoding,
+        Encoding::Xml | Encoding::Negotiate | Encoding::String
+    )
 }
 
-impl<S> Render<S> {
-    pub(crate) fn new(inner: S, encoding: Encoding) -> Self {
-        Self { inner, encoding }
-    }
+/// What [`render`] writes, chosen from the request before it is passed on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Output {
+    Xml,
+    Yaml,
+    Text,
+}
 
-    /// Whether an encoding needs this step.
-    pub(crate) fn needed(encoding: Encoding) -> bool {
-        matches!(
-            encoding,
-            Encoding::Xml | Encoding::Negotiate | Encoding::String
-        )
+/// The format an answer is written in (`None`: JSON as it is).
+pub(crate) fn output_for(encoding: Encoding, headers: &http::HeaderMap) -> Option<Output> {
+    match encoding {
+        Encoding::Xml => Some(Output::Xml),
+        Encoding::String => Some(Output::Text),
+        Encoding::Negotiate => match negotiate(headers.get(ACCEPT).and_then(|v| v.to_str().ok())) {
+            Negotiated::Json => None,
+            Negotiated::Yaml => Some(Output::Yaml),
+            Negotiated::Xml => Some(Output::Xml),
+        },
+        _ => None,
     }
 }
 
-impl<S> Service<Request<Body>> for Render<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+/// Writes a successful answer of the proxy in `output`; errors the gateway
+/// answers itself stay JSON.
+pub(crate) async fn render(output: Output, response: Response<Body>) -> Response<Body> {
+    if response.extensions().get::<Rendered>().is_none() || !response.status().is_success() {
+        return response;
     }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let inner = self.inner.clone();
-        let format = match self.encoding {
-            Encoding::Xml => Some(Negotiated::Xml),
-            Encoding::Negotiate => Some(negotiate(
-                request.headers().get(ACCEPT).and_then(|v| v.to_str().ok()),
-            )),
-            _ => None,
-        };
-        let string = self.encoding == Encoding::String;
-        Box::pin(async move {
-            let response = inner.oneshot(request).await?;
-            if response.extensions().get::<Rendered>().is_none()
-                || !response.status().is_success()
-                || format == Some(Negotiated::Json)
-            {
-                return Ok(response);
-            }
-            let (mut parts, body) = response.into_parts();
-            let Some(value) = read_json(body).await else {
-                return Ok(Response::from_parts(parts, Body::empty()));
+    let (mut parts, body) = response.into_parts();
+    let Some(value) = read_json(body).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let (content_type, bytes): (&'static str, Bytes) = match output {
+        Output::Text => {
+            let text = match value.get("content") {
+                Some(Value::String(text)) => text.clone(),
+                _ => String::new(),
             };
-            let (content_type, bytes): (&'static str, Bytes) = if string {
-                let text = match value.get("content") {
-                    Some(Value::String(text)) => text.clone(),
-                    _ => String::new(),
-                };
-                ("text/plain; charset=utf-8", Bytes::from(text))
-            } else {
-                match format {
-                    Some(Negotiated::Yaml) => (
-                        "application/yaml; charset=utf-8",
-                        Bytes::from(json_to_yaml(&value)),
-                    ),
-                    _ => ("application/xml", Bytes::from(json_to_xml(&value))),
-                }
-            };
-            parts.headers.remove(CONTENT_LENGTH);
-            parts
-                .headers
-                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-            Ok(Response::from_parts(parts, Body::from(bytes)))
-        })
-    }
-}
-
-/// Sends a copy of every request to the `shadow` backends (KrakenD's
-/// traffic mirroring) and answers from the others alone: a shadow's
-/// answer, error or slowness never reaches the client.
-#[derive(Clone)]
-pub(crate) struct Shadow<S, P> {
-    inner: S,
-    shadows: P,
-}
-
-impl<S, P> Shadow<S, P> {
-    pub(crate) fn new(inner: S, shadows: P) -> Self {
-        Self { inner, shadows }
-    }
-}
-
-impl<S, P> Service<Request<Body>> for Shadow<S, P>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    P: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    P::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let inner = self.inner.clone();
-        let shadows = self.shadows.clone();
-        Box::pin(async move {
-            let (parts, body) = request.into_parts();
-            let bytes = match collect(body, BodyLimit::of(&parts.extensions)).await {
-                Ok(bytes) => bytes,
-                Err(error) => return Ok(error.into_response()),
-            };
-            let mut copy = Request::new(Body::from(bytes.clone()));
-            *copy.method_mut() = parts.method.clone();
-            *copy.uri_mut() = parts.uri.clone();
-            *copy.version_mut() = parts.version;
-            *copy.headers_mut() = parts.headers.clone();
-            *copy.extensions_mut() = parts.extensions.clone();
-            tokio::spawn(async move {
-                // Read to the end so that the connection is reused.
-                let Ok(response) = shadows.oneshot(copy).await;
-                let status = response.status();
-                let _ = response.into_body().collect().await;
-                tracing::debug!(status = status.as_u16(), "shadow backend answered");
-            });
-            inner
-                .oneshot(Request::from_parts(parts, Body::from(bytes)))
-                .await
-        })
-    }
+            ("text/plain; charset=utf-8", Bytes::from(text))
+        }
+        Output::Yaml => (
+            "application/yaml; charset=utf-8",
+            Bytes::from(json_to_yaml(&value)),
+        ),
+        Output::Xml => ("application/xml", Bytes::from(json_to_xml(&value))),
+    };
+    parts.headers.remove(CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Response::from_parts(parts, Body::from(bytes))
 }
 
 #[cfg(test)]

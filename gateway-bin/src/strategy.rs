@@ -403,8 +403,7 @@ async fn sequential(
         ran += 1;
         // As KrakenD: the first backend failing fails the endpoint; a later
         // one ends the chain with what was gathered, marked incomplete.
-        let value = match proxy::call_json(state, backend, &parts, bytes.clone(), deadline).await
-        {
+        let value = match proxy::call_json(state, backend, &parts, bytes.clone(), deadline).await {
             Ok(value) => proxy::reshape(value, &backend.shape),
             Err(error) if merged.is_empty() && ran == 1 => return Err(error),
             Err(error) => {
@@ -489,8 +488,10 @@ mod tests {
         );
         let backend = BackendProxy::from_config(Some(&json!({"shadow": true}))).unwrap();
         assert!(backend.shadow && backend.flatmap.is_none());
-        let err = BackendProxy::from_config(Some(&json!({"flatmap_filter": [{"type": "mv", "args": []}]})))
-            .unwrap_err();
+        let err = BackendProxy::from_config(Some(
+            &json!({"flatmap_filter": [{"type": "mv", "args": []}]}),
+        ))
+        .unwrap_err();
         assert_eq!(err.path, "flatmap_filter[0].type");
         assert!(BackendProxy::from_config(Some(&json!({"sequential": true}))).is_err());
     }
