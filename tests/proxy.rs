@@ -721,7 +721,7 @@ async fn unsupported_namespaces_refuse_to_start() {
             "version": 3,
             "endpoints": [{
                 "endpoint": "/a",
-                "extra_config": {"qos/ratelimit/router": {"max_rate": 10}},
+                "extra_config": {"auth/revoker": {"N": 10}},
                 "backend": [{"host": ["http://127.0.0.1:1"], "url_pattern": "/"}]
             }]
         }),
@@ -731,7 +731,7 @@ async fn unsupported_namespaces_refuse_to_start() {
     .err()
     .expect("refused");
     assert!(
-        errors[0].contains("$.endpoints[0].extra_config[\"qos/ratelimit/router\"]"),
+        errors[0].contains("$.endpoints[0].extra_config[\"auth/revoker\"]"),
         "{errors:?}"
     );
     assert!(errors[0].contains("not supported"), "{errors:?}");
