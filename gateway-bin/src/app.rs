@@ -664,11 +664,18 @@ impl PipelineBuilder<'_> {
             ));
         }
         let has_jwt = endpoint.extra_config.contains_key("auth/validator");
-        let finishing = crate::render::Finishing::from_config(endpoint.extra_config.get("proxy"))
-            .unwrap_or_else(|e| {
-                errors.push(e.at(&format!("{at}.extra_config.proxy")));
-                crate::render::Finishing::default()
-            });
+        let mut finishing =
+            crate::render::Finishing::from_config(endpoint.extra_config.get("proxy"))
+                .unwrap_or_else(|e| {
+                    errors.push(e.at(&format!("{at}.extra_config.proxy")));
+                    crate::render::Finishing::default()
+                });
+        if let Some(value) = endpoint.extra_config.get("auth/signer") {
+            match crate::signer::Signer::from_config(value, self.ctx.base_dir) {
+                Ok(signer) => finishing.signer = Some(Arc::new(signer)),
+                Err(e) => errors.push(e.at(&format!("{at}.extra_config[\"auth/signer\"]"))),
+            }
+        }
         let bots = endpoint
             .extra_config
             .get("security/bot-detector")
@@ -699,7 +706,12 @@ impl PipelineBuilder<'_> {
             };
             match self.backend(backend, &bat, &of) {
                 Ok(route) => {
-                    if route.encoding == Encoding::NoOp && endpoint.backend.len() > 1 {
+                    // A sequential chain may read a no-op backend's answer
+                    // (`resp0`) without merging it.
+                    if route.encoding == Encoding::NoOp
+                        && endpoint.backend.len() > 1
+                        && !matches!(strategy, Strategy::Sequential { .. })
+                    {
                         errors.push(ConfigError::new(
                             format!("{bat}.encoding"),
                             "no-op passes one backend through; this endpoint has several",

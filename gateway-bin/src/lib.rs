@@ -35,6 +35,7 @@ mod proxy;
 mod render;
 mod secret_values;
 mod server;
+mod signer;
 mod strategy;
 mod upstream;
 mod url_pattern;

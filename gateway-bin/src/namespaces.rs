@@ -292,6 +292,12 @@ const REGISTRY: &[Entry] = &[
         },
     },
     Entry {
+        names: &["auth/signer"],
+        kind: Kind::Proxy {
+            levels: &[Level::Endpoint],
+        },
+    },
+    Entry {
         names: &["security/cors"],
         kind: Kind::Proxy {
             levels: &[Level::Root],

@@ -93,6 +93,8 @@ impl StaticData {
 pub(crate) struct Finishing {
     pub(crate) static_data: Option<StaticData>,
     pub(crate) flatmap: Option<Flatmap>,
+    /// `auth/signer`, after the static data (which it may sign).
+    pub(crate) signer: Option<crate::signer::SharedSigner>,
 }
 
 impl Finishing {
@@ -113,12 +115,13 @@ impl Finishing {
         Ok(Self {
             static_data,
             flatmap,
+            signer: None,
         })
     }
 
     /// Whether there is anything to do.
     pub(crate) fn is_empty(&self) -> bool {
-        self.static_data.is_none() && self.flatmap.is_none()
+        self.static_data.is_none() && self.flatmap.is_none() && self.signer.is_none()
     }
 }
 
@@ -248,6 +251,13 @@ async fn finish(finishing: &Finishing, response: Response<Body>) -> Response<Bod
                 map.insert(key.clone(), item.clone());
             }
         }
+    }
+    if let Some(signer) = &finishing.signer
+        && let Err(message) = signer.sign(&mut value).await
+    {
+        tracing::warn!(error = %message, "auth/signer could not sign the answer");
+        return switchboard_core::ErrorResponse::internal("the answer could not be signed")
+            .into_response();
     }
     let bytes = serde_json::to_vec(&value).unwrap_or_default();
     parts.headers.remove(CONTENT_LENGTH);

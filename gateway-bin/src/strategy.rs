@@ -423,6 +423,10 @@ async fn sequential(
             .unwrap_or_default();
         response_params(index, &value, propagated, &mut params);
         parts.extensions.insert(RouteParams::from_iter(params));
+        if backend.encoding == crate::config::Encoding::NoOp {
+            // Read for the next backends only, as in KrakenD.
+            continue;
+        }
         match value {
             Value::Object(map) => merged.extend(map),
             other => {
