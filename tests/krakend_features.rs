@@ -669,3 +669,75 @@ async fn jwt_claims_named_by_url_fill_url_patterns() {
     assert_eq!(response.status(), 200);
     assert_eq!(backend.requests()[0].path(), "/param_forwarding/7/u1/a%20b");
 }
+
+#[tokio::test]
+async fn signer_signs_static_data_with_a_remote_jwk() {
+    let jwks = MockUpstream::json(json!({"keys": [
+        {"kty": "oct", "kid": "sim2", "alg": "HS256", "k": "c2VjcmV0"}
+    ]}))
+    .await;
+    let backend = MockUpstream::json(json!({"message": "pong"})).await;
+    let gateway = Gateway::start(config(json!([{
+        "endpoint": "/token",
+        "backend": [{"host": [backend.url()], "url_pattern": "/b", "deny": ["message"]}],
+        "extra_config": {
+            "proxy": {"static": {"strategy": "always", "data": {
+                "access_token": {"sub": "u1", "aud": "api", "exp": 4_102_444_800_u64}}}},
+            "auth/signer": {
+                "alg": "HS256", "kid": "sim2", "keys_to_sign": ["access_token"],
+                "jwk_url": format!("{}/jwk/symmetric", jwks.url()),
+                "disable_jwk_security": true
+            }
+        }
+    }])))
+    .await;
+    for _ in 0..2 {
+        let body: Value = client()
+            .get(gateway.url("/token"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = body["access_token"].as_str().unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.set_audience(&["api"]);
+        let decoded = jsonwebtoken::decode::<Value>(
+            token,
+            &jsonwebtoken::DecodingKey::from_secret(b"secret"),
+            &validation,
+        )
+        .unwrap();
+        assert_eq!(decoded.claims["sub"], "u1");
+        assert_eq!(decoded.header.kid.as_deref(), Some("sim2"));
+    }
+    // The key set is fetched once and kept.
+    assert_eq!(jwks.count(), 1);
+    assert_eq!(jwks.requests()[0].path(), "/jwk/symmetric");
+}
+
+#[tokio::test]
+async fn sequential_chain_reads_a_no_op_backend_without_merging_it() {
+    let first = MockUpstream::json(json!({"id": "abc"})).await;
+    let second = MockUpstream::json(json!({"second": true})).await;
+    let gateway = Gateway::start(config(json!([{
+        "endpoint": "/chain",
+        "extra_config": {"proxy": {"sequential": true}},
+        "backend": [
+            {"host": [first.url()], "url_pattern": "/first", "encoding": "no-op"},
+            {"host": [second.url()], "url_pattern": "/items/{resp0_id}"}
+        ]
+    }])))
+    .await;
+    let body: Value = client()
+        .get(gateway.url("/chain"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body, json!({"second": true}));
+    assert_eq!(second.requests()[0].path(), "/items/abc");
+}
