@@ -741,3 +741,26 @@ async fn sequential_chain_reads_a_no_op_backend_without_merging_it() {
     assert_eq!(body, json!({"second": true}));
     assert_eq!(second.requests()[0].path(), "/items/abc");
 }
+
+#[tokio::test]
+async fn circuit_breaker_stops_calling_a_failing_backend() {
+    let down = MockUpstream::start(|_| async {
+        json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": "down"}))
+    })
+    .await;
+    let gateway = Gateway::start(config(json!([{
+        "endpoint": "/cb",
+        "backend": [{"host": [down.url()], "url_pattern": "/x",
+            "extra_config": {
+                "qos/circuit-breaker": {"interval": 60, "timeout": 600, "max_errors": 2},
+                "qos/http-cache": {}
+            }}]
+    }])))
+    .await;
+    for _ in 0..4 {
+        let response = client().get(gateway.url("/cb")).send().await.unwrap();
+        assert!(!response.status().is_success());
+    }
+    // Two failures open the breaker: the next calls never leave the gateway.
+    assert_eq!(down.count(), 2);
+}

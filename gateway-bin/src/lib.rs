@@ -16,6 +16,7 @@
 mod app;
 mod backend_http;
 mod body;
+mod breaker;
 mod bot_detector;
 pub mod config;
 mod conn;

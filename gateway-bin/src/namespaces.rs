@@ -136,6 +136,8 @@ pub(crate) struct BackendLayers {
     /// `modifier/martian`, response scope: it sees the upstream answer
     /// first.
     pub(crate) martian_response: Option<ModifyHeadersLayer>,
+    /// `qos/circuit-breaker`: sees the upstream's own answer.
+    pub(crate) breaker: Option<crate::breaker::BreakerLayer>,
     /// `ai/llm`: innermost, speaks to the vendor after every request
     /// rewrite.
     pub(crate) llm: Option<RouteLlmLayer>,
@@ -154,6 +156,7 @@ impl BackendLayers {
             && self.mask.is_none()
             && self.response_body.is_none()
             && self.martian_response.is_none()
+            && self.breaker.is_none()
             && self.llm.is_none()
     }
 
@@ -173,6 +176,7 @@ impl BackendLayers {
             .option_layer(self.mask)
             .option_layer(self.response_body)
             .option_layer(self.martian_response)
+            .option_layer(self.breaker)
             .option_layer(self.llm)
             .service(upstream)
     }
@@ -463,6 +467,13 @@ const REGISTRY: &[Entry] = &[
         },
     },
     Entry {
+        names: &["qos/circuit-breaker"],
+        kind: Kind::Layer {
+            levels: &[Level::Backend],
+            build: build_breaker,
+        },
+    },
+    Entry {
         names: &["validation/json-schema"],
         kind: Kind::Layer {
             levels: &[Level::Endpoint],
@@ -487,6 +498,9 @@ const REGISTRY: &[Entry] = &[
             "telemetry/moesif",
             "documentation/openapi",
             "documentation/mcp",
+            // Caching only saves backend calls: without it every request
+            // reaches the backend, which enforces nothing less.
+            "qos/http-cache",
         ],
         kind: Kind::Observational,
     },
@@ -709,6 +723,18 @@ fn build_proxy_rate_limit(
     let layer = ctx.root.governance.proxy_rate_limit(value)?;
     match slots {
         Slots::Backend(set) => fill(&mut set.rate_limit, layer),
+        _ => Ok(()),
+    }
+}
+
+fn build_breaker(
+    value: &Value,
+    slots: Slots<'_>,
+    ctx: &BuildContext<'_>,
+) -> Result<(), ConfigError> {
+    let layer = crate::breaker::BreakerLayer::from_config(value, ctx.backend_url.unwrap_or("backend"))?;
+    match slots {
+        Slots::Backend(set) => fill(&mut set.breaker, layer),
         _ => Ok(()),
     }
 }
