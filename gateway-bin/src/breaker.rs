@@ -106,12 +106,16 @@ mod tests {
         assert!(!is_failure(StatusCode::NOT_FOUND));
         assert!(!is_failure(StatusCode::OK));
         assert!(
-            BreakerLayer::from_config(&json!({"interval": 60, "timeout": 10, "max_errors": 1}), "b")
-                .is_ok()
+            BreakerLayer::from_config(
+                &json!({"interval": 60, "timeout": 10, "max_errors": 1}),
+                "b"
+            )
+            .is_ok()
         );
-        let err = BreakerLayer::from_config(&json!({"interval": 0, "timeout": 10, "max_errors": 1}), "b")
-            .err()
-            .unwrap();
+        let err =
+            BreakerLayer::from_config(&json!({"interval": 0, "timeout": 10, "max_errors": 1}), "b")
+                .err()
+                .unwrap();
         assert_eq!(err.path, "interval");
     }
 }

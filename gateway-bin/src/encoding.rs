@@ -287,7 +287,7 @@ fn write_element(out: &mut String, name: &str, value: &Value) {
             for key in children {
                 let child = &map[key.as_str()];
                 if key.as_str() == "#text" {
-                    out.push_str(&quick_xml::escape::escape(&scalar_text(child)));
+                    out.push_str(&quick_xml::escape::escape(scalar_text(child)));
                 } else {
                     write_element(out, key, child);
                 }
@@ -301,7 +301,7 @@ fn write_element(out: &mut String, name: &str, value: &Value) {
             let _ = write!(
                 out,
                 "<{name}>{}</{name}>",
-                quick_xml::escape::escape(&scalar_text(scalar))
+                quick_xml::escape::escape(scalar_text(scalar))
             );
         }
     }

@@ -16,8 +16,8 @@
 mod app;
 mod backend_http;
 mod body;
-mod breaker;
 mod bot_detector;
+mod breaker;
 pub mod config;
 mod conn;
 mod cors;

@@ -732,7 +732,8 @@ fn build_breaker(
     slots: Slots<'_>,
     ctx: &BuildContext<'_>,
 ) -> Result<(), ConfigError> {
-    let layer = crate::breaker::BreakerLayer::from_config(value, ctx.backend_url.unwrap_or("backend"))?;
+    let layer =
+        crate::breaker::BreakerLayer::from_config(value, ctx.backend_url.unwrap_or("backend"))?;
     match slots {
         Slots::Backend(set) => fill(&mut set.breaker, layer),
         _ => Ok(()),

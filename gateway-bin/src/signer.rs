@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{URL_SAFE_NO_PAD, URL_SAFE};
+use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
@@ -56,11 +56,13 @@ struct Config {
 
 enum KeySource {
     Local(EncodingKey),
-    Remote {
-        url: http::Uri,
-        client: HttpsClient,
-        key: OnceCell<EncodingKey>,
-    },
+    Remote(Box<Remote>),
+}
+
+struct Remote {
+    url: http::Uri,
+    client: HttpsClient,
+    key: OnceCell<EncodingKey>,
 }
 
 /// A compiled `auth/signer`.
@@ -159,12 +161,12 @@ impl Signer {
                         ));
                     }
                 }
-                KeySource::Remote {
+                KeySource::Remote(Box::new(Remote {
                     url: uri,
                     client: https_client(config.disable_jwk_security)
                         .map_err(|m| ConfigError::new("jwk_url", m))?,
                     key: OnceCell::new(),
-                }
+                }))
             }
         };
         Ok(Self {
@@ -179,12 +181,14 @@ impl Signer {
     async fn key(&self) -> Result<&EncodingKey, String> {
         match &self.source {
             KeySource::Local(key) => Ok(key),
-            KeySource::Remote { url, client, key } => {
-                key.get_or_try_init(|| async {
-                    let bytes = download(client, url).await?;
-                    find_key(&bytes, &self.kid)
-                })
-                .await
+            KeySource::Remote(remote) => {
+                remote
+                    .key
+                    .get_or_try_init(|| async {
+                        let bytes = download(&remote.client, &remote.url).await?;
+                        find_key(&bytes, &self.kid)
+                    })
+                    .await
             }
         }
     }
@@ -301,7 +305,10 @@ fn https_client(allow_http: bool) -> Result<HttpsClient, String> {
 
 async fn download(client: &HttpsClient, url: &http::Uri) -> Result<Bytes, String> {
     let request = http::Request::get(url.clone())
-        .header(http::header::ACCEPT, "application/jwk-set+json, application/json")
+        .header(
+            http::header::ACCEPT,
+            "application/jwk-set+json, application/json",
+        )
         .body(Empty::new())
         .map_err(|e| e.to_string())?;
     let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
@@ -344,7 +351,8 @@ mod tests {
         )
         .unwrap();
         let signer = build(dir.path(), json!({})).unwrap();
-        let mut value = json!({"access_token": {"sub": "u", "aud": "a", "exp": 4_102_444_800_u64}, "other": 1});
+        let mut value =
+            json!({"access_token": {"sub": "u", "aud": "a", "exp": 4_102_444_800_u64}, "other": 1});
         signer.sign(&mut value).await.unwrap();
         let token = value["access_token"].as_str().unwrap().to_owned();
         let mut parts = token.split('.');

@@ -277,7 +277,7 @@ fn response_params(
         }
     }
     let whole = format!("resp{index}");
-    if propagated.iter().any(|p| *p == whole) {
+    if propagated.contains(&whole) {
         out.push((whole, value.to_string()));
     }
     let Value::Object(map) = value else { return };
