@@ -634,10 +634,13 @@ async fn read_json(
             status,
             ErrorResponse::new(status, "upstream_error", truncate(&bytes, 1024)).json_body(),
         )),
-        Err(err) => Err(ErrorResponse::bad_gateway(format!(
-            "the backend answered a body that cannot be read as {}: {err}",
-            crate::encoding::describe(backend.encoding)
-        ))),
+        Err(err) => Err(ErrorResponse::bad_gateway(match backend.encoding {
+            Encoding::Xml | Encoding::Rss => format!(
+                "the backend answered a body that cannot be read as {}: {err}",
+                crate::encoding::describe(backend.encoding)
+            ),
+            _ => format!("the backend answered a body that is not JSON: {err}"),
+        })),
     }
 }
 
