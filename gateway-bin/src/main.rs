@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use switchboard::config::{LoadedConfig, load_file};
 use switchboard::{
-    Live, Reloader, SharedState, build_app, build_app_with, serve_live, shutdown_signal,
+    Live, Reloader, SharedState, build_app_with, serve_live, shutdown_signal,
     start_telemetry_listeners,
 };
 use switchboard_telemetry::config::LoggingConfig;
@@ -33,6 +33,10 @@ enum Command {
         /// Reload the config when the file changes (SIGHUP always reloads).
         #[arg(short, long)]
         watch: bool,
+        /// Mount the `/__debug/` endpoint (as `debug_endpoint: true`, or
+        /// KrakenD's `run -d`).
+        #[arg(short, long)]
+        debug: bool,
     },
     /// Validate a config: print every error and lint with its JSON path.
     Check {
@@ -78,7 +82,8 @@ fn main() -> ExitCode {
                 config,
                 port,
                 watch,
-            } => run(&config, port, watch, log_handle).await,
+                debug,
+            } => run(&config, port, watch, debug, log_handle).await,
         }
     })
 }
@@ -90,31 +95,17 @@ fn print_errors(errors: &[switchboard_core::ConfigError]) {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    let loaded = match load_file(path) {
-        Ok(loaded) => loaded,
-        Err(errors) => {
-            print_errors(&errors);
-            return ExitCode::FAILURE;
-        }
-    };
-    match build_app(&loaded) {
-        Ok(app) => {
-            for lint in app.lints() {
-                println!("warning: {lint}");
-            }
-            println!(
-                "{}: ok, {} endpoints, {} warnings",
-                path.display(),
-                app.endpoint_count(),
-                app.lints().len()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            print_errors(&errors);
-            eprintln!("{}: {} errors", path.display(), errors.len());
-            ExitCode::FAILURE
-        }
+    let report = switchboard::check_file(path);
+    print_errors(&report.errors);
+    for lint in &report.lints {
+        println!("{}: {lint}", if lint.note { "note" } else { "warning" });
+    }
+    if report.errors.is_empty() {
+        println!("{}: {}", path.display(), report.summary());
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{}: {}", path.display(), report.summary());
+        ExitCode::FAILURE
     }
 }
 
@@ -122,28 +113,46 @@ async fn run(
     path: &std::path::Path,
     port: Option<u16>,
     watch: bool,
+    debug: bool,
     log_handle: switchboard_telemetry::LogHandle,
 ) -> ExitCode {
     let mut loaded: LoadedConfig = match load_file(path) {
         Ok(loaded) => loaded,
         Err(errors) => {
             print_errors(&errors);
+            eprintln!(
+                "{}: {}",
+                path.display(),
+                switchboard::plural(errors.len(), "error")
+            );
             return ExitCode::FAILURE;
         }
     };
     if let Some(port) = port {
         loaded.override_port(port);
     }
+    if debug {
+        loaded.root.debug_endpoint = true;
+    }
     let state = SharedState::new();
     let app = match build_app_with(&loaded, &state) {
         Ok(app) => app,
         Err(errors) => {
             print_errors(&errors);
+            eprintln!(
+                "{}: {}",
+                path.display(),
+                switchboard::plural(errors.len(), "error")
+            );
             return ExitCode::FAILURE;
         }
     };
     for lint in app.lints() {
-        tracing::warn!("{lint}");
+        if lint.note {
+            tracing::info!("{lint}");
+        } else {
+            tracing::warn!("{lint}");
+        }
     }
     let telemetry_listeners = match start_telemetry_listeners(&app).await {
         Ok(listeners) => listeners,
@@ -173,7 +182,9 @@ async fn run(
     );
     let tracing_provider = app.telemetry().tracing().clone();
     let live = Live::new(app);
-    let reloader = Reloader::new(path, port, state, live.clone()).with_log_handle(log_handle);
+    let reloader = Reloader::new(path, port, state, live.clone())
+        .with_log_handle(log_handle)
+        .with_debug_endpoint(debug);
     #[cfg(unix)]
     tokio::spawn(reloader.clone().on_sighup());
     if watch {
