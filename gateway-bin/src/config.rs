@@ -32,13 +32,27 @@ impl<'de> Deserialize<'de> for GoDuration {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 pub enum Encoding {
     /// Parsed as JSON and re-emitted (KrakenD's default).
-    #[serde(rename = "json", alias = "safejson")]
+    #[serde(rename = "json")]
     Json,
+    /// Backend: any JSON document; an array as `{"collection": [...]}`,
+    /// a scalar as `{"content": value}`.
+    #[serde(rename = "safejson")]
+    SafeJson,
+    /// Backend: an XML document read into JSON. Endpoint: written as XML.
+    #[serde(rename = "xml")]
+    Xml,
+    /// Backend only: an RSS or Atom feed read into JSON.
+    #[serde(rename = "rss")]
+    Rss,
+    /// Endpoint only: JSON, YAML or XML as the client's `Accept` asks.
+    #[serde(rename = "negotiate")]
+    Negotiate,
     /// Backend: a JSON array, wrapped as `{"collection": [...]}`.
     /// Endpoint: the `collection` array answered bare.
     #[serde(rename = "json-collection")]
     JsonCollection,
-    /// Backend only: any body wrapped as `{"content": "..."}`.
+    /// Backend: any body wrapped as `{"content": "..."}`. Endpoint: the
+    /// answer's `content` string written as plain text.
     #[serde(rename = "string")]
     String,
     /// Passed through untouched and streamed.
@@ -209,6 +223,9 @@ pub struct BackendConfig {
     /// Accepted for compatibility.
     #[serde(default)]
     pub disable_host_sanitize: bool,
+    /// How long this backend may take (bounded by the endpoint's timeout).
+    #[serde(default)]
+    pub timeout: Option<GoDuration>,
     /// Backend namespaces.
     #[serde(default)]
     pub extra_config: Map<String, Value>,
