@@ -178,7 +178,12 @@ pub fn from_value_all<T: DeserializeOwned>(value: &Value) -> Result<T, Vec<Confi
             match segment {
                 serde_path_to_error::Segment::Map { key } => steps.push(Step::Key(key.clone())),
                 serde_path_to_error::Segment::Seq { index } => steps.push(Step::Index(*index)),
-                _ => break,
+                // An externally tagged enum is an object keyed by its
+                // variant in the document.
+                serde_path_to_error::Segment::Enum { variant } => {
+                    steps.push(Step::Key(variant.clone()));
+                }
+                serde_path_to_error::Segment::Unknown => break,
             }
         }
         let message = err.into_inner().to_string();
