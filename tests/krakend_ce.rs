@@ -101,8 +101,6 @@ const PENDING: &[(&str, &str)] = &[
 /// A part of KrakenD's config removed before loading.
 #[derive(Clone, Copy, Debug)]
 enum Strip {
-    /// A namespace of the root `extra_config`.
-    RootNamespace(&'static str),
     /// An endpoint, by method and path.
     Endpoint(&'static str, &'static str),
 }
@@ -111,10 +109,6 @@ impl Strip {
     /// Removes this part; false when the config does not have it.
     fn apply(self, config: &mut Value) -> bool {
         match self {
-            Self::RootNamespace(name) => config["extra_config"]
-                .as_object_mut()
-                .and_then(|extra| extra.remove(name))
-                .is_some(),
             Self::Endpoint(method, path) => {
                 let endpoints = config["endpoints"].as_array_mut().unwrap();
                 let before = endpoints.len();
