@@ -233,6 +233,8 @@ async fn finish(finishing: &Finishing, response: Response<Body>) -> Response<Bod
             parts
                 .headers
                 .insert(COMPLETED, HeaderValue::from_static("false"));
+            // Whatever marked the failure no longer applies.
+            parts.extensions = http::Extensions::new();
             parts.extensions.insert(Rendered { completed: false });
             Value::Object(Map::new())
         }
@@ -259,7 +261,9 @@ async fn finish(finishing: &Finishing, response: Response<Body>) -> Response<Bod
         return switchboard_core::ErrorResponse::internal("the answer could not be signed")
             .into_response();
     }
-    let bytes = serde_json::to_vec(&value).unwrap_or_default();
+    // KrakenD writes object keys in sorted order; an answer these steps
+    // rewrote is written the same way.
+    let bytes = serde_json::to_vec(&crate::signer::sorted(&value)).unwrap_or_default();
     parts.headers.remove(CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(bytes))
 }

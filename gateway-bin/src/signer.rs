@@ -239,7 +239,7 @@ impl Signer {
 }
 
 /// A copy of `value` with every object's keys in sorted order.
-fn sorted(value: &Value) -> Value {
+pub(crate) fn sorted(value: &Value) -> Value {
     match value {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
