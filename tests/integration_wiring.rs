@@ -284,6 +284,11 @@ async fn quota_rate_limit_and_breaker_state_survive_a_reload() {
     let text = served.metrics().await;
     assert_eq!(sample(&text, r#"switchboard_breaker_state{name="a"}"#), 2.0);
     assert_eq!(sample(&text, "switchboard_config_generation"), 2.0);
+    // The gauge holds what the last quota decision saw: the refusal above.
+    assert_eq!(
+        sample(&text, r#"switchboard_quota_remaining{name="tokens/team"}"#),
+        90.0
+    );
     // The usage of the provider that answered, never of the one that failed.
     let b_labels = r#"provider="b",model="m",tier="default""#;
     assert_eq!(

@@ -19,7 +19,7 @@ pub use context::{
     ApiKeyIdentity, BodyLimit, Claims, ClientAddr, JsonBody, RouteParams, lookup_path,
 };
 pub use error::{ErrorResponse, GatewayAnswer, KrakendError, SHOULD_RETRY};
-pub use state::{Rejection, SharedState};
+pub use state::{QuotaRemaining, Rejection, SharedState};
 pub use usage::{Outcome, Price, Prices, Usage, UsageReport};
 
 /// The one body type every body-touching Switchboard layer uses.

@@ -93,6 +93,17 @@ impl Rejection {
     }
 }
 
+/// What a quota has left after a request was admitted or refused, set in
+/// the response extensions by the quota layer so that metrics around it
+/// report it (the tightest of the tier's windows; before reconciliation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaRemaining {
+    /// The quota's name and tier, e.g. `"team-budget/gold"`.
+    pub name: Arc<str>,
+    /// What is left of it, in its own unit.
+    pub remaining: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

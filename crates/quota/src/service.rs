@@ -13,7 +13,9 @@ use http::{Request, Response, StatusCode};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use switchboard_core::buffer::{is_event_stream, json_request, response_bytes};
-use switchboard_core::{Body, ErrorResponse, JsonBody, Outcome, Rejection, Usage, UsageReport};
+use switchboard_core::{
+    Body, ErrorResponse, JsonBody, Outcome, QuotaRemaining, Rejection, Usage, UsageReport,
+};
 use switchboard_store::{ChargeMode, Charged, Counter, SharedStore, StoreError};
 use tower::Service;
 
@@ -131,6 +133,7 @@ where
         return Ok(refusal(&attachment, tier, &plan, &charged, reserved));
     }
     let headers = attachment.headers.then(|| quota_headers(tier, &charged));
+    let left = remaining_of(&attachment, tier, &charged);
 
     let mut response = match &attachment.weight {
         Weight::One => inner.call(request).await?,
@@ -180,7 +183,16 @@ where
     if let Some(headers) = headers {
         response.headers_mut().extend(headers);
     }
+    response.extensions_mut().insert(left);
     Ok(response)
+}
+
+/// What the tightest window of the tier has left, named for metrics.
+fn remaining_of(attachment: &Attachment, tier: &Tier, charged: &Charged) -> QuotaRemaining {
+    QuotaRemaining {
+        name: format!("{}/{}", attachment.processor.name, tier.rule).into(),
+        remaining: tightest(tier, charged).1,
+    }
 }
 
 fn attachment_reserves(weight: &Weight) -> bool {
@@ -480,5 +492,9 @@ fn refusal(
     if seconds > 60 {
         error = error.no_retry();
     }
-    Rejection::Quota.mark(error.into_response())
+    let mut response = Rejection::Quota.mark(error.into_response());
+    response
+        .extensions_mut()
+        .insert(remaining_of(attachment, tier, charged));
+    response
 }

@@ -18,7 +18,7 @@ use opentelemetry::trace::{Status, TraceContextExt};
 use pin_project_lite::pin_project;
 use sha2::{Digest, Sha256};
 use switchboard_core::{
-    ApiKeyIdentity, Body, BoxError, Claims, Outcome, Rejection, Usage, UsageReport,
+    ApiKeyIdentity, Body, BoxError, Claims, Outcome, QuotaRemaining, Rejection, Usage, UsageReport,
 };
 use tower::Service;
 
@@ -352,6 +352,9 @@ impl Pending {
                 .observe(upstream_ns as f64 / 1e9);
         }
         let span = self.cx.span();
+        if let Some(left) = response.extensions().get::<QuotaRemaining>() {
+            metrics.set_quota_remaining(&left.name, left.remaining as f64);
+        }
         if let Some(rejection) = response.extensions().get::<Rejection>() {
             metrics.rejection(&self.endpoint, rejection.as_str());
             span.set_attribute(KeyValue::new("switchboard.rejection", rejection.as_str()));
