@@ -219,11 +219,13 @@ fn current_scope(cx: &Context) -> Option<Arc<RequestScope>> {
     cx.get::<Arc<RequestScope>>().cloned()
 }
 
+/// A child span of `cx`, when the request is traced. The name and the
+/// attributes are only built then: an untraced request formats nothing.
 fn child(
     cx: &Context,
-    name: Cow<'static, str>,
+    name: impl FnOnce() -> Cow<'static, str>,
     kind: SpanKind,
-    attributes: Vec<KeyValue>,
+    attributes: impl FnOnce() -> Vec<KeyValue>,
 ) -> Option<Context> {
     let scope = current_scope(cx)?;
     let tracer = scope.tracer.as_ref()?;
@@ -231,9 +233,9 @@ fn child(
         return None;
     }
     let span = tracer
-        .span_builder(name)
+        .span_builder(name())
         .with_kind(kind)
-        .with_attributes(attributes)
+        .with_attributes(attributes())
         .start_with_context(tracer, cx);
     Some(cx.with_span(span))
 }
@@ -247,9 +249,9 @@ pub fn backend_context(backend: &str) -> Context {
     let cx = Context::current();
     child(
         &cx,
-        Cow::Owned(format!("backend {backend}")),
+        || Cow::Owned(format!("backend {backend}")),
         SpanKind::Internal,
-        vec![KeyValue::new("switchboard.backend", backend.to_owned())],
+        || vec![KeyValue::new("switchboard.backend", backend.to_owned())],
     )
     .unwrap_or(cx)
 }
@@ -279,18 +281,19 @@ impl Attempt {
     pub fn start<B>(request: &mut http::Request<B>, provider: &str) -> Self {
         let cx = Context::current();
         let scope = current_scope(&cx);
-        let attributes = vec![
-            KeyValue::new("http.request.method", request.method().as_str().to_owned()),
-            KeyValue::new(
-                "server.address",
-                request.uri().host().unwrap_or_default().to_owned(),
-            ),
-        ];
         let span_cx = child(
             &cx,
-            Cow::Owned(format!("{} {provider}", request.method())),
+            || Cow::Owned(format!("{} {provider}", request.method())),
             SpanKind::Client,
-            attributes,
+            || {
+                vec![
+                    KeyValue::new("http.request.method", request.method().as_str().to_owned()),
+                    KeyValue::new(
+                        "server.address",
+                        request.uri().host().unwrap_or_default().to_owned(),
+                    ),
+                ]
+            },
         );
         if let Some(span_cx) = &span_cx {
             TraceContextPropagator::new()
