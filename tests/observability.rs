@@ -111,6 +111,17 @@ async fn known_traffic(served: &Served) {
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         response.bytes().await.unwrap();
     }
+    // A quota of one request a day: the second is refused.
+    for expected in [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS] {
+        let response = http
+            .get(served.url("/quota"))
+            .header("x-team", "red")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected);
+        response.bytes().await.unwrap();
+    }
 }
 
 async fn traffic_gateway(extra: Value) -> (Served, MockUpstream) {
@@ -136,7 +147,9 @@ async fn traffic_gateway(extra: Value) -> (Served, MockUpstream) {
             "strategy": "header",
             "identifier": "Authorization",
             "keys": [{"key": "team-a-key-0123456789", "roles": ["a"]}]
-        }
+        },
+        "governance/processors": {"quotas": [{"name": "requests",
+            "rules": [{"name": "one", "limits": [{"amount": 1, "unit": "day"}]}]}]}
     });
     for (k, v) in extra.as_object().unwrap() {
         root_extra[k] = v.clone();
@@ -150,6 +163,10 @@ async fn traffic_gateway(extra: Value) -> (Served, MockUpstream) {
              "backend": [{"host": [mock.url()], "url_pattern": "/events", "encoding": "no-op"}]},
             {"endpoint": "/broken", "backend": [{"host": [closed_port().await], "url_pattern": "/x"}]},
             {"endpoint": "/guarded", "extra_config": {"auth/api-keys": {"roles": ["a"]}},
+             "backend": [{"host": [mock.url()], "url_pattern": "/json"}]},
+            {"endpoint": "/quota", "extra_config": {"governance/quota": {"quota_name": "requests",
+                "tier_key": "X-Team",
+                "tiers": [{"rule_name": "one", "tier_value_as": "*", "strategy": "header", "key": "X-Team"}]}},
              "backend": [{"host": [mock.url()], "url_pattern": "/json"}]}
         ]
     });
@@ -183,8 +200,25 @@ async fn metrics_count_known_traffic_exactly() {
     };
     assert_eq!(req("/plain", "GET", 200), 3.0);
     assert_eq!(req("/stream", "POST", 200), 2.0);
-    assert_eq!(req("/broken", "GET", 502), 1.0);
+    // An unreachable backend fails a KrakenD endpoint with a 500.
+    assert_eq!(req("/broken", "GET", 500), 1.0);
     assert_eq!(req("/guarded", "GET", 401), 2.0);
+    assert_eq!(req("/quota", "GET", 200), 1.0);
+    assert_eq!(req("/quota", "GET", 429), 1.0);
+    // The quota's refusal, and nothing else, counts as a rejection.
+    assert_eq!(
+        sample(
+            &text,
+            r#"switchboard_rejections_total{endpoint="/quota",kind="quota"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("switchboard_rejections_total{"))
+            .count(),
+        1
+    );
     let count = |metric: &str, endpoint: &str| {
         sample(
             &text,
@@ -192,6 +226,12 @@ async fn metrics_count_known_traffic_exactly() {
         )
     };
     assert_eq!(count("switchboard_request_duration_seconds", "/plain"), 3.0);
+    assert_eq!(count("switchboard_request_duration_seconds", "/quota"), 2.0);
+    // Only the admitted request waited for the backend.
+    assert_eq!(
+        count("switchboard_upstream_duration_seconds", "/quota"),
+        1.0
+    );
     assert_eq!(count("switchboard_gateway_duration_seconds", "/plain"), 3.0);
     assert_eq!(
         count("switchboard_upstream_duration_seconds", "/plain"),

@@ -428,7 +428,7 @@ async fn endpoint_timeout_answers_504() {
 }
 
 #[tokio::test]
-async fn hosts_round_robin_and_redirects_are_not_followed() {
+async fn hosts_round_robin_and_redirects_leave_no_configured_host() {
     let target = MockUpstream::json(json!({"followed": true})).await;
     let location = format!("{}/elsewhere", target.url());
     let a = MockUpstream::start(move |_| {
@@ -455,8 +455,66 @@ async fn hosts_round_robin_and_redirects_are_not_followed() {
     }
     assert_eq!(a.count(), 2);
     assert_eq!(b.count(), 2);
-    assert_eq!(target.count(), 0, "a redirect was followed");
-    assert!(statuses.contains(&StatusCode::FOUND));
+    assert_eq!(target.count(), 0, "a redirect to another host was followed");
+    // KrakenD follows redirects; Switchboard only within the backend's own
+    // hosts, and answers 502 for any other target.
+    assert!(statuses.contains(&StatusCode::BAD_GATEWAY), "{statuses:?}");
+    assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn redirects_within_the_backend_hosts_are_followed() {
+    let mock = MockUpstream::start(|r| async move {
+        match r.path() {
+            "/old" => http::Response::builder()
+                .status(StatusCode::MOVED_PERMANENTLY)
+                .header("location", "/new?x=1")
+                .body(switchboard_core::Body::empty())
+                .unwrap(),
+            "/loop" => http::Response::builder()
+                .status(StatusCode::FOUND)
+                .header("location", "/loop")
+                .body(switchboard_core::Body::empty())
+                .unwrap(),
+            "/away" => http::Response::builder()
+                .status(StatusCode::TEMPORARY_REDIRECT)
+                .header("location", "http://169.254.169.254/latest/meta-data")
+                .body(switchboard_core::Body::empty())
+                .unwrap(),
+            _ => json_response(StatusCode::OK, &json!({"path": r.uri})),
+        }
+    })
+    .await;
+    let gateway = Gateway::start(json!({
+        "version": 3,
+        "endpoints": [
+            {"endpoint": "/old", "backend": [{"host": [mock.url()], "url_pattern": "/old"}]},
+            {"endpoint": "/loop", "backend": [{"host": [mock.url()], "url_pattern": "/loop"}]},
+            {"endpoint": "/away", "backend": [{"host": [mock.url()], "url_pattern": "/away"}]}
+        ]
+    }))
+    .await;
+    let http = client();
+    let response = http.get(gateway.url("/old")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"path": "/new?x=1"})
+    );
+    let followed = mock.requests().pop().unwrap();
+    assert_eq!(
+        followed.headers["referer"],
+        format!("{}/old", mock.url()).as_str()
+    );
+    let before = mock.count();
+    // Go's client gives up after 10 redirects; KrakenD answers that 500.
+    let response = http.get(gateway.url("/loop")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(mock.count() - before, 11, "the first call and 10 redirects");
+    let response = http.get(gateway.url("/away")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "redirect_refused");
 }
 
 #[tokio::test]
@@ -518,24 +576,54 @@ async fn json_encoding_reemits_and_keeps_vendor_errors() {
     let response = http.get(gateway.url("/ok")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.json::<Value>().await.unwrap()["id"], "chatcmpl-1");
+    // As KrakenD: a backend's error status, or a body that is not JSON,
+    // is a 500 on a json endpoint, without the backend's body (its message
+    // only with `router.return_error_msg`).
     let response = http.get(gateway.url("/limited")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(response.headers()["x-krakend-completed"], "false");
+    assert!(response.headers().get("x-internal-vendor").is_none());
+    assert!(response.headers().get("retry-after").is_none());
+    assert_eq!(response.text().await.unwrap(), "");
+    let response = http.get(gateway.url("/text")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(response.text().await.unwrap(), "");
+
+    let verbose = Gateway::start(json!({
+        "version": 3,
+        "extra_config": {"router": {"return_error_msg": true}},
+        "endpoints": [
+            {"endpoint": "/limited", "backend": [{"host": [mock.url()], "url_pattern": "/limited?key=secret"}]},
+            {"endpoint": "/text", "backend": [{"host": [mock.url()], "url_pattern": "/text"}]}
+        ]
+    }))
+    .await;
+    let response = http.get(verbose.url("/limited")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(
+        response.text().await.unwrap(),
+        format!(
+            "invalid status code 429 [GET /limited]: {}/limited",
+            mock.url()
+        )
+    );
+    let response = http.get(verbose.url("/text")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(response.text().await.unwrap().contains("not JSON"));
+
+    // A no-op endpoint passes the vendor's answer on untouched.
+    let raw = Gateway::start(one_backend(json!({
+        "endpoint": "/limited", "output_encoding": "no-op",
+        "backend": [{"host": [mock.url()], "url_pattern": "/limited", "encoding": "no-op"}]
+    })))
+    .await;
+    let response = http.get(raw.url("/limited")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(response.headers()["retry-after"], "7");
-    assert_eq!(response.headers()["x-should-retry"], "true");
-    assert!(response.headers().get("x-internal-vendor").is_none());
-    assert_eq!(
-        response.json::<Value>().await.unwrap()["error"]["message"],
-        "slow down"
-    );
-    let response = http.get(gateway.url("/text")).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-    let body: Value = response.json().await.unwrap();
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not JSON")
-    );
 }
 
 #[tokio::test]
@@ -566,11 +654,14 @@ async fn health_echo_404_and_405() {
     assert_eq!(echo["req_method"], "PUT");
     assert_eq!(echo["req_body"], "payload");
     assert_eq!(echo["req_querystring"]["x"], json!(["1"]));
+    // KrakenD's router answers these as text.
     let response = http.get(gateway.url("/nope")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    assert!(response.json::<Value>().await.unwrap()["error"]["message"].is_string());
+    assert_eq!(response.text().await.unwrap(), "404 page not found");
     let response = http.get(gateway.url("/only-post")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["x-krakend-completed"], "false");
+    assert_eq!(response.text().await.unwrap(), "405 method not allowed");
     assert_eq!(mock.count(), 0);
 }
 
@@ -699,7 +790,8 @@ async fn self_calls_run_the_inner_endpoint_pipeline() {
         "/v1beta/models/gemini-pro:generateContent?key=k"
     );
 
-    // A value naming no inner endpoint reaches no vendor.
+    // A value naming no inner endpoint reaches no vendor: the inner 404
+    // is a failed backend, a 500 as KrakenD answers it.
     for value in ["cohere", "../__echo/x", "openai/../gemini"] {
         let response = http
             .post(gateway.url("/multi-llm"))
@@ -708,7 +800,11 @@ async fn self_calls_run_the_inner_endpoint_pipeline() {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{value}");
+        assert_eq!(
+            response.status(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{value}"
+        );
     }
     assert_eq!(openai.count(), 1);
     assert_eq!(gemini.count(), 1);
@@ -721,7 +817,7 @@ async fn unsupported_namespaces_refuse_to_start() {
             "version": 3,
             "endpoints": [{
                 "endpoint": "/a",
-                "extra_config": {"qos/ratelimit/router": {"max_rate": 10}},
+                "extra_config": {"auth/revoker": {"N": 10}},
                 "backend": [{"host": ["http://127.0.0.1:1"], "url_pattern": "/"}]
             }]
         }),
@@ -731,7 +827,7 @@ async fn unsupported_namespaces_refuse_to_start() {
     .err()
     .expect("refused");
     assert!(
-        errors[0].contains("$.endpoints[0].extra_config[\"qos/ratelimit/router\"]"),
+        errors[0].contains("$.endpoints[0].extra_config[\"auth/revoker\"]"),
         "{errors:?}"
     );
     assert!(errors[0].contains("not supported"), "{errors:?}");

@@ -20,7 +20,9 @@ use switchboard_core::buffer::{check_content_length, collect};
 use switchboard_core::config::from_value;
 use switchboard_core::future::LayerFuture;
 use switchboard_core::secrets::Secrets;
-use switchboard_core::{Body, BodyLimit, ConfigError, ErrorResponse, RouteParams, SharedState};
+use switchboard_core::{
+    Body, BodyLimit, ConfigError, ErrorResponse, KrakendError, RouteParams, SharedState,
+};
 use switchboard_telemetry::{RecordMetricsLayer, Telemetry, TelemetrySettings};
 use tower::Service;
 use tower::util::Either;
@@ -137,7 +139,8 @@ impl App {
 /// The root `router` namespace (KrakenD's HTTP router options).
 #[derive(Debug, Default, Deserialize)]
 struct RouterOptions {
-    #[serde(default)]
+    /// KrakenD names it `max_payload`.
+    #[serde(default, alias = "max_payload")]
     max_payload_size: Option<usize>,
     #[serde(default)]
     disable_access_log: bool,
@@ -145,6 +148,17 @@ struct RouterOptions {
     logger_skip_paths: Vec<String>,
     #[serde(default)]
     health_path: Option<String>,
+    /// KrakenD: a failed backend's error message is the body of the 500.
+    #[serde(default)]
+    return_error_msg: bool,
+    /// KrakenD: no redirect of a path whose case (or dot segments, or
+    /// double slashes) differs from an endpoint's.
+    #[serde(default)]
+    disable_redirect_fixed_path: bool,
+    /// KrakenD: no redirect of a path that differs from an endpoint's by a
+    /// trailing slash.
+    #[serde(default)]
+    disable_redirect_trailing_slash: bool,
     #[serde(default)]
     shutdown_timeout: Option<crate::config::GoDuration>,
     /// Switchboard: the deadline for a whole request body.
@@ -169,12 +183,46 @@ pub fn build_app(loaded: &LoadedConfig) -> Result<App, Vec<ConfigError>> {
 /// Builds the gateway with state kept from earlier builds (metrics, quota
 /// and breaker state survive a reload this way).
 pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App, Vec<ConfigError>> {
+    match build_app_checked(loaded, state) {
+        Ok(app) => Ok(app),
+        Err(mut errors) => {
+            if errors.is_empty() {
+                errors.push(ConfigError::new(
+                    "$",
+                    "the config has mistakes (reported when it was read)",
+                ));
+            }
+            Err(errors)
+        }
+    }
+}
+
+/// Whether a field anywhere in the config had a mistake when it was read
+/// leniently ([`crate::config::parse_str_lenient`]).
+fn read_badly(root: &RootConfig) -> bool {
+    root.invalid.any()
+        || root
+            .endpoints
+            .iter()
+            .any(|e| e.invalid.any() || e.backend.iter().any(|b| b.invalid.any()))
+}
+
+/// As [`build_app_with`], for `check`: the errors are only those of the
+/// build (none repeats a mistake found when the file was read), and a
+/// config read with mistakes never builds.
+pub(crate) fn build_app_checked(
+    loaded: &LoadedConfig,
+    state: &SharedState,
+) -> Result<App, Vec<ConfigError>> {
     let root = &loaded.root;
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
 
     let router_options: RouterOptions = match root.extra_config.get("router") {
-        Some(value) => from_value(value).map_err(|e| vec![e.at("$.extra_config.router")])?,
+        Some(value) => from_value(value).unwrap_or_else(|e| {
+            errors.extend(e.at("$.extra_config.router").into_all());
+            RouterOptions::default()
+        }),
         None => RouterOptions::default(),
     };
     for key in router_options.other.keys() {
@@ -189,7 +237,8 @@ pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App,
     // Root namespaces build no layer of their own: they are checked here,
     // and what endpoints build on (the API key ring) is compiled once.
     let mut root_layers = RootLayers {
-        governance: crate::governance::Governance::from_root(&root.extra_config),
+        governance: crate::governance::Governance::from_root(&root.extra_config, state),
+        breakers: crate::ops::breakers(state),
         ..RootLayers::default()
     };
     build_layers(
@@ -214,10 +263,7 @@ pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App,
         streaming: false,
     };
 
-    for (field, set) in [
-        ("cache_ttl", root.cache_ttl.is_some()),
-        ("disable_rest", root.disable_rest),
-    ] {
+    for (field, set) in [("disable_rest", root.disable_rest)] {
         if set {
             warnings.push(format!(
                 "$.{field}: accepted for compatibility; has no effect"
@@ -293,6 +339,7 @@ pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App,
         clashes.reserve("/__echo/{*rest}");
     }
     if root.debug_endpoint {
+        clashes.reserve("/__debug");
         clashes.reserve("/__debug/");
         clashes.reserve("/__debug/{*rest}");
     }
@@ -300,12 +347,17 @@ pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App,
     // One method router per path; each endpoint's static pipeline goes into
     // it directly, so the router's own box is the endpoint's only one.
     let mut routes: BTreeMap<String, MethodRouter> = BTreeMap::new();
+    // Paths where some endpoint calls an LLM through `ai/*`: their 405 stays
+    // the JSON error.
+    let mut llm_paths: BTreeSet<String> = BTreeSet::new();
     let mut shapes = BTreeSet::new();
     let mut builder = PipelineBuilder {
         root,
         root_hosts: &root_hosts,
         root_is_self,
+        root_hosts_invalid: root.invalid.has("host"),
         body_limit,
+        return_error_msg: router_options.return_error_msg,
         ctx: &ctx,
         http: &http,
         internal: &internal,
@@ -313,6 +365,10 @@ pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App,
     };
     for (i, endpoint) in root.endpoints.iter().enumerate() {
         let at = format!("$.endpoints[{i}]");
+        if endpoint.invalid.has("*") {
+            // Not an endpoint at all: reported when the file was read.
+            continue;
+        }
         let (method, service) = match builder.endpoint(endpoint, &at) {
             Ok(built) => built,
             Err(mut errs) => {
@@ -344,18 +400,21 @@ pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App,
             ));
             continue;
         };
+        if !krakend_endpoint(endpoint) {
+            llm_paths.insert(endpoint.endpoint.clone());
+        }
         let entry = routes.entry(endpoint.endpoint.clone()).or_default();
         *entry = std::mem::take(entry).on_service(filter, service);
     }
     let telemetry_settings =
         match TelemetrySettings::from_extra(&root.extra_config, "$.extra_config") {
             Ok(settings) => settings,
-            Err(mut errs) => {
-                errors.append(&mut errs);
+            Err(errs) => {
+                errors.extend(errs.into_iter().flat_map(ConfigError::into_all));
                 TelemetrySettings::default()
             }
         };
-    if !errors.is_empty() {
+    if !errors.is_empty() || read_badly(root) {
         return Err(errors);
     }
     let telemetry = crate::ops::telemetry_for(state, &telemetry_settings).map_err(|e| vec![e])?;
@@ -370,18 +429,29 @@ pub fn build_app_with(loaded: &LoadedConfig, state: &SharedState) -> Result<App,
             .route("/__echo/{*rest}", echo);
     }
     if root.debug_endpoint {
-        let echo = any(move |request: Request<Body>| echo::echo(request, body_limit));
+        let debug = any(move |request: Request<Body>| echo::debug(request, body_limit));
         router = router
-            .route("/__debug/", echo.clone())
-            .route("/__debug/{*rest}", echo);
+            .route("/__debug", debug.clone())
+            .route("/__debug/", debug.clone())
+            .route("/__debug/{*rest}", debug);
     }
+    let fixes = Arc::new(echo::PathFixes::new(
+        routes.keys().map(String::as_str),
+        !router_options.disable_redirect_fixed_path,
+        !router_options.disable_redirect_trailing_slash,
+    ));
     for (path, method_router) in routes {
-        router = router.route(&path, method_router.fallback(method_not_allowed));
+        let fallback = if llm_paths.contains(&path) {
+            method_router.fallback(method_not_allowed)
+        } else {
+            method_router.fallback(echo::krakend_method_not_allowed)
+        };
+        router = router.route(&path, fallback);
     }
     let secrets = Arc::new(crate::secret_values::collect(root));
     let router = router
         .route_layer(RecordMetricsLayer::new(telemetry.clone()))
-        .fallback(echo::not_found)
+        .fallback(move |request: Request<Body>| echo::not_found(Arc::clone(&fixes), request))
         .layer(axum::Extension(Arc::clone(&secrets)));
     let _ = cell.set(router.clone());
 
@@ -471,8 +541,13 @@ fn validate_health_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// KrakenD's health answer (`agents`: the async agents, none here; `now`:
+/// the time), with the config generation.
 async fn health(generation: u64) -> Response<Body> {
-    let body = format!(r#"{{"status":"ok","config_generation":{generation}}}"#);
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let body = format!(
+        r#"{{"agents":{{}},"now":"{now}","status":"ok","config_generation":{generation}}}"#
+    );
     let mut response = Response::new(Body::from(body));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -570,7 +645,12 @@ struct PipelineBuilder<'a> {
     root: &'a RootConfig,
     root_hosts: &'a [String],
     root_is_self: bool,
+    /// Whether the root `host` had a mistake (reported when the file was
+    /// read).
+    root_hosts_invalid: bool,
     body_limit: usize,
+    /// `router.return_error_msg`.
+    return_error_msg: bool,
     ctx: &'a BuildContext<'a>,
     http: &'a HttpUpstream,
     internal: &'a InternalUpstream,
@@ -581,7 +661,8 @@ struct PipelineBuilder<'a> {
 struct EndpointFacts<'a> {
     endpoint: &'a EndpointConfig,
     method: &'a Method,
-    params: &'a [String],
+    /// `None` when the path had a mistake: its parameters are unknown.
+    params: Option<&'a [String]>,
     headers: &'a HeaderFilter,
     has_jwt: bool,
 }
@@ -594,18 +675,34 @@ impl PipelineBuilder<'_> {
         at: &str,
     ) -> Result<(Method, impl PipelineService + use<>), Vec<ConfigError>> {
         let mut errors = Vec::new();
-        let params = validate_path(&endpoint.endpoint)
-            .map_err(|m| vec![ConfigError::new(format!("{at}.endpoint"), m)])?;
-        let method = parse_method(&endpoint.method)
-            .map_err(|m| vec![ConfigError::new(format!("{at}.method"), m)])?;
-        if endpoint.backend.is_empty() {
+        // A field with a mistake (reported when the file was read) holds
+        // its default: what depends on it is not checked again.
+        let invalid = &endpoint.invalid;
+        let params = if invalid.has("endpoint") {
+            None
+        } else {
+            validate_path(&endpoint.endpoint)
+                .map_err(|m| errors.push(ConfigError::new(format!("{at}.endpoint"), m)))
+                .ok()
+        };
+        let method = parse_method(&endpoint.method).unwrap_or_else(|m| {
+            errors.push(ConfigError::new(format!("{at}.method"), m));
+            Method::GET
+        });
+        if endpoint.backend.is_empty() && !invalid.has("backend") {
             errors.push(ConfigError::new(
                 format!("{at}.backend"),
                 "an endpoint needs at least one backend",
             ));
         }
-        let headers = HeaderFilter::new(&endpoint.input_headers)
-            .map_err(|m| vec![ConfigError::new(format!("{at}.input_headers"), m)])?;
+        let headers = if invalid.has("input_headers") {
+            HeaderFilter::All
+        } else {
+            HeaderFilter::new(&endpoint.input_headers).unwrap_or_else(|m| {
+                errors.push(ConfigError::new(format!("{at}.input_headers"), m));
+                HeaderFilter::All
+            })
+        };
         let query = QueryFilter::new(&endpoint.input_query_strings);
         let encoding = endpoint
             .output_encoding
@@ -627,11 +724,12 @@ impl PipelineBuilder<'_> {
                 "\"string\" is a backend encoding; endpoints answer json, json-collection or no-op",
             ));
         }
-        if endpoint.cache_ttl.is_some() {
-            self.warnings.push(format!(
-                "{at}.cache_ttl: Switchboard does not cache responses; ignored"
-            ));
-        }
+        let cache_control = endpoint
+            .cache_ttl
+            .or(self.root.cache_ttl)
+            .map(|ttl| ttl.0.as_secs())
+            .filter(|secs| *secs > 0)
+            .and_then(|secs| HeaderValue::from_str(&format!("public, max-age={secs}")).ok());
         if encoding == Encoding::NoOp && endpoint.backend.len() > 1 {
             errors.push(ConfigError::new(
                 format!("{at}.output_encoding"),
@@ -647,17 +745,21 @@ impl PipelineBuilder<'_> {
         let has_jwt = endpoint.extra_config.contains_key("auth/validator");
         let strategy =
             Strategy::from_config(endpoint.extra_config.get("proxy")).unwrap_or_else(|e| {
-                errors.push(e.at(&format!("{at}.extra_config.proxy")));
+                errors.extend(e.at(&format!("{at}.extra_config.proxy")).into_all());
                 Strategy::Parallel
             });
 
         let mut backends = Vec::new();
         for (j, backend) in endpoint.backend.iter().enumerate() {
             let bat = format!("{at}.backend[{j}]");
+            if backend.invalid.has("*") {
+                // Not a backend at all: reported when the file was read.
+                continue;
+            }
             let of = EndpointFacts {
                 endpoint,
                 method: &method,
-                params: &params,
+                params: params.as_deref(),
                 headers: &headers,
                 has_jwt,
             };
@@ -697,9 +799,13 @@ impl PipelineBuilder<'_> {
             self.warnings,
             &mut errors,
         );
-        if !errors.is_empty() {
+        // A field with a mistake reported when the file was read fails the
+        // endpoint too, though nothing new is reported here.
+        let read_badly = invalid.any() || endpoint.backend.iter().any(|b| b.invalid.any());
+        if !errors.is_empty() || read_badly {
             return Err(errors);
         }
+        let krakend = krakend_endpoint(endpoint);
         let proxy = Proxy::new(EndpointState {
             backends,
             headers,
@@ -707,10 +813,16 @@ impl PipelineBuilder<'_> {
             encoding,
             timeout,
             strategy,
+            cache_control,
+            krakend_errors: krakend,
         });
         let entry = EndpointEntry {
+            answers: KrakendAnswers {
+                enabled: krakend,
+                return_error_msg: self.return_error_msg,
+            },
             limit: self.body_limit,
-            has_params: !params.is_empty(),
+            has_params: params.as_ref().is_some_and(|p| !p.is_empty()),
             calls_gateway: self.root_is_self && endpoint.backend.iter().any(|b| b.host.is_empty()),
             inner: layers.wrap(proxy),
         };
@@ -724,13 +836,23 @@ impl PipelineBuilder<'_> {
         of: &EndpointFacts<'_>,
     ) -> Result<BackendRoute, Vec<ConfigError>> {
         let mut errors = Vec::new();
-        let pattern = UrlPattern::parse(&backend.url_pattern)
-            .map_err(|m| vec![ConfigError::new(format!("{at}.url_pattern"), m)])?;
-        for source in pattern.sources() {
+        let invalid = &backend.invalid;
+        // `None` when the pattern had a mistake: its placeholders are not
+        // checked, and the backend is not built.
+        let pattern = if invalid.has("url_pattern") {
+            None
+        } else {
+            UrlPattern::parse(&backend.url_pattern)
+                .map_err(|m| errors.push(ConfigError::new(format!("{at}.url_pattern"), m)))
+                .ok()
+        };
+        for source in pattern.iter().flat_map(UrlPattern::sources) {
             let problem = match source {
                 // `{respN_x}` is checked with the endpoint's strategy.
                 Source::Param(name)
-                    if !of.params.iter().any(|p| p == name)
+                    if of
+                        .params
+                        .is_some_and(|params| !params.iter().any(|p| p == name))
                         && !crate::strategy::is_response_placeholder(name) =>
                 {
                     Some(format!(
@@ -742,11 +864,12 @@ impl PipelineBuilder<'_> {
                     "{{input_headers.{name}}} needs {name:?} in the endpoint's input_headers"
                 )),
                 Source::Query(name)
-                    if !of
-                        .endpoint
-                        .input_query_strings
-                        .iter()
-                        .any(|q| q == name || q == "*") =>
+                    if !of.endpoint.invalid.has("input_query_strings")
+                        && !of
+                            .endpoint
+                            .input_query_strings
+                            .iter()
+                            .any(|q| q == name || q == "*") =>
                 {
                     Some(format!(
                         "{{input_query_strings.{name}}} needs {name:?} in the endpoint's input_query_strings"
@@ -762,9 +885,10 @@ impl PipelineBuilder<'_> {
             }
         }
         let method = match &backend.method {
-            Some(m) => {
-                parse_method(m).map_err(|m| vec![ConfigError::new(format!("{at}.method"), m)])?
-            }
+            Some(m) => parse_method(m).unwrap_or_else(|m| {
+                errors.push(ConfigError::new(format!("{at}.method"), m));
+                of.method.clone()
+            }),
             None => of.method.clone(),
         };
         if backend.disable_host_sanitize {
@@ -792,7 +916,9 @@ impl PipelineBuilder<'_> {
             }
             (hosts, false)
         };
-        if hosts.is_empty() && errors.is_empty() {
+        let hosts_unknown =
+            invalid.has("host") || (backend.host.is_empty() && self.root_hosts_invalid);
+        if hosts.is_empty() && errors.is_empty() && !hosts_unknown {
             errors.push(ConfigError::new(
                 format!("{at}.host"),
                 "no host: set the backend's host or the root host",
@@ -825,9 +951,9 @@ impl PipelineBuilder<'_> {
             self.warnings,
             &mut errors,
         );
-        if !errors.is_empty() {
+        let Some(pattern) = pattern.filter(|_| errors.is_empty()) else {
             return Err(errors);
-        }
+        };
         let upstream = if is_internal {
             Either::Right(self.internal.clone())
         } else {
@@ -838,6 +964,7 @@ impl PipelineBuilder<'_> {
         Ok(BackendRoute {
             fixed_uri,
             needs_context,
+            krakend_client: !calls_llm(backend),
             condition: None,
             pattern,
             method,
@@ -891,6 +1018,8 @@ impl RouteCheck {
 /// reaches a backend until it is known to fit.
 #[derive(Clone)]
 struct EndpointEntry<S> {
+    /// KrakenD's answers to rejections, on KrakenD endpoints.
+    answers: KrakendAnswers,
     limit: usize,
     /// Whether the path declares `{params}` (most do not: no extraction).
     has_params: bool,
@@ -903,7 +1032,7 @@ struct EndpointEntry<S> {
 impl<S: PipelineService> Service<Request<Body>> for EndpointEntry<S> {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = LayerFuture<S::Future, Infallible>;
+    type Future = LayerFuture<S::Future, Infallible, KrakendAnswers>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -934,8 +1063,9 @@ impl<S: PipelineService> Service<Request<Body>> for EndpointEntry<S> {
         if self.calls_gateway && parts.extensions.get::<CallBudget>().is_none() {
             parts.extensions.insert(CallBudget::default());
         }
+        let answers = self.answers;
         if parts.headers.contains_key(http::header::CONTENT_LENGTH) || body.is_end_stream() {
-            return LayerFuture::inner(self.inner.call(Request::from_parts(parts, body)));
+            return LayerFuture::then(self.inner.call(Request::from_parts(parts, body)), answers);
         }
         // A body of unknown length is read (bounded) before anything goes
         // upstream.
@@ -943,14 +1073,71 @@ impl<S: PipelineService> Service<Request<Body>> for EndpointEntry<S> {
         let mut inner = std::mem::replace(&mut self.inner, clone);
         LayerFuture::boxed(async move {
             match collect(body, limit).await {
-                Ok(bytes) => {
-                    inner
-                        .call(Request::from_parts(parts, Body::from(bytes)))
-                        .await
-                }
+                Ok(bytes) => inner
+                    .call(Request::from_parts(parts, Body::from(bytes)))
+                    .await
+                    .map(|response| answers.apply(response)),
                 Err(error) => Ok(error.into_response()),
             }
         })
+    }
+}
+
+/// Whether a backend calls an LLM vendor through `ai/llm` or `ai/router`
+/// (the gateway is then the vendor's client, not KrakenD's proxy).
+fn calls_llm(backend: &BackendConfig) -> bool {
+    backend.extra_config.contains_key("ai/llm") || backend.extra_config.contains_key("ai/router")
+}
+
+/// Whether an endpoint answers errors as KrakenD does: every endpoint but
+/// the unified LLM ones, which answer in their client format's shape.
+fn krakend_endpoint(endpoint: &EndpointConfig) -> bool {
+    !endpoint.backend.iter().any(calls_llm)
+}
+
+/// Rewrites a rejection the way KrakenD answers it (see
+/// [`KrakendError`]), on KrakenD endpoints.
+#[derive(Clone, Copy, Debug)]
+struct KrakendAnswers {
+    enabled: bool,
+    return_error_msg: bool,
+}
+
+impl KrakendAnswers {
+    fn apply(self, response: Response<Body>) -> Response<Body> {
+        if !self.enabled || response.extensions().get::<KrakendError>().is_none() {
+            return response;
+        }
+        let (mut parts, _json) = response.into_parts();
+        let Some(answer) = parts.extensions.remove::<KrakendError>() else {
+            return Response::from_parts(parts, Body::empty());
+        };
+        let headers = &mut parts.headers;
+        headers.remove(http::header::CONTENT_TYPE);
+        headers.remove(http::header::CONTENT_LENGTH);
+        headers.remove(crate::proxy::COMPLETED);
+        let body = match answer {
+            KrakendError::Empty => Body::empty(),
+            KrakendError::Message(message) => {
+                headers.insert(crate::proxy::COMPLETED, HeaderValue::from_static("false"));
+                if self.return_error_msg {
+                    headers.insert(
+                        http::header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; charset=utf-8"),
+                    );
+                    Body::from(message)
+                } else {
+                    Body::empty()
+                }
+            }
+        };
+        Response::from_parts(parts, body)
+    }
+}
+
+impl switchboard_core::future::OnResponse for KrakendAnswers {
+    fn on_response(self, response: Response<Body>) -> switchboard_core::future::Posted {
+        switchboard_core::future::Posted::Ready(self.apply(response))
     }
 }
 
@@ -975,7 +1162,10 @@ fn check_backend_strategy(
     if let Some(value) = backend.extra_config.get("backend/conditional") {
         match Condition::from_config(value, headers) {
             Ok(condition) => route.condition = Some(condition),
-            Err(e) => errors.push(e.at(&format!("{at}.extra_config[\"backend/conditional\"]"))),
+            Err(e) => errors.extend(
+                e.at(&format!("{at}.extra_config[\"backend/conditional\"]"))
+                    .into_all(),
+            ),
         }
     }
     if !matches!(strategy, Strategy::Sequential { .. })

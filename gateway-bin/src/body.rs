@@ -278,3 +278,140 @@ mod tests {
         futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
     }
 }
+
+pin_project! {
+    /// Decompresses a gzip body as it arrives (an upstream that answered
+    /// the `Accept-Encoding: gzip` the gateway asked for itself, as Go's
+    /// client does for KrakenD). Trailers pass through.
+    pub(crate) struct GunzipBody<B> {
+        #[pin]
+        inner: B,
+        decoder: Option<flate2::write::GzDecoder<Vec<u8>>>,
+    }
+}
+
+impl<B> GunzipBody<B> {
+    pub(crate) fn new(inner: B) -> Self {
+        Self {
+            inner,
+            decoder: Some(flate2::write::GzDecoder::new(Vec::new())),
+        }
+    }
+}
+
+impl<B> HttpBody for GunzipBody<B>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        use std::io::Write as _;
+        let mut this = self.project();
+        loop {
+            let Some(decoder) = this.decoder.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match ready!(this.inner.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        decoder.write_all(&data)?;
+                        let out = std::mem::take(decoder.get_mut());
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                        }
+                    }
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                Some(Err(error)) => return Poll::Ready(Some(Err(error.into()))),
+                None => {
+                    let Some(decoder) = this.decoder.take() else {
+                        return Poll::Ready(None);
+                    };
+                    let out = decoder.finish()?;
+                    return Poll::Ready(if out.is_empty() {
+                        None
+                    } else {
+                        Some(Ok(Frame::data(Bytes::from(out))))
+                    });
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.decoder.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod gunzip_tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::io::Write as _;
+
+    #[tokio::test]
+    async fn gunzips_in_pieces() {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(b"{\"hello\":\"world\"}").unwrap();
+        let compressed = encoder.finish().unwrap();
+        let (a, b) = compressed.split_at(7);
+        let chunks: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+            Ok(Frame::data(Bytes::copy_from_slice(a))),
+            Ok(Frame::data(Bytes::copy_from_slice(b))),
+        ];
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
+        let out = GunzipBody::new(body).collect().await.unwrap().to_bytes();
+        assert_eq!(&out[..], b"{\"hello\":\"world\"}");
+    }
+
+    #[tokio::test]
+    async fn corrupt_gzip_is_an_error() {
+        let body = http_body_util::Full::new(Bytes::from_static(b"not gzip at all"));
+        assert!(GunzipBody::new(body).collect().await.is_err());
+    }
+}
+
+pin_project! {
+    /// A body whose length is not announced: sent chunked on HTTP/1.1, as
+    /// KrakenD's Go client sends a client's body it passes on.
+    pub(crate) struct UnsizedBody<B> {
+        #[pin]
+        inner: B,
+    }
+}
+
+impl<B> UnsizedBody<B> {
+    pub(crate) fn new(inner: B) -> Self {
+        Self { inner }
+    }
+}
+
+impl<B: HttpBody> HttpBody for UnsizedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use switchboard_core::ConfigError;
-use switchboard_core::config::{from_value, key_segment, parse_duration, strip_comments};
+use switchboard_core::config::{key_segment, parse_duration, strip_comments};
 
 /// The largest config file read: 64 MiB.
 pub const MAX_CONFIG_BYTES: u64 = 64 * 1024 * 1024;
@@ -118,6 +118,10 @@ pub struct RootConfig {
     /// anything returned or logged.
     #[serde(skip)]
     pub env_secrets: switchboard_core::secrets::Secrets,
+    /// Fields that had a mistake (already reported) and hold their default:
+    /// checks that depend on them are skipped.
+    #[serde(skip)]
+    pub(crate) invalid: Invalid,
 }
 
 fn default_port() -> u16 {
@@ -125,7 +129,7 @@ fn default_port() -> u16 {
 }
 
 /// One endpoint.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     /// The path, with `{param}` segments.
@@ -157,6 +161,9 @@ pub struct EndpointConfig {
     /// Endpoint namespaces.
     #[serde(default)]
     pub extra_config: Map<String, Value>,
+    /// Fields that had a mistake (already reported).
+    #[serde(skip)]
+    pub(crate) invalid: Invalid,
 }
 
 fn default_method() -> String {
@@ -164,7 +171,7 @@ fn default_method() -> String {
 }
 
 /// One backend of an endpoint.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     /// Hosts, called round-robin.
@@ -205,6 +212,27 @@ pub struct BackendConfig {
     /// Backend namespaces.
     #[serde(default)]
     pub extra_config: Map<String, Value>,
+    /// Fields that had a mistake (already reported).
+    #[serde(skip)]
+    pub(crate) invalid: Invalid,
+}
+
+/// The fields of a config object that had a mistake: the mistake is
+/// reported once, the field holds its default, and the checks that depend
+/// on it are skipped (a host of the wrong type is not also "no host").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Invalid(std::collections::BTreeSet<String>);
+
+impl Invalid {
+    /// Whether `field` had a mistake.
+    pub fn has(&self, field: &str) -> bool {
+        self.0.contains(field)
+    }
+
+    /// Whether any field had one.
+    pub fn any(&self) -> bool {
+        !self.0.is_empty()
+    }
 }
 
 /// A loaded config: the parsed root and the file's directory (relative
@@ -235,20 +263,34 @@ impl LoadedConfig {
     }
 }
 
-/// Reads and parses a config file.
+/// Reads and parses a config file; any mistake fails it.
 pub fn load_file(path: &Path) -> Result<LoadedConfig, Vec<ConfigError>> {
-    let text = switchboard_core::config::read_text_bounded(path, MAX_CONFIG_BYTES)
-        .map_err(|message| vec![ConfigError::new("$", message)])?;
+    match load_file_lenient(path) {
+        (Some(loaded), errors) if errors.is_empty() => Ok(loaded),
+        (_, errors) => Err(errors),
+    }
+}
+
+/// Reads and parses a config file, reporting every mistake it finds. The
+/// config is returned too when it could be read at all (fields with a
+/// mistake hold their defaults), so that `check` can build it and report
+/// the mistakes of the later stages in the same run.
+pub fn load_file_lenient(path: &Path) -> (Option<LoadedConfig>, Vec<ConfigError>) {
+    let text = match switchboard_core::config::read_text_bounded(path, MAX_CONFIG_BYTES) {
+        Ok(text) => text,
+        Err(message) => return (None, vec![ConfigError::new("$", message)]),
+    };
     let base_dir = path
         .parent()
         .map(Path::to_path_buf)
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
-    let root = parse_str(&text, &|name| std::env::var(name).ok())?;
-    Ok(LoadedConfig { root, base_dir })
+    let (root, errors) = parse_str_lenient(&text, &|name| std::env::var(name).ok());
+    (root.map(|root| LoadedConfig { root, base_dir }), errors)
 }
 
-/// Parses config text, with `{{ env "NAME" }}` looked up through `env`.
+/// Parses config text, with `{{ env "NAME" }}` looked up through `env`;
+/// any mistake fails it.
 ///
 /// As in KrakenD's flexible config, the template is replaced before the
 /// JSON is parsed, so it may stand inside a string (`"Bearer {{ env
@@ -258,57 +300,240 @@ pub fn parse_str(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RootConfig, Vec<ConfigError>> {
+    match parse_str_lenient(text, env) {
+        (Some(root), errors) if errors.is_empty() => Ok(root),
+        (_, errors) => Err(errors),
+    }
+}
+
+/// As [`parse_str`], reporting every mistake of the file: the config is
+/// returned with them when the text is JSON of version 3 (fields with a
+/// mistake hold their defaults and are marked, see [`Invalid`]).
+pub fn parse_str_lenient(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (Option<RootConfig>, Vec<ConfigError>) {
     let (substituted, mut errors, substituted_values) = substitute_env(text, env);
     let mut value: Value = match serde_json::from_str(&substituted) {
         Ok(value) => value,
         Err(err) => {
             errors.push(ConfigError::new("$", format!("invalid JSON: {err}")));
-            return Err(errors);
+            return (None, errors);
         }
     };
+    // A variable unset outside a string became `null`: what it stood for
+    // is unknown, so nothing more is checked.
+    if !errors.is_empty() {
+        return (None, errors);
+    }
     // Comments may mention variables that are not set.
     strip_comments(&mut value);
-    report_unset(&value, "$", &mut errors);
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    if let Some(version) = value.get("version") {
-        if version != &Value::from(3) {
-            return Err(vec![ConfigError::new(
+    let mut unset = Vec::new();
+    report_unset(&value, "$", &mut unset);
+    match value.get("version") {
+        Some(version) if version == &Value::from(3) => {}
+        Some(version) => {
+            // Another format: its fields would all read as mistakes.
+            errors.push(ConfigError::new(
                 "$.version",
                 format!(
                     "unsupported version {version}: Switchboard reads KrakenD's version 3 format"
                 ),
-            )]);
+            ));
+            return (None, errors);
         }
-    } else {
-        return Err(vec![ConfigError::new(
-            "$.version",
-            "missing: set \"version\": 3",
-        )]);
+        None => errors.push(ConfigError::new("$.version", "missing: set \"version\": 3")),
     }
-    let mut root = from_value::<RootConfig>(&value).map_err(|err| {
-        let err = friendlier(err);
-        vec![err.at("$")]
-    })?;
+    let Value::Object(mut object) = value else {
+        errors.push(ConfigError::new(
+            "$",
+            "the config must be a JSON object with \"version\": 3",
+        ));
+        return (None, errors);
+    };
+    object.insert("version".to_owned(), Value::from(3));
+    let endpoints = match object.get("endpoints") {
+        Some(Value::Array(_)) => object.shift_remove("endpoints"),
+        _ => None,
+    };
+    let Some(mut root) = lenient::<RootConfig>(Value::Object(object), "$", &[], &mut errors) else {
+        return (None, errors);
+    };
+    if let Some(Value::Array(items)) = endpoints {
+        for (i, item) in items.into_iter().enumerate() {
+            root.endpoints.push(endpoint_lenient(
+                item,
+                &format!("$.endpoints[{i}]"),
+                &mut errors,
+            ));
+        }
+    }
     root.env_secrets = switchboard_core::secrets::Secrets::new(substituted_values);
-    Ok(root)
+    // A field with an unset variable has that one mistake, not also those
+    // its placeholder text causes.
+    let unset_paths: Vec<String> = unset.iter().map(|e| e.path.clone()).collect();
+    errors.retain(|e| {
+        !unset_paths.iter().any(|p| {
+            e.path == *p
+                || e.path
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        })
+    });
+    errors.extend(unset);
+    (Some(root), errors)
+}
+
+/// One endpoint: its own fields, then each backend on its own, so that a
+/// mistake in one hides nothing in the others.
+fn endpoint_lenient(item: Value, at: &str, errors: &mut Vec<ConfigError>) -> EndpointConfig {
+    let mut item = item;
+    let backends = match &mut item {
+        Value::Object(object) if matches!(object.get("backend"), Some(Value::Array(_))) => {
+            object.shift_remove("backend")
+        }
+        _ => None,
+    };
+    let required = [("endpoint", Value::String(String::new()))];
+    let mut endpoint = match item {
+        Value::Object(_) => lenient::<EndpointConfig>(item, at, &required, errors),
+        other => {
+            errors.push(ConfigError::new(
+                at,
+                format!("an endpoint must be an object, not {}", kind_of(&other)),
+            ));
+            None
+        }
+    }
+    .unwrap_or_else(|| {
+        // Keeps the indexes of the endpoints after it.
+        let mut placeholder = EndpointConfig::default();
+        placeholder.invalid.0.insert("*".to_owned());
+        placeholder
+    });
+    if let Some(Value::Array(items)) = backends {
+        for (j, item) in items.into_iter().enumerate() {
+            let bat = format!("{at}.backend[{j}]");
+            let required = [("url_pattern", Value::String(String::new()))];
+            let backend = match item {
+                Value::Object(_) => lenient::<BackendConfig>(item, &bat, &required, errors),
+                other => {
+                    errors.push(ConfigError::new(
+                        &bat,
+                        format!("a backend must be an object, not {}", kind_of(&other)),
+                    ));
+                    None
+                }
+            };
+            let backend = backend.unwrap_or_else(|| {
+                let mut placeholder = BackendConfig::default();
+                placeholder.invalid.0.insert("*".to_owned());
+                placeholder
+            });
+            endpoint.backend.push(backend);
+        }
+    }
+    endpoint
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The config objects that record their fields with a mistake.
+trait HasInvalid {
+    fn invalid_mut(&mut self) -> &mut Invalid;
+}
+
+impl HasInvalid for RootConfig {
+    fn invalid_mut(&mut self) -> &mut Invalid {
+        &mut self.invalid
+    }
+}
+
+impl HasInvalid for EndpointConfig {
+    fn invalid_mut(&mut self) -> &mut Invalid {
+        &mut self.invalid
+    }
+}
+
+impl HasInvalid for BackendConfig {
+    fn invalid_mut(&mut self) -> &mut Invalid {
+        &mut self.invalid
+    }
+}
+
+/// Reads one config object, reporting every mistake (at `at`) and keeping
+/// going: each field with a mistake is dropped (so it holds its default)
+/// and marked; a required one gets its stand-in from `required`.
+fn lenient<T: serde::de::DeserializeOwned + HasInvalid>(
+    value: Value,
+    at: &str,
+    required: &[(&str, Value)],
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    let found = match switchboard_core::config::from_value_all::<T>(&value) {
+        Ok(parsed) => return Some(parsed),
+        Err(found) => found,
+    };
+    let mut invalid = std::collections::BTreeSet::new();
+    for error in found {
+        if let Some(field) = first_field(&error.path) {
+            invalid.insert(field);
+        }
+        errors.push(friendlier(error).at(at));
+    }
+    let Value::Object(mut object) = value else {
+        return None;
+    };
+    object.retain(|key, _| !invalid.contains(key));
+    for (name, stand_in) in required {
+        if !object.contains_key(*name) {
+            object.insert((*name).to_owned(), stand_in.clone());
+            invalid.insert((*name).to_owned());
+        }
+    }
+    let mut parsed: T = switchboard_core::config::from_value(&Value::Object(object)).ok()?;
+    parsed.invalid_mut().0.extend(invalid);
+    Some(parsed)
+}
+
+/// The field a relative path starts with (`host` of `host[1]`,
+/// `extra_config` of `extra_config["a/b"]`).
+fn first_field(path: &str) -> Option<String> {
+    if let Some(rest) = path.strip_prefix('[') {
+        let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<String>();
+        return stream.next()?.ok();
+    }
+    let end = path.find(['.', '[']).unwrap_or(path.len());
+    (end > 0).then(|| path[..end].to_owned())
 }
 
 /// Names fields that KrakenD has and Switchboard does not serve, instead of
-/// serde's bare "unknown field".
+/// a bare "unknown field".
 fn friendlier(mut err: ConfigError) -> ConfigError {
-    if let Some(rest) = err.message.strip_prefix("unknown field `") {
-        let field = rest.split('`').next().unwrap_or_default();
-        err.message = match field {
-            "tls" | "client_tls" => format!(
-                "`{field}` is not supported: terminate TLS in front of Switchboard; \
+    if err.message.starts_with("unknown field ")
+        && let Some(field) = first_field(err.path.rsplit('.').next().unwrap_or_default())
+    {
+        let reason = match field.as_str() {
+            "tls" | "client_tls" => Some(format!(
+                "\"{field}\" is not supported: terminate TLS in front of Switchboard; \
                  upstream HTTPS is always on"
-            ),
-            "plugin" => "`plugin` is not supported: Go plugins cannot load here".to_owned(),
-            "async_agent" => "`async_agent` is not supported".to_owned(),
-            _ => format!("unknown field `{field}`"),
+            )),
+            "plugin" => Some("\"plugin\" is not supported: Go plugins cannot load here".to_owned()),
+            "async_agent" => Some("\"async_agent\" is not supported".to_owned()),
+            _ => None,
         };
+        if let Some(reason) = reason {
+            err.message = reason;
+        }
     }
     err
 }
@@ -507,6 +732,57 @@ mod tests {
         let text = r#"{"version":3,"tls":{}}"#;
         let err = &parse_str(text, &no_env).unwrap_err()[0];
         assert!(err.message.contains("not supported"), "{err}");
+    }
+
+    #[test]
+    fn every_mistake_is_reported_and_the_rest_still_reads() {
+        let text = r#"{"version":3,"port":"80","timeout":"soon","hosts":["x"],
+          "endpoints":[
+            "not an endpoint",
+            {"endpoint":"/a","method":7,"timeout":"1 year",
+             "backend":[{"url_patern":"/x","host":"h"},{"url_pattern":"/y","encoding":"jsno"}]},
+            {"endpoint":"/b","backend":[{"url_pattern":"/z"}]}
+          ]}"#;
+        let (root, errors) = parse_str_lenient(text, &no_env);
+        let found: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            found,
+            vec![
+                "$.port",
+                "$.timeout",
+                "$.hosts",
+                "$.endpoints[0]",
+                "$.endpoints[1].method",
+                "$.endpoints[1].timeout",
+                "$.endpoints[1].backend[0].url_patern",
+                "$.endpoints[1].backend[0].host",
+                "$.endpoints[1].backend[1].encoding",
+            ],
+            "{errors:#?}"
+        );
+        assert!(
+            errors[2].message.contains("did you mean \"host\"?"),
+            "{}",
+            errors[2]
+        );
+        let root = root.unwrap();
+        // Indexes are kept; fields with a mistake are marked.
+        assert_eq!(root.endpoints.len(), 3);
+        assert!(root.endpoints[0].invalid.has("*"));
+        assert_eq!(root.endpoints[2].endpoint, "/b");
+        assert!(root.invalid.has("port") && !root.invalid.has("name"));
+        let backend = &root.endpoints[1].backend[0];
+        assert!(backend.invalid.has("host") && backend.invalid.has("url_pattern"));
+        // The strict form refuses what the lenient one reports.
+        assert_eq!(parse_str(text, &no_env).unwrap_err().len(), errors.len());
+    }
+
+    #[test]
+    fn an_unset_variable_is_one_mistake() {
+        let text = r#"{"version":3,"port":"{{ env "PORT" }}"}"#;
+        let errors = parse_str(text, &no_env).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].message.contains("PORT is not set"));
     }
 
     #[test]

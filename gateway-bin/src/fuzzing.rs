@@ -58,3 +58,114 @@ pub fn config(text: &str) {
         let _ = crate::build_app(&loaded);
     }
 }
+
+/// Compiles any template source; a compiled template renders or errors.
+pub fn go_template(source: &str) {
+    if let Ok(template) = switchboard_body_generator::BodyTemplate::compile(source) {
+        let data = serde_json::json!({
+            "req_body": {"content": "hi", "messages": [{"role": "user", "content": "x"}], "n": 1.5},
+            "req_headers": {"X-Llm": ["openai"]},
+            "variables": {"model": "gpt-4o"}
+        });
+        let _ = template.render(&data);
+    }
+}
+
+/// Compiles any `modifier/martian` JSON, or refuses it.
+pub fn martian(data: &[u8]) {
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
+        let _ = switchboard_header_modifier::ModifyHeadersLayer::try_from_config(&value);
+    }
+}
+
+/// Feeds an event stream to the streamed masker in pieces of the size the
+/// first byte gives.
+pub fn masker_stream(data: &[u8]) {
+    let Some((&cut, bytes)) = data.split_first() else {
+        return;
+    };
+    let config = serde_json::json!({"streaming": true, "modifiers": [
+        {"regexp": {"field": "choices.0.delta.content", "find": "sk-[a-z0-9]+", "replace": "[key]"}},
+        {"literal": {"field": "delta.text", "find": "secret", "replace": "******"}}
+    ]});
+    let Ok(masker) = switchboard_response_masker::ResponseMasker::try_from_config(&config) else {
+        return;
+    };
+    let Some(mut stream) = masker.sse_masker() else {
+        return;
+    };
+    for chunk in bytes.chunks(usize::from(cut).max(1)) {
+        if stream.push(chunk).is_err() {
+            return;
+        }
+    }
+    let _ = stream.finish();
+}
+
+/// Decodes a byte stream whole and in pieces of the size the first byte
+/// gives; both must give the same events.
+pub fn sse_decoder(data: &[u8]) {
+    use switchboard_core::sse::SseDecoder;
+    let Some((&cut, bytes)) = data.split_first() else {
+        return;
+    };
+    let whole = {
+        let mut decoder = SseDecoder::new(4096);
+        decoder.decode(bytes).and_then(|mut events| {
+            events.extend(decoder.finish()?);
+            Ok(events)
+        })
+    };
+    let pieces = {
+        let mut decoder = SseDecoder::new(4096);
+        let mut events = Vec::new();
+        let mut result = Ok(());
+        for chunk in bytes.chunks(usize::from(cut).max(1)) {
+            match decoder.decode(chunk) {
+                Ok(more) => events.extend(more),
+                Err(err) => {
+                    result = Err(err);
+                    break;
+                }
+            }
+        }
+        result.and_then(|()| {
+            events.extend(decoder.finish()?);
+            Ok(events)
+        })
+    };
+    if let (Ok(whole), Ok(pieces)) = (&whole, &pieces) {
+        assert_eq!(whole, pieces, "decoding in pieces changed the events");
+    }
+}
+
+/// Splits fuzz input at the first NUL into a pattern and a value.
+pub fn url_pattern_input(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let (pattern, value) = text.split_once('\0').unwrap_or((text, "v"));
+        let _ = url_pattern(pattern, value);
+    }
+}
+
+/// Runs the named target on one input, as its fuzz target does; `false`
+/// for an unknown target.
+pub fn run(target: &str, data: &[u8]) -> bool {
+    match target {
+        "config_loader" => {
+            if let Ok(text) = std::str::from_utf8(data) {
+                config(text);
+            }
+        }
+        "go_template" => {
+            if let Ok(text) = std::str::from_utf8(data) {
+                go_template(text);
+            }
+        }
+        "martian" => martian(data),
+        "masker_stream" => masker_stream(data),
+        "sse_decoder" => sse_decoder(data),
+        "url_pattern" => url_pattern_input(data),
+        _ => return false,
+    }
+    true
+}

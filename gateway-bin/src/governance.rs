@@ -8,11 +8,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use serde_json::{Map, Value};
-use switchboard_core::ConfigError;
+use switchboard_core::{ConfigError, SharedState};
 use switchboard_quota::{EnforceQuotaLayer, Quotas};
 use switchboard_rate_limit::{LimitRateLayer, Variant};
-use switchboard_store::Stores;
+use switchboard_store::{SharedStore, Stores};
 use switchboard_validation::PromptGuards;
+
+/// Where the in-memory quota counters and rate-limit buckets are kept
+/// across builds.
+const MEMORY_STORE_SLOT: &str = "governance.memory-store";
 
 /// The shared governance state of one gateway.
 #[derive(Debug, Default)]
@@ -32,8 +36,9 @@ pub(crate) struct Governance {
 
 impl Governance {
     /// Builds what the root declares. Errors are kept per namespace and
-    /// reported by [`root_error`](Self::root_error).
-    pub(crate) fn from_root(root: &Map<String, Value>) -> Self {
+    /// reported by [`root_error`](Self::root_error). In-memory counters and
+    /// buckets live in `state`, so that they outlive a reload.
+    pub(crate) fn from_root(root: &Map<String, Value>, state: &SharedState) -> Self {
         let mut governance = Self::default();
         let mut stores = match root.get("redis").map(Stores::try_from_config) {
             None => Stores::default(),
@@ -43,6 +48,8 @@ impl Governance {
                 Stores::default()
             }
         };
+        let memory = state.get_or_init(MEMORY_STORE_SLOT, SharedStore::memory);
+        stores.set_memory(SharedStore::clone(&memory));
         if let Some(value) = root.get("governance/processors") {
             governance.quotas = Some(Quotas::try_from_config(value, &mut stores).map_err(|err| {
                 governance.errors.insert("governance/processors", err);

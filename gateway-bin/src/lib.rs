@@ -15,6 +15,7 @@
 
 mod app;
 mod body;
+mod check;
 pub mod config;
 mod conn;
 mod echo;
@@ -34,7 +35,9 @@ mod upstream;
 mod url_pattern;
 
 pub use app::{App, ServerSettings, build_app, build_app_with};
+pub use check::{CheckReport, check_file, plural};
 pub use lint::Lint;
 pub use ops::{Live, Reloader, TelemetryListeners, start_telemetry_listeners};
+pub use proxy::USER_AGENT_VALUE as USER_AGENT;
 pub use server::{serve, serve_live, shutdown_signal};
 pub use switchboard_core::SharedState;

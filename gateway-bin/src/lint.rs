@@ -14,6 +14,9 @@ pub struct Lint {
     pub path: String,
     /// What and why.
     pub message: String,
+    /// An explanation of how a correct config behaves rather than a
+    /// problem: `check` prints it as a note, not a warning.
+    pub note: bool,
 }
 
 impl fmt::Display for Lint {
@@ -91,6 +94,7 @@ fn quota_lint(extra: &serde_json::Map<String, serde_json::Value>, at: &str, out:
     out.push(Lint {
         path: format!("{at}[\"governance/quota\"]"),
         message: message.to_owned(),
+        note: reserve,
     });
 }
 
@@ -111,6 +115,7 @@ fn stream_refusal_lint(
             message: format!(
                 "event streams (\"stream\": true) through here will answer 502: {reason}"
             ),
+            note: false,
         });
     }
 }
@@ -211,6 +216,7 @@ pub(crate) fn fanout_lints(root: &RootConfig, max: usize, max_depth: usize) -> V
                 "one request here can make up to {calls} calls to the gateway's own endpoints, \
                  more than router.max_internal_calls ({max}); the calls past it answer 508"
             ),
+            note: false,
         })
         .collect()
 }
@@ -223,10 +229,12 @@ pub(crate) fn lints(root: &RootConfig, warnings: &[String]) -> Vec<Lint> {
             Some((path, message)) => Lint {
                 path: path.to_owned(),
                 message: message.to_owned(),
+                note: false,
             },
             None => Lint {
                 path: "$".to_owned(),
                 message: w.clone(),
+                note: false,
             },
         })
         .collect();
@@ -278,6 +286,7 @@ pub(crate) fn lints(root: &RootConfig, warnings: &[String]) -> Vec<Lint> {
                              endpoint checks it; add a security/policies req policy that \
                              allows only known values"
                         ),
+                        note: false,
                     });
                 }
             }
@@ -317,6 +326,7 @@ pub(crate) fn lints(root: &RootConfig, warnings: &[String]) -> Vec<Lint> {
                             endpoint.endpoint,
                             caller_guards.join(", ")
                         ),
+                        note: false,
                     });
                 }
                 let target_method = target.method.to_ascii_uppercase();
@@ -339,6 +349,7 @@ pub(crate) fn lints(root: &RootConfig, warnings: &[String]) -> Vec<Lint> {
                                 "endpoint's method"
                             }
                         ),
+                        note: false,
                     });
                 }
             }
@@ -349,6 +360,7 @@ pub(crate) fn lints(root: &RootConfig, warnings: &[String]) -> Vec<Lint> {
                 message: "calls an LLM vendor with the 2s default timeout; LLM answers often \
                           take longer (set e.g. \"timeout\": \"60s\")"
                     .to_owned(),
+                note: false,
             });
         }
     }

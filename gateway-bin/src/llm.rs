@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 use switchboard_core::ConfigError;
 
-use switchboard_llm_router::routing::{Classifiers, ClassifiersConfig, RouterConfig};
+use switchboard_llm_router::routing::{Breakers, Classifiers, ClassifiersConfig, RouterConfig};
 use switchboard_llm_router::{LlmBackend, Providers, RouteLlmLayer};
 
 const PROVIDERS: &str = "ai/providers";
@@ -27,6 +27,7 @@ pub(crate) fn router_layer(
     value: &Value,
     root_extra: &Map<String, Value>,
     streaming: bool,
+    breakers: &Breakers,
 ) -> Result<RouteLlmLayer, ConfigError> {
     let Some(root) = root_extra.get(PROVIDERS) else {
         return Err(ConfigError::new(
@@ -49,7 +50,7 @@ pub(crate) fn router_layer(
     RouteLlmLayer::new(providers)
         .route_by_model(false)
         .always_stream(streaming)
-        .with_router(&config, Arc::new(classifiers))
+        .with_router_in(&config, Arc::new(classifiers), breakers)
 }
 
 /// Checks the root inventory (errors are reported at the root).

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use switchboard::config::{LoadedConfig, load_file};
 use switchboard::{
-    Live, Reloader, SharedState, build_app, build_app_with, serve_live, shutdown_signal,
+    Live, Reloader, SharedState, build_app_with, serve_live, shutdown_signal,
     start_telemetry_listeners,
 };
 use switchboard_telemetry::config::LoggingConfig;
@@ -90,31 +90,17 @@ fn print_errors(errors: &[switchboard_core::ConfigError]) {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    let loaded = match load_file(path) {
-        Ok(loaded) => loaded,
-        Err(errors) => {
-            print_errors(&errors);
-            return ExitCode::FAILURE;
-        }
-    };
-    match build_app(&loaded) {
-        Ok(app) => {
-            for lint in app.lints() {
-                println!("warning: {lint}");
-            }
-            println!(
-                "{}: ok, {} endpoints, {} warnings",
-                path.display(),
-                app.endpoint_count(),
-                app.lints().len()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            print_errors(&errors);
-            eprintln!("{}: {} errors", path.display(), errors.len());
-            ExitCode::FAILURE
-        }
+    let report = switchboard::check_file(path);
+    print_errors(&report.errors);
+    for lint in &report.lints {
+        println!("{}: {lint}", if lint.note { "note" } else { "warning" });
+    }
+    if report.errors.is_empty() {
+        println!("{}: {}", path.display(), report.summary());
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{}: {}", path.display(), report.summary());
+        ExitCode::FAILURE
     }
 }
 
@@ -128,6 +114,11 @@ async fn run(
         Ok(loaded) => loaded,
         Err(errors) => {
             print_errors(&errors);
+            eprintln!(
+                "{}: {}",
+                path.display(),
+                switchboard::plural(errors.len(), "error")
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -139,11 +130,20 @@ async fn run(
         Ok(app) => app,
         Err(errors) => {
             print_errors(&errors);
+            eprintln!(
+                "{}: {}",
+                path.display(),
+                switchboard::plural(errors.len(), "error")
+            );
             return ExitCode::FAILURE;
         }
     };
     for lint in app.lints() {
-        tracing::warn!("{lint}");
+        if lint.note {
+            tracing::info!("{lint}");
+        } else {
+            tracing::warn!("{lint}");
+        }
     }
     let telemetry_listeners = match start_telemetry_listeners(&app).await {
         Ok(listeners) => listeners,

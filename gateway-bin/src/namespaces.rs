@@ -188,6 +188,8 @@ pub(crate) struct RootLayers {
     /// Redis pools, quota processors, the prompt-guard registry and the
     /// service-wide limits, built once from the root.
     pub(crate) governance: crate::governance::Governance,
+    /// The LLM circuit breakers, kept across config builds.
+    pub(crate) breakers: std::sync::Arc<switchboard_llm_router::routing::Breakers>,
 }
 
 /// A request → response service that a pipeline is made of.
@@ -493,7 +495,7 @@ fn build_router(
     slots: Slots<'_>,
     ctx: &BuildContext<'_>,
 ) -> Result<(), ConfigError> {
-    let layer = crate::llm::router_layer(value, ctx.root_extra, ctx.streaming)?;
+    let layer = crate::llm::router_layer(value, ctx.root_extra, ctx.streaming, &ctx.root.breakers)?;
     match slots {
         Slots::Backend(set) => fill(&mut set.llm, layer),
         _ => Ok(()),
@@ -718,6 +720,26 @@ fn build_prompt_guard(
     }
 }
 
+/// Why an unknown namespace refuses the config, with the nearest known
+/// name when it looks misspelt.
+fn unknown_namespace(name: &str, level: Level) -> String {
+    let names = REGISTRY.iter().flat_map(|e| e.names.iter().copied());
+    if let Some(near) = switchboard_core::config::did_you_mean(name, names) {
+        let belongs = match entry(near).map(|e| &e.kind) {
+            Some(Kind::Layer { levels, .. } | Kind::Proxy { levels }) => levels.contains(&level),
+            Some(Kind::Builtin) => level == Level::Root,
+            _ => true,
+        };
+        if belongs {
+            return format!("unknown namespace {name:?}; did you mean {near:?}?");
+        }
+    }
+    format!(
+        "namespace {name:?} is not supported by Switchboard; it may enforce security or \
+         cost, so the gateway refuses to run without it"
+    )
+}
+
 /// Looks a namespace up, alias included.
 fn entry(name: &str) -> Option<&'static Entry> {
     REGISTRY.iter().find(|e| e.names.contains(&name))
@@ -752,7 +774,7 @@ pub(crate) fn build_layers(
                     Slots::Backend(set) => Slots::Backend(set),
                 };
                 if let Err(err) = build(value, slots, ctx) {
-                    errors.push(err.at(&at));
+                    errors.extend(err.at(&at).into_all());
                 }
             }
             Some(Kind::Builtin) => {
@@ -774,13 +796,7 @@ pub(crate) fn build_layers(
             Some(Kind::Observational) => warnings.push(format!(
                 "{at}: namespace {name:?} is observational and not implemented; ignored"
             )),
-            None => errors.push(ConfigError::new(
-                at,
-                format!(
-                    "namespace {name:?} is not supported by Switchboard; it may enforce \
-                     security or cost, so the gateway refuses to run without it"
-                ),
-            )),
+            None => errors.push(ConfigError::new(at, unknown_namespace(name, level))),
         }
     }
     if let Slots::Endpoint(set) = slots {

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use switchboard_core::{ConfigError, SharedState};
-use switchboard_telemetry::{Admin, LogHandle, Metrics, Telemetry, TelemetrySettings, Tracing};
+use switchboard_llm_router::routing::{BreakerState as RouterBreakerState, Breakers};
+use switchboard_telemetry::{
+    Admin, BreakerState, LogHandle, Metrics, Telemetry, TelemetrySettings, Tracing,
+};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -26,6 +29,23 @@ use crate::config::load_file;
 const METRICS_SLOT: &str = "telemetry.metrics";
 const TRACING_SLOT: &str = "telemetry.tracing";
 const GENERATION_SLOT: &str = "config.generation";
+const BREAKERS_SLOT: &str = "llm.breakers";
+
+/// The LLM circuit breakers of the process, each reporting its state to
+/// the `switchboard_breaker_state` gauge under its provider's name.
+pub(crate) fn breakers(state: &SharedState) -> Arc<Breakers> {
+    let metrics = state.get_or_init(METRICS_SLOT, Metrics::new);
+    state.get_or_init(BREAKERS_SLOT, move || {
+        Breakers::with_listener(move |provider, breaker| {
+            let gauge = match breaker {
+                RouterBreakerState::Open => BreakerState::Open,
+                RouterBreakerState::HalfOpen => BreakerState::HalfOpen,
+                _ => BreakerState::Closed,
+            };
+            metrics.set_breaker_state(provider, gauge);
+        })
+    })
+}
 
 /// The tracer provider of the last build, reused while its config is the same.
 #[derive(Default)]
@@ -167,7 +187,11 @@ impl Reloader {
                     tracing::warn!("the listen address changed; it applies after a restart");
                 }
                 for lint in app.lints() {
-                    tracing::warn!("{lint}");
+                    if lint.note {
+                        tracing::info!("{lint}");
+                    } else {
+                        tracing::warn!("{lint}");
+                    }
                 }
                 if let Some(handle) = &self.log_handle {
                     handle.apply(app.telemetry_settings().logging.as_ref());

@@ -11,17 +11,22 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
+use http::header::{
+    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST,
+    HeaderName, HeaderValue, LOCATION, REFERER, TRANSFER_ENCODING, USER_AGENT,
+};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, request};
 use http_body::Body as _;
 use serde_json::{Map, Value};
 use switchboard_core::buffer::{collect, is_event_stream, response_bytes};
 use switchboard_core::future::BoxFuture;
-use switchboard_core::{Body, BodyLimit, Claims, ErrorResponse, JsonBody, RouteParams};
+use switchboard_core::{
+    Body, BodyLimit, Claims, ErrorResponse, JsonBody, KrakendError, RouteParams,
+};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
-use crate::body::{CoalesceBody, IdleTimeoutBody};
+use crate::body::{CoalesceBody, GunzipBody, IdleTimeoutBody};
 use crate::config::Encoding;
 use crate::forward::{HeaderFilter, QueryFilter};
 use crate::namespaces::PipelineService;
@@ -62,7 +67,23 @@ pub(crate) const COMPLETED: HeaderName = HeaderName::from_static("x-krakend-comp
 /// The most bytes of an upstream response that are buffered.
 const RESPONSE_LIMIT: usize = 64 * 1024 * 1024;
 
-const USER_AGENT_VALUE: &str = concat!("Switchboard/", env!("CARGO_PKG_VERSION"));
+/// The `User-Agent` the gateway sends upstream (KrakenD sends `KrakenD
+/// Version X`): a product token with Switchboard's version. When the client's
+/// own `User-Agent` is forwarded, this goes in `X-Forwarded-Via` instead.
+pub const USER_AGENT_VALUE: &str = concat!("Switchboard/", env!("CARGO_PKG_VERSION"));
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_VIA: HeaderName = HeaderName::from_static("x-forwarded-via");
+
+/// How many redirects a backend call follows (Go's client, which KrakenD
+/// uses, stops after 10).
+const MAX_REDIRECTS: usize = 10;
+
+/// Marks a backend request whose `Accept-Encoding: gzip` the gateway added
+/// itself: a gzip answer is then decompressed before anything reads it.
+#[derive(Clone, Copy, Debug)]
+struct GatewayGzip;
 
 /// How a backend's answer is reshaped before the merge.
 #[derive(Clone, Debug, Default)]
@@ -92,6 +113,11 @@ pub(crate) struct BackendRoute {
     pub(crate) needs_context: bool,
     /// `backend/conditional`, when set.
     pub(crate) condition: Option<Condition>,
+    /// Whether the backend is called as KrakenD's HTTP client calls it:
+    /// `X-Forwarded-*` headers, `Accept-Encoding: gzip` (decompressed
+    /// again), redirects followed within the backend's own hosts. Not for
+    /// `ai/*` backends, whose vendor calls are the gateway's own.
+    pub(crate) krakend_client: bool,
 }
 
 impl BackendRoute {
@@ -130,6 +156,11 @@ pub(crate) struct EndpointState {
     pub(crate) timeout: Duration,
     /// `proxy.strategy`.
     pub(crate) strategy: Strategy,
+    /// `Cache-Control` of a complete answer, from `cache_ttl`.
+    pub(crate) cache_control: Option<HeaderValue>,
+    /// Whether backend failures answer as KrakenD's do (a 500 carrying
+    /// the error): every endpoint but the unified LLM ones.
+    pub(crate) krakend_errors: bool,
 }
 
 impl EndpointState {
@@ -166,10 +197,21 @@ impl Service<Request<Body>> for Proxy {
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let state = Arc::clone(&self.state);
         Box::pin(async move {
-            Ok(match handle(&state, request).await {
+            let mut response = match handle(&state, request).await {
                 Ok(response) => response,
                 Err(error) => error.into_response(),
-            })
+            };
+            if let Some(value) = &state.cache_control
+                && response.status().is_success()
+                && response
+                    .headers()
+                    .get(COMPLETED)
+                    .is_some_and(|v| v == "true")
+                && !is_event_stream(response.headers())
+            {
+                response.headers_mut().insert(CACHE_CONTROL, value.clone());
+            }
+            Ok(response)
         })
     }
 }
@@ -240,15 +282,23 @@ async fn handle(
     if let [backend] = state.backends.as_slice() {
         let path = paths.pop().unwrap_or_default();
         let mut headers = headers;
-        // The body goes on unchanged: keep its declared length rather than
-        // have the client format it again.
-        if let Some(length) = parts.headers.get(CONTENT_LENGTH)
-            && length.to_str().ok().and_then(|v| v.parse::<u64>().ok()) == body.size_hint().exact()
-        {
-            headers.insert(CONTENT_LENGTH, length.clone());
-        }
+        let body = if backend.krakend_client {
+            krakend_body(&backend.method, &mut headers, body)
+        } else {
+            // The body goes on unchanged: keep its declared length rather
+            // than have the client format it again.
+            if let Some(length) = parts.headers.get(CONTENT_LENGTH)
+                && length.to_str().ok().and_then(|v| v.parse::<u64>().ok())
+                    == body.size_hint().exact()
+            {
+                headers.insert(CONTENT_LENGTH, length.clone());
+            }
+            body
+        };
         let upstream = backend_request(backend, &parts, &path, &query, headers, body)?;
-        let response = call_backend(backend, upstream, deadline).await?;
+        let response = call_backend(backend, upstream, deadline)
+            .await
+            .map_err(|e| backend_failure(state, e))?;
         return single_response(state, backend, response, deadline).await;
     }
 
@@ -259,14 +309,14 @@ async fn handle(
         .iter()
         .zip(&paths)
         .map(|(backend, path)| {
-            backend_request(
-                backend,
-                &parts,
-                path,
-                &query,
-                headers.clone(),
-                Body::from(bytes.clone()),
-            )
+            let mut headers = headers.clone();
+            let body = Body::from(bytes.clone());
+            let body = if backend.krakend_client {
+                krakend_body(&backend.method, &mut headers, body)
+            } else {
+                body
+            };
+            backend_request(backend, &parts, path, &query, headers, body)
         })
         .collect::<Result<Vec<_>, _>>()?;
     merge_calls(state, state.backends.iter().zip(upstreams), deadline).await
@@ -289,9 +339,47 @@ fn upstream_request(
             .expand(&RequestValues { parts })
             .map_err(|e| ErrorResponse::bad_request(e).with_code("invalid_placeholder"))?
     };
-    let headers = state.headers.apply(&parts.headers);
+    let mut headers = state.headers.apply(&parts.headers);
+    let body = if backend.krakend_client {
+        krakend_body(&backend.method, &mut headers, body)
+    } else {
+        body
+    };
     backend_request(backend, parts, &path, &query, headers, body)
 }
+
+/// A client body as KrakenD's Go client sends it: an empty one as
+/// `Content-Length: 0` on methods that carry a body, any other without a
+/// length (chunked).
+fn krakend_body(method: &Method, headers: &mut HeaderMap, body: Body) -> Body {
+    if body.is_end_stream() || body.size_hint().exact() == Some(0) {
+        if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
+        return Body::empty();
+    }
+    Body::new(crate::body::UnsizedBody::new(body))
+}
+
+/// A backend failure as KrakenD answers it on its endpoints: a 500 that
+/// carries the error's message (see `router.return_error_msg`). A refused
+/// redirect stays a 502 and a timeout a 504: those are the gateway's own.
+pub(crate) fn backend_failure(state: &EndpointState, error: ErrorResponse) -> ErrorResponse {
+    if !state.krakend_errors
+        || error.code() == Some(REDIRECT_REFUSED)
+        || error.status() == StatusCode::GATEWAY_TIMEOUT
+    {
+        // A timeout keeps its 504 too: it says more than KrakenD's 500.
+        return error;
+    }
+    let message = error.message().to_owned();
+    error
+        .with_status(StatusCode::INTERNAL_SERVER_ERROR)
+        .with_krakend(KrakendError::Message(message))
+}
+
+/// The code of a redirect the gateway would not follow.
+const REDIRECT_REFUSED: &str = "redirect_refused";
 
 /// Calls backend `index` alone and answers as a single-backend endpoint.
 pub(crate) async fn call_single(
@@ -306,7 +394,9 @@ pub(crate) async fn call_single(
         .get(index)
         .ok_or_else(|| ErrorResponse::internal("no such backend"))?;
     let upstream = upstream_request(state, backend, parts, Body::from(body))?;
-    let response = call_backend(backend, upstream, deadline).await?;
+    let response = call_backend(backend, upstream, deadline)
+        .await
+        .map_err(|e| backend_failure(state, e))?;
     single_response(state, backend, response, deadline).await
 }
 
@@ -320,16 +410,42 @@ pub(crate) async fn call_json(
     deadline: Instant,
 ) -> Result<Value, ErrorResponse> {
     let upstream = upstream_request(state, backend, parts, Body::from(body))?;
-    let response = call_backend(backend, upstream, deadline).await?;
-    let (status, value) = read_json(backend, response, deadline).await?;
+    let response = call_backend(backend, upstream, deadline)
+        .await
+        .map_err(|e| backend_failure(state, e))?;
+    let requested = Requested::of(&response);
+    let (status, value) = read_json(backend, response, deadline)
+        .await
+        .map_err(|e| backend_failure(state, e))?;
     if status.is_success() {
         Ok(value)
     } else {
-        Err(ErrorResponse::bad_gateway(format!(
-            "backend answered {}",
-            status.as_u16()
-        )))
+        Err(backend_failure(
+            state,
+            status_error(status, requested.as_ref()),
+        ))
     }
+}
+
+/// The error of a backend's non-2xx answer, worded as KrakenD words it:
+/// `invalid status code 404 [GET /path]: http://host/path` (the query is
+/// left out: it may carry a key).
+fn status_error(status: StatusCode, requested: Option<&Requested>) -> ErrorResponse {
+    let message = match requested {
+        Some(Requested { method, uri }) => {
+            let path = uri.path();
+            let origin = match (uri.scheme_str(), uri.authority()) {
+                (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+                _ => String::new(),
+            };
+            format!(
+                "invalid status code {} [{method} {path}]: {origin}{path}",
+                status.as_u16()
+            )
+        }
+        None => format!("invalid status code {}", status.as_u16()),
+    };
+    ErrorResponse::bad_gateway(message)
 }
 
 /// Calls the backends at `chosen` at once and merges their answers.
@@ -361,12 +477,10 @@ async fn merge_calls<'a>(
         .map(|(backend, upstream)| {
             (backend, async move {
                 let response = call_backend(backend, upstream, deadline).await?;
+                let requested = Requested::of(&response);
                 let (status, value) = read_json(backend, response, deadline).await?;
                 if !status.is_success() {
-                    return Err(ErrorResponse::bad_gateway(format!(
-                        "backend answered {}",
-                        status.as_u16()
-                    )));
+                    return Err(status_error(status, requested.as_ref()));
                 }
                 Ok(reshape(value, &backend.shape))
             })
@@ -375,6 +489,7 @@ async fn merge_calls<'a>(
     let results = futures_util::future::join_all(calls).await;
     let mut merged = Map::new();
     let mut completed = true;
+    let mut first_error = None;
     for (result, backend) in results.into_iter().zip(backends) {
         match result {
             Ok(Value::Object(map)) => merged.extend(map),
@@ -384,8 +499,15 @@ async fn merge_calls<'a>(
             Err(error) => {
                 completed = false;
                 tracing::warn!(pattern = backend.pattern.static_prefix(), error = %error, "backend failed in merge");
+                first_error.get_or_insert(error);
             }
         }
+    }
+    if merged.is_empty()
+        && state.krakend_errors
+        && let Some(error) = first_error
+    {
+        return Err(backend_failure(state, error));
     }
     if merged.is_empty() && !completed {
         let mut response = ErrorResponse::bad_gateway("every backend failed").into_response();
@@ -434,10 +556,19 @@ fn backend_request(
     *request.method_mut() = backend.method.clone();
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
-    request
-        .headers_mut()
-        .entry(USER_AGENT)
-        .or_insert(HeaderValue::from_static(USER_AGENT_VALUE));
+    if backend.krakend_client {
+        let headers = request.headers_mut();
+        forwarded_headers(client, headers);
+        if !headers.contains_key(ACCEPT_ENCODING) {
+            headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+            request.extensions_mut().insert(GatewayGzip);
+        }
+    } else {
+        request
+            .headers_mut()
+            .entry(USER_AGENT)
+            .or_insert(HeaderValue::from_static(USER_AGENT_VALUE));
+    }
     if !backend.needs_context {
         return Ok(request);
     }
@@ -474,19 +605,253 @@ fn backend_request(
     Ok(request)
 }
 
+/// The headers KrakenD adds to every backend request: the client's
+/// address in `X-Forwarded-For` (after any the client sent, when that is
+/// forwarded), the `Host` it asked for in `X-Forwarded-Host`, and the
+/// gateway's name in `User-Agent`, or in `X-Forwarded-Via` when the
+/// client's own `User-Agent` is forwarded.
+fn forwarded_headers(client: &request::Parts, headers: &mut HeaderMap) {
+    if let Some(addr) = client.extensions.get::<switchboard_core::ClientAddr>() {
+        let ip = addr.0.ip().to_canonical().to_string();
+        let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(earlier) if !earlier.trim().is_empty() => format!("{earlier}, {ip}"),
+            _ => ip,
+        };
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+    }
+    let host = client.headers.get(HOST).cloned().or_else(|| {
+        client
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    let name = if headers.contains_key(USER_AGENT) {
+        X_FORWARDED_VIA
+    } else {
+        USER_AGENT
+    };
+    headers.insert(name, HeaderValue::from_static(USER_AGENT_VALUE));
+}
+
+/// The method and URL a backend answer came from (after redirects), for
+/// KrakenD's error message.
+#[derive(Clone, Debug)]
+struct Requested {
+    method: Method,
+    uri: Uri,
+}
+
+impl Requested {
+    fn of(response: &Response<Body>) -> Option<Self> {
+        response.extensions().get::<Self>().cloned()
+    }
+}
+
+/// What a backend request needs to be sent again to a redirect's target.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    extensions: http::Extensions,
+    has_body: bool,
+}
+
+impl Replay {
+    fn of(request: &Request<Body>) -> Self {
+        Self {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            headers: request.headers().clone(),
+            extensions: request.extensions().clone(),
+            has_body: !(request.body().is_end_stream()
+                || request.body().size_hint().exact() == Some(0)),
+        }
+    }
+
+    /// The request a redirect leads to, as Go's client makes it (`303`,
+    /// and `301`/`302` after anything but GET/HEAD, become a GET without
+    /// body; `307`/`308` keep the method and body; `Referer` names the
+    /// previous URL). `None`: not a redirect to follow (no `Location`, or
+    /// a body that cannot be sent twice), so the answer is the redirect
+    /// itself. A target outside the backend's own hosts is refused.
+    fn follow(
+        self,
+        response: &Response<Body>,
+        hosts: &[String],
+    ) -> Result<Option<Request<Body>>, ErrorResponse> {
+        let status = response.status().as_u16();
+        if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+            return Ok(None);
+        }
+        let Some(location) = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Ok(None);
+        };
+        let refused = || {
+            ErrorResponse::bad_gateway(
+                "the backend redirected to a location outside its configured hosts",
+            )
+            .with_code(REDIRECT_REFUSED)
+        };
+        let target = resolve_location(&self.uri, location).ok_or_else(refused)?;
+        if !hosts.iter().any(|host| within_host(host, &target)) {
+            tracing::warn!(
+                status,
+                target = %target.authority().map(|a| a.as_str()).unwrap_or_default(),
+                "backend redirect outside its hosts refused"
+            );
+            return Err(refused());
+        }
+        let keep_body = matches!(status, 307 | 308);
+        if keep_body && self.has_body {
+            return Ok(None);
+        }
+        let method = if keep_body || matches!(self.method, Method::GET | Method::HEAD) {
+            self.method.clone()
+        } else {
+            Method::GET
+        };
+        let mut headers = self.headers;
+        if !keep_body || method != self.method {
+            headers.remove(CONTENT_LENGTH);
+            headers.remove(CONTENT_TYPE);
+            headers.remove(TRANSFER_ENCODING);
+        }
+        let downgrade =
+            self.uri.scheme_str() == Some("https") && target.scheme_str() != Some("https");
+        if !downgrade && let Ok(referer) = HeaderValue::from_str(&self.uri.to_string()) {
+            headers.insert(REFERER, referer);
+        }
+        let mut request = Request::new(Body::empty());
+        *request.method_mut() = method;
+        *request.uri_mut() = target;
+        *request.headers_mut() = headers;
+        *request.extensions_mut() = self.extensions;
+        Ok(Some(request))
+    }
+}
+
+/// A `Location` resolved against the URL it answered; `None` when it is
+/// not a usable http(s) URL or walks dot segments.
+fn resolve_location(base: &Uri, location: &str) -> Option<Uri> {
+    let absolute = if location.starts_with("http://") || location.starts_with("https://") {
+        location.to_owned()
+    } else if let Some(rest) = location.strip_prefix("//") {
+        format!("{}://{rest}", base.scheme_str()?)
+    } else {
+        let origin = format!("{}://{}", base.scheme_str()?, base.authority()?);
+        if location.starts_with('/') {
+            format!("{origin}{location}")
+        } else {
+            let dir = base.path().rsplit_once('/').map_or("", |(dir, _)| dir);
+            format!("{origin}{dir}/{location}")
+        }
+    };
+    let uri: Uri = absolute.parse().ok()?;
+    if uri.path().split('/').any(|s| s == "." || s == "..") {
+        return None;
+    }
+    Some(uri)
+}
+
+/// Whether `target` is on `host` (a backend host: same scheme, host and
+/// port, under its path if it has one).
+fn within_host(host: &str, target: &Uri) -> bool {
+    let Ok(host) = host.parse::<Uri>() else {
+        return false;
+    };
+    let port = |uri: &Uri| {
+        uri.port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            })
+    };
+    let same_origin = host.scheme_str().map(str::to_ascii_lowercase)
+        == target.scheme_str().map(str::to_ascii_lowercase)
+        && host
+            .host()
+            .zip(target.host())
+            .is_some_and(|(a, b)| a.eq_ignore_ascii_case(b))
+        && port(&host) == port(target);
+    let prefix = host.path().trim_end_matches('/');
+    same_origin
+        && (prefix.is_empty()
+            || target.path() == prefix
+            || target
+                .path()
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/')))
+}
+
+/// Decompresses a gzip answer to a request whose `Accept-Encoding` the
+/// gateway added (what Go's client does for KrakenD).
+fn gunzip(response: Response<Body>) -> Response<Body> {
+    let gzip = response.headers().get(CONTENT_ENCODING).is_some_and(|v| {
+        v.as_bytes().eq_ignore_ascii_case(b"gzip") || v.as_bytes().eq_ignore_ascii_case(b"x-gzip")
+    });
+    if !gzip {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    parts.headers.remove(CONTENT_ENCODING);
+    parts.headers.remove(CONTENT_LENGTH);
+    Response::from_parts(parts, Body::new(GunzipBody::new(body)))
+}
+
 async fn call_backend(
     backend: &BackendRoute,
     request: Request<Body>,
     deadline: Instant,
 ) -> Result<Response<Body>, ErrorResponse> {
-    // A span per backend call; attempts below it are its children.
-    let span = switchboard_telemetry::backend_context(request.uri().host().unwrap_or("internal"));
-    let call = opentelemetry::context::FutureExt::with_context(backend.service.call(request), span);
-    match tokio::time::timeout_at(deadline, call).await {
-        Ok(response) => Ok(response),
-        Err(_) => Err(ErrorResponse::gateway_timeout(
-            "the backend did not answer within the endpoint timeout",
-        )),
+    let mut request = request;
+    let mut redirects = 0;
+    loop {
+        let replay = backend.krakend_client.then(|| Replay::of(&request));
+        let gzip = request.extensions().get::<GatewayGzip>().is_some();
+        let requested = Requested {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+        };
+        // A span per backend call; attempts below it are its children.
+        let span =
+            switchboard_telemetry::backend_context(request.uri().host().unwrap_or("internal"));
+        let call =
+            opentelemetry::context::FutureExt::with_context(backend.service.call(request), span);
+        let mut response = match tokio::time::timeout_at(deadline, call).await {
+            Ok(response) => response,
+            Err(_) => {
+                return Err(ErrorResponse::gateway_timeout(
+                    "the backend did not answer within the endpoint timeout",
+                ));
+            }
+        };
+        if gzip {
+            response = gunzip(response);
+        }
+        let Some(replay) = replay else {
+            return Ok(response);
+        };
+        let Some(next) = replay.follow(&response, &backend.hosts)? else {
+            response.extensions_mut().insert(requested);
+            return Ok(response);
+        };
+        redirects += 1;
+        if redirects > MAX_REDIRECTS {
+            return Err(ErrorResponse::bad_gateway(format!(
+                "the backend redirected more than {MAX_REDIRECTS} times"
+            )));
+        }
+        request = next;
     }
 }
 
@@ -506,6 +871,13 @@ async fn single_response(
             parts.headers.remove(CONTENT_LENGTH);
         }
         strip_hop_by_hop(&mut parts.headers);
+        if state.encoding == Encoding::NoOp && state.krakend_errors {
+            // KrakenD marks what it passes through untouched as not
+            // known to be complete.
+            parts
+                .headers
+                .insert(COMPLETED, HeaderValue::from_static("false"));
+        }
         let body = Body::new(CoalesceBody::new(IdleTimeoutBody::new(body, state.timeout)));
         return Ok(Response::from_parts(parts, body));
     }
@@ -522,8 +894,44 @@ async fn single_response(
         let body = Body::new(CoalesceBody::new(IdleTimeoutBody::new(body, state.timeout)));
         return Ok(Response::from_parts(parts, body));
     }
+    if !response.status().is_success() && state.krakend_errors {
+        let status = response.status();
+        let extensions = response.extensions();
+        if extensions.get::<KrakendError>().is_some() {
+            // A backend-level rejection (a failed `validation/cel`): the
+            // endpoint answers it as KrakenD does.
+            return Ok(response);
+        }
+        if extensions
+            .get::<switchboard_core::GatewayAnswer>()
+            .is_some()
+        {
+            // The gateway's own answer from below: an upstream that could
+            // not be reached fails as KrakenD fails; anything else (a
+            // body timeout, a backend-level quota) keeps its own answer.
+            if status != StatusCode::BAD_GATEWAY {
+                return Ok(response);
+            }
+            return Err(backend_failure(
+                state,
+                ErrorResponse::bad_gateway("the backend could not be reached"),
+            ));
+        }
+        return Err(backend_failure(
+            state,
+            status_error(status, Requested::of(&response).as_ref()),
+        ));
+    }
     let retry_headers = RETRY_HEADERS.map(|name| response.headers().get(&name).cloned());
-    let (status, value) = read_json(backend, response, deadline).await?;
+    // A backend-level refusal (quota, rate limit, guard) stays one for the
+    // metrics around the endpoint.
+    let rejection = response
+        .extensions()
+        .get::<switchboard_core::Rejection>()
+        .copied();
+    let (status, value) = read_json(backend, response, deadline)
+        .await
+        .map_err(|e| backend_failure(state, e))?;
     if status.is_success() {
         let value = reshape(value, &backend.shape);
         Ok(json_response(StatusCode::OK, value, state.encoding, true))
@@ -535,6 +943,9 @@ async fn single_response(
             if let Some(value) = value {
                 response.headers_mut().insert(name, value);
             }
+        }
+        if let Some(rejection) = rejection {
+            response.extensions_mut().insert(rejection);
         }
         Ok(response)
     }
@@ -603,16 +1014,34 @@ pub(crate) fn json_response(
         }
         (_, value) => value,
     };
+    let mut value = value;
+    sort_keys(&mut value);
     let bytes = serde_json::to_vec(&value).unwrap_or_default();
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     headers.insert(
         COMPLETED,
         HeaderValue::from_static(if completed { "true" } else { "false" }),
     );
     response
+}
+
+/// Orders every object's keys as KrakenD writes them (Go encodes a map
+/// with its keys sorted), so that merged answers read the same.
+fn sort_keys(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.sort_keys();
+            map.values_mut().for_each(sort_keys);
+        }
+        Value::Array(items) => items.iter_mut().for_each(sort_keys),
+        _ => {}
+    }
 }
 
 /// KrakenD's response manipulation, in its order: collection, target,

@@ -333,6 +333,7 @@ async fn sequential(
 ) -> Result<Response<Body>, ErrorResponse> {
     let mut merged = Map::new();
     let mut ran = 0usize;
+    let mut completed = true;
     let mut conditional_passed = false;
     for (index, backend) in state.backends.iter().enumerate() {
         let run = {
@@ -353,7 +354,17 @@ async fn sequential(
             continue;
         }
         ran += 1;
-        let value = proxy::call_json(state, backend, &parts, bytes.clone(), deadline).await?;
+        let value = match proxy::call_json(state, backend, &parts, bytes.clone(), deadline).await {
+            Ok(value) => value,
+            // As KrakenD: what the earlier backends answered is returned,
+            // marked incomplete.
+            Err(error) if ran > 1 => {
+                tracing::warn!(backend = index, %error, "sequential backend failed");
+                completed = false;
+                break;
+            }
+            Err(error) => return Err(error),
+        };
         let mut params: Vec<(String, String)> = parts
             .extensions
             .get::<RouteParams>()
@@ -379,7 +390,7 @@ async fn sequential(
         StatusCode::OK,
         Value::Object(merged),
         state.encoding,
-        true,
+        completed,
     ))
 }
 

@@ -113,6 +113,182 @@ fn check_names_the_json_path_of_every_error() {
     assert!(!out.status.success());
 }
 
+/// The mistakes of [`check_reports_ten_mistakes_in_one_run`]: path and
+/// a part of the message, in the order `check` prints them.
+const TEN_MISTAKES: [(&str, &str); 10] = [
+    ("$.port", "invalid type: string \"8080\", expected u16"),
+    (
+        "$.timeout",
+        "unknown unit \" parsecs\" in duration \"2 parsecs\"",
+    ),
+    (
+        "$.endpoints[0].output_encoding",
+        "unknown value \"jsno\"; did you mean \"json\"?",
+    ),
+    ("$.endpoints[0].method", "method \"FETCH\" is not supported"),
+    (
+        "$.endpoints[0].backend[0].url_patern",
+        "unknown field \"url_patern\"; did you mean \"url_pattern\"?",
+    ),
+    (
+        "$.endpoints[0].backend[0].extra_config[\"modifier/martain\"]",
+        "unknown namespace \"modifier/martain\"; did you mean \"modifier/martian\"?",
+    ),
+    (
+        "$.endpoints[1].backend[0].url_pattern",
+        "{id} is not a parameter of endpoint \"/items\"",
+    ),
+    (
+        "$.endpoints[1].backend[0].host[0]",
+        "host \"ftp://files.example.com\" must use http or https",
+    ),
+    (
+        "$.endpoints[2].extra_config[\"security/policies\"].req.polices",
+        "unknown field \"polices\"; did you mean \"policies\"?",
+    ),
+    (
+        "$.endpoints[2].backend[0].host",
+        "no host: set the backend's host or the root host",
+    ),
+];
+
+#[test]
+fn check_reports_ten_mistakes_in_one_run() {
+    // Type errors, a duration, misspelt names, a bad method and
+    // encoding, and mistakes only the later stages find (placeholders,
+    // hosts, a namespace's own fields): all of them in one run.
+    let path = write_config(
+        "ten.json",
+        r#"{
+          "version": 3,
+          "port": "8080",
+          "timeout": "2 parsecs",
+          "endpoints": [
+            {
+              "endpoint": "/chat",
+              "method": "FETCH",
+              "output_encoding": "jsno",
+              "backend": [{
+                "host": ["https://api.openai.com"],
+                "url_patern": "/v1/chat/completions",
+                "extra_config": {"modifier/martain": {}}
+              }]
+            },
+            {
+              "endpoint": "/items",
+              "backend": [{"host": ["ftp://files.example.com"], "url_pattern": "/items/{id}"}]
+            },
+            {
+              "endpoint": "/guarded",
+              "extra_config": {
+                "security/policies": {"req": {"polices": ["req_method == 'GET'"]}}
+              },
+              "backend": [{"url_pattern": "/"}]
+            }
+          ]
+        }"#,
+    );
+    let out = bin().args(["check", "-c"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("error: "))
+        .collect();
+    assert_eq!(errors.len(), TEN_MISTAKES.len(), "{stderr}");
+    for (line, (path, message)) in errors.iter().zip(TEN_MISTAKES) {
+        let (at, text) = line.split_once(": ").unwrap();
+        assert_eq!(at, path, "{stderr}");
+        assert!(text.contains(message), "{path}: {text:?} lacks {message:?}");
+    }
+    assert!(
+        stderr
+            .trim_end()
+            .ends_with(&format!("{}: 10 errors", path.display())),
+        "{stderr}"
+    );
+
+    // Fixed one by one, the count follows, in words that agree with it.
+    let one = write_config(
+        "one.json",
+        r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"url_pattern": "/"}]}]}"#,
+    );
+    let out = bin().args(["check", "-c"]).arg(&one).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.trim_end().ends_with(": 1 error"), "{stderr}");
+}
+
+#[test]
+fn check_summarises_a_file_that_is_not_json() {
+    let path = write_config("broken.json", "{\"version\": 3,\n \"endpoints\": [}\n");
+    let out = bin().args(["check", "-c"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("error: $: invalid JSON:"), "{stderr}");
+    assert!(stderr.contains("line 2"), "{stderr}");
+    assert!(
+        stderr
+            .trim_end()
+            .ends_with(&format!("{}: 1 error", path.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_bundled_example_passes_check_without_warnings() {
+    // The environment variables the README lists for the examples.
+    let env = [
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "MISTRAL_API_KEY",
+        "GEMINI_API_KEY",
+        "DEEPSEEK_API_KEY",
+        "COHERE_API_KEY",
+        "DASHSCOPE_API_KEY",
+        "OPENAI_COMPATIBLE_API_KEY",
+        "NOTDIAMOND_API_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ];
+    // Exceptions, each with its reason.
+    let warns_on_purpose = [(
+        "seed-verbatim.json",
+        "the seed exactly as published: check explains its mistakes \
+         (the_verbatim_seed_loads_with_a_lint_explaining_its_method_mismatch)",
+    )];
+    let dir = repo_file("examples/configs");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        seen += 1;
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let mut command = bin();
+        command.args(["check", "-c"]).arg(&path);
+        for var in env {
+            command.env(var, "sk-example");
+        }
+        let out = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if warns_on_purpose.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        // Notes explain; warnings would mean the example is wrong.
+        assert!(
+            stdout.contains(", 0 warnings") && !stdout.contains("warning: "),
+            "{name} warns:\n{stdout}"
+        );
+    }
+    assert!(seen >= 9, "only {seen} examples found in {}", dir.display());
+}
+
 #[test]
 fn check_lints_method_mismatches_unguarded_routing_headers_and_short_timeouts() {
     let path = write_config(

@@ -16,6 +16,10 @@ pub struct ConfigError {
     pub path: String,
     /// What is wrong.
     pub message: String,
+    /// Further mistakes found in the same value: a validator that reads a
+    /// whole namespace returns every mistake it found in one error, the
+    /// first one here and the rest in order (see [`ConfigError::into_all`]).
+    pub more: Vec<ConfigError>,
 }
 
 impl ConfigError {
@@ -24,14 +28,36 @@ impl ConfigError {
         Self {
             path: path.into(),
             message: message.into(),
+            more: Vec::new(),
         }
     }
 
+    /// One error carrying several: the first, with the others in
+    /// [`ConfigError::more`]. `None` when `errors` is empty.
+    pub fn from_errors(errors: Vec<ConfigError>) -> Option<Self> {
+        let mut all = errors.into_iter().flat_map(ConfigError::into_all);
+        let mut first = all.next()?;
+        first.more = all.collect();
+        Some(first)
+    }
+
+    /// This error and every further one it carries, each on its own.
+    pub fn into_all(mut self) -> Vec<ConfigError> {
+        let more = std::mem::take(&mut self.more);
+        let mut all = vec![self];
+        all.extend(more.into_iter().flat_map(ConfigError::into_all));
+        all
+    }
+
     /// Puts `prefix` in front of the path: `at("$.a")` on `b[0]` gives
-    /// `$.a.b[0]`.
+    /// `$.a.b[0]`. Further errors it carries move with it.
     #[must_use]
     pub fn at(mut self, prefix: &str) -> Self {
         self.path = join_path(prefix, &self.path);
+        self.more = std::mem::take(&mut self.more)
+            .into_iter()
+            .map(|e| e.at(prefix))
+            .collect();
         self
     }
 }
@@ -89,16 +115,342 @@ pub fn strip_comments(value: &mut Value) {
     }
 }
 
-/// Deserializes a config value, naming the path of the first bad field.
-/// Comment keys are removed first.
+/// Deserializes a config value, naming the path of every bad field: the
+/// first mistake is the error, the others are in its
+/// [`ConfigError::more`]. Comment keys are removed first.
 pub fn from_value<T: DeserializeOwned>(value: &Value) -> Result<T, ConfigError> {
+    from_value_all(value).map_err(|errors| {
+        ConfigError::from_errors(errors).unwrap_or_else(|| ConfigError::new("", "invalid"))
+    })
+}
+
+/// The most mistakes reported for one value.
+pub const MAX_ERRORS: usize = 100;
+
+/// One step of a path into a value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+fn path_text(steps: &[Step]) -> String {
+    let mut out = String::new();
+    for step in steps {
+        match step {
+            Step::Key(key) => out = join_path(&out, &key_segment(key)),
+            Step::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// Deserializes a config value and reports every mistake, each with its
+/// path (relative to `value`), in the order of the document. serde stops
+/// at the first mistake, so after each one the offending field is taken
+/// out (or, when it is required, stood in for by an empty value of its
+/// type; a misspelt field lends its value to the name suggested for it)
+/// and the value is read again: a mistake hides none that follow it.
+/// Comment keys are removed first.
+pub fn from_value_all<T: DeserializeOwned>(value: &Value) -> Result<T, Vec<ConfigError>> {
     let mut value = value.clone();
     strip_comments(&mut value);
-    serde_path_to_error::deserialize(value).map_err(|err| {
-        let path = err.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        ConfigError::new(path, err.into_inner().to_string())
-    })
+    let order = document_order(&value);
+    let mut errors: Vec<ConfigError> = Vec::new();
+    // Paths whose mistakes follow from one already reported: a field
+    // taken out, a name suggested for a misspelt one.
+    let mut shadowed: Vec<String> = Vec::new();
+    // What type a taken-out field wanted, for a stand-in when it is
+    // required.
+    let mut wanted: Vec<(String, Value)> = Vec::new();
+    let mut last: Option<(String, String)> = None;
+    for _ in 0..MAX_ERRORS * 4 {
+        if errors.len() >= MAX_ERRORS {
+            break;
+        }
+        let err = match serde_path_to_error::deserialize::<_, T>(&value) {
+            Ok(parsed) if errors.is_empty() => return Ok(parsed),
+            Ok(_) => break,
+            Err(err) => err,
+        };
+        let mut steps: Vec<Step> = Vec::new();
+        for segment in err.path() {
+            match segment {
+                serde_path_to_error::Segment::Map { key } => steps.push(Step::Key(key.clone())),
+                serde_path_to_error::Segment::Seq { index } => steps.push(Step::Index(*index)),
+                _ => break,
+            }
+        }
+        let message = err.into_inner().to_string();
+        let here = (path_text(&steps), message.clone());
+        if last.as_ref() == Some(&here) {
+            break;
+        }
+        last = Some(here);
+        let is_shadowed =
+            |path: &str, shadowed: &[String]| shadowed.iter().any(|s| is_within(path, s));
+        if let Some(field) = quoted_after(&message, "unknown field `") {
+            // The path ends at the object or at the unknown key itself.
+            if steps.last() == Some(&Step::Key(field.to_owned())) {
+                steps.pop();
+            }
+            let expected = expected_names(&message);
+            let suggestion = did_you_mean(field, expected.iter().map(String::as_str));
+            let mut text = format!("unknown field {}", quote(field));
+            match suggestion {
+                Some(name) => text.push_str(&format!("; did you mean {}?", quote(name))),
+                None if !expected.is_empty() && expected.len() <= 12 => {
+                    let names: Vec<String> = expected.iter().map(|n| quote(n)).collect();
+                    text.push_str(&format!("; expected one of {}", names.join(", ")));
+                }
+                None => {}
+            }
+            let mut at = steps.clone();
+            at.push(Step::Key(field.to_owned()));
+            let path = path_text(&at);
+            if !is_shadowed(&path, &shadowed) {
+                errors.push(ConfigError::new(path, text));
+            }
+            let Some(Value::Object(object)) = node_mut(&mut value, &steps) else {
+                break;
+            };
+            let Some(misspelt) = object.shift_remove(field) else {
+                break;
+            };
+            if let Some(name) = suggestion
+                && !object.contains_key(name)
+            {
+                object.insert(name.to_owned(), misspelt);
+                let mut at = steps.clone();
+                at.push(Step::Key(name.to_owned()));
+                shadowed.push(path_text(&at));
+            }
+            continue;
+        }
+        if let Some(field) = quoted_after(&message, "missing field `") {
+            let mut at = steps.clone();
+            at.push(Step::Key(field.to_owned()));
+            let path = path_text(&at);
+            let stand_in = wanted
+                .iter()
+                .rev()
+                .find(|(p, _)| *p == path)
+                .map(|(_, v)| v.clone());
+            if !is_shadowed(&path, &shadowed) {
+                errors.push(ConfigError::new(
+                    path_text(&steps),
+                    format!("missing field {}", quote(field)),
+                ));
+            }
+            if let Some(stand_in) = stand_in
+                && let Some(Value::Object(object)) = node_mut(&mut value, &steps)
+                && !object.contains_key(field)
+            {
+                object.insert(field.to_owned(), stand_in);
+                shadowed.push(path);
+                continue;
+            }
+        } else {
+            let path = path_text(&steps);
+            if !is_shadowed(&path, &shadowed) {
+                errors.push(ConfigError::new(path, friendlier_message(&message)));
+            }
+        }
+        // Take out the innermost object field on the path (an array
+        // element cannot go without renumbering the ones after it).
+        let Some(last_key) = steps.iter().rposition(|s| matches!(s, Step::Key(_))) else {
+            break;
+        };
+        let Step::Key(key) = &steps[last_key] else {
+            break;
+        };
+        let Some(Value::Object(object)) = node_mut(&mut value, &steps[..last_key]) else {
+            break;
+        };
+        if object.shift_remove(key).is_none() {
+            break;
+        }
+        let path = path_text(&steps[..=last_key]);
+        if let Some(stand_in) = stand_in_for(&message) {
+            wanted.push((path.clone(), stand_in));
+        }
+        shadowed.push(path);
+    }
+    if errors.is_empty() {
+        errors.push(ConfigError::new("", "invalid value"));
+    }
+    errors.sort_by_key(|e| position(&order, &e.path));
+    Err(errors)
+}
+
+/// Whether `path` is `prefix` or inside it.
+fn is_within(path: &str, prefix: &str) -> bool {
+    path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with(['.', '[']))
+}
+
+/// The node at `steps`, if there is one.
+fn node_mut<'a>(value: &'a mut Value, steps: &[Step]) -> Option<&'a mut Value> {
+    let mut node = value;
+    for step in steps {
+        node = match (step, node) {
+            (Step::Key(key), Value::Object(map)) => map.get_mut(key)?,
+            (Step::Index(i), Value::Array(items)) => items.get_mut(*i)?,
+            _ => return None,
+        };
+    }
+    Some(node)
+}
+
+/// Every path of a value, in the order of the document (objects keep the
+/// file's order).
+fn document_order(value: &Value) -> Vec<String> {
+    fn walk(value: &Value, path: String, out: &mut Vec<String>) {
+        out.push(path.clone());
+        match value {
+            Value::Object(map) => {
+                for (key, item) in map {
+                    walk(item, join_path(&path, &key_segment(key)), out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item, format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, String::new(), &mut out);
+    out
+}
+
+/// Where a path sits in the document: that of the nearest enclosing path
+/// that exists (a missing or misspelt field sits with its object), just
+/// after it.
+fn position(order: &[String], path: &str) -> (usize, usize) {
+    let mut probe = path;
+    let mut depth = 0;
+    loop {
+        if let Some(i) = order.iter().position(|p| p == probe) {
+            return (i, depth);
+        }
+        let cut = probe.rfind(['.', '[']).unwrap_or(0);
+        if cut == 0 {
+            return (0, depth);
+        }
+        probe = &probe[..cut];
+        depth += 1;
+    }
+}
+
+/// An empty value of the type serde expected, from its message
+/// ("expected a string").
+fn stand_in_for(message: &str) -> Option<Value> {
+    let expected = message.rsplit("expected ").next()?.trim();
+    let value = match expected {
+        "a string" | "a borrowed string" | "string" => Value::String(String::new()),
+        "a sequence" => Value::Array(Vec::new()),
+        "a boolean" => Value::Bool(false),
+        "a map" => Value::Object(serde_json::Map::new()),
+        "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" | "isize" => {
+            Value::from(0)
+        }
+        "f32" | "f64" => Value::from(0.0),
+        _ if expected.starts_with("struct ") => Value::Object(serde_json::Map::new()),
+        _ => return None,
+    };
+    Some(value)
+}
+
+/// The text between `prefix` and the next backtick.
+fn quoted_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    let start = message.find(prefix)? + prefix.len();
+    let rest = &message[start..];
+    Some(&rest[..rest.find('`')?])
+}
+
+/// The names serde lists after "expected" (`a`, `b` or `c`).
+fn expected_names(message: &str) -> Vec<String> {
+    let Some(start) = message.find("expected ") else {
+        return Vec::new();
+    };
+    message[start..]
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A name in double quotes, as JSON writes it.
+fn quote(name: &str) -> String {
+    Value::String(name.to_owned()).to_string()
+}
+
+/// serde's messages in the config's own terms: a misspelt variant gets the
+/// nearest valid one.
+fn friendlier_message(message: &str) -> String {
+    if let Some(variant) = quoted_after(message, "unknown variant `") {
+        let expected = expected_names(message);
+        let mut text = format!("unknown value {}", quote(variant));
+        match did_you_mean(variant, expected.iter().map(String::as_str)) {
+            Some(name) => text.push_str(&format!("; did you mean {}?", quote(name))),
+            None if !expected.is_empty() => {
+                let names: Vec<String> = expected.iter().map(|n| quote(n)).collect();
+                text.push_str(&format!("; expected one of {}", names.join(", ")));
+            }
+            None => {}
+        }
+        return text;
+    }
+    message.to_owned()
+}
+
+/// The candidate nearest to a misspelt `name` (edit distance, case
+/// ignored), if it is near enough to be what was meant.
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let lower = name.to_lowercase();
+    let limit = (lower.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(&lower, &c.to_lowercase()), c))
+        .filter(|&(d, c)| d <= limit && c != name)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance, with a swap of two neighbours counting as one
+/// edit (`url_pattren`).
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
 }
 
 /// The most bytes of a file a config names (a template, a key set):
@@ -213,6 +565,90 @@ mod tests {
         assert_eq!(err.path, "items[1].name");
         let err = err.at("$.extra_config[\"x/y\"]");
         assert_eq!(err.path, "$.extra_config[\"x/y\"].items[1].name");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Many {
+        url_pattern: String,
+        #[serde(default)]
+        count: u32,
+        #[serde(default)]
+        mode: Option<Mode>,
+        #[serde(default)]
+        items: Vec<Inner>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    enum Mode {
+        #[serde(rename = "json")]
+        Json,
+        #[serde(rename = "no-op")]
+        NoOp,
+    }
+
+    #[test]
+    fn every_mistake_is_reported() {
+        let value = serde_json::json!({
+            "url_patern": "/a",
+            "count": "three",
+            "mode": "jsno",
+            "items": [{"name": "a"}, {"name": 3}, {"nmae": "c"}]
+        });
+        let errors = from_value_all::<Many>(&value).unwrap_err();
+        let found: Vec<(&str, &str)> = errors
+            .iter()
+            .map(|e| (e.path.as_str(), e.message.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (
+                    "url_patern",
+                    "unknown field \"url_patern\"; did you mean \"url_pattern\"?"
+                ),
+                ("count", "invalid type: string \"three\", expected u32"),
+                ("mode", "unknown value \"jsno\"; did you mean \"json\"?"),
+                (
+                    "items[1].name",
+                    "invalid type: integer `3`, expected a string"
+                ),
+                (
+                    "items[2].nmae",
+                    "unknown field \"nmae\"; did you mean \"name\"?"
+                ),
+            ],
+            "{errors:#?}"
+        );
+        // One error carries the others.
+        let err = from_value::<Many>(&value).unwrap_err().at("$.x");
+        assert_eq!(err.path, "$.x.url_patern");
+        let all = err.into_all();
+        assert_eq!(all.len(), 5);
+        assert_eq!(all[4].path, "$.x.items[2].nmae");
+    }
+
+    #[test]
+    fn a_missing_field_is_reported_once() {
+        let errors = from_value_all::<Many>(&serde_json::json!({"count": 1})).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].message, "missing field \"url_pattern\"");
+        let errors = from_value_all::<Many>(&serde_json::json!({"url_pattern": 1})).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, "url_pattern");
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(edit_distance("url_pattren", "url_pattern"), 1);
+        assert_eq!(
+            did_you_mean("modifier/martain", ["modifier/martian", "auth/validator"]),
+            Some("modifier/martian")
+        );
+        assert_eq!(did_you_mean("zzz", ["host", "port"]), None);
+        assert_eq!(did_you_mean("Host", ["host", "port"]), Some("host"));
     }
 
     #[test]

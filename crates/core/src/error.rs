@@ -29,6 +29,27 @@ struct Inner {
     retryable: bool,
     custom_body: Option<(Bytes, HeaderValue)>,
     headers: HeaderMap,
+    krakend: Option<KrakendError>,
+}
+
+/// Marks a response the gateway made itself from an [`ErrorResponse`] (as
+/// opposed to one a backend sent), so that a layer above can tell its own
+/// rejections from an upstream's answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatewayAnswer;
+
+/// How KrakenD answers a rejection where its answer differs from the JSON
+/// error: carried as an extension of the error's response, so that an
+/// endpoint that answers the KrakenD way (every endpoint but the unified
+/// LLM ones) can replace the JSON body by it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KrakendError {
+    /// An error KrakenD's router reports: the message as
+    /// `text/plain; charset=utf-8` when `router.return_error_msg` is set,
+    /// an empty body otherwise, with `X-Krakend-Completed: false`.
+    Message(String),
+    /// The status alone, with an empty body (KrakenD's JWT rejections).
+    Empty,
 }
 
 impl fmt::Debug for ErrorResponse {
@@ -69,6 +90,7 @@ impl ErrorResponse {
                 retryable: true,
                 custom_body: None,
                 headers: HeaderMap::new(),
+                krakend: None,
             }),
         }
     }
@@ -157,6 +179,13 @@ impl ErrorResponse {
         self
     }
 
+    /// How KrakenD answers this rejection (see [`KrakendError`]).
+    #[must_use]
+    pub fn with_krakend(mut self, answer: KrakendError) -> Self {
+        self.inner.krakend = Some(answer);
+        self
+    }
+
     /// Changes the status, keeping everything else.
     #[must_use]
     pub fn with_status(mut self, status: StatusCode) -> Self {
@@ -177,6 +206,11 @@ impl ErrorResponse {
     /// The human message.
     pub fn message(&self) -> &str {
         &self.inner.message
+    }
+
+    /// The error `code`, when set.
+    pub fn code(&self) -> Option<&str> {
+        self.inner.code.as_deref()
     }
 
     /// Whether a client may retry.
@@ -214,6 +248,11 @@ impl ErrorResponse {
         }
         for (name, value) in &self.inner.headers {
             headers.append(name.clone(), value.clone());
+        }
+        let extensions = response.extensions_mut();
+        extensions.insert(GatewayAnswer);
+        if let Some(answer) = self.inner.krakend {
+            extensions.insert(answer);
         }
         response
     }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod attempt;
 pub mod buffer;
 pub mod config;
 mod context;
@@ -12,11 +13,12 @@ pub mod sse;
 mod state;
 mod usage;
 
+pub use attempt::{AttemptReason, UpstreamAttempt};
 pub use config::ConfigError;
 pub use context::{
     ApiKeyIdentity, BodyLimit, Claims, ClientAddr, JsonBody, RouteParams, lookup_path,
 };
-pub use error::{ErrorResponse, SHOULD_RETRY};
+pub use error::{ErrorResponse, GatewayAnswer, KrakendError, SHOULD_RETRY};
 pub use state::{Rejection, SharedState};
 pub use usage::{Outcome, Price, Prices, Usage, UsageReport};
 

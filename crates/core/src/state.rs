@@ -84,6 +84,13 @@ impl Rejection {
             Self::Guard => "guard",
         }
     }
+
+    /// Marks `response` as refused for this reason (inserts `self` into its
+    /// extensions) so that the layers around count it.
+    pub fn mark<B>(self, mut response: http::Response<B>) -> http::Response<B> {
+        response.extensions_mut().insert(self);
+        response
+    }
 }
 
 #[cfg(test)]

@@ -271,7 +271,13 @@ fn parse_modifier(value: &Value, path: &str) -> Result<Parsed, ConfigError> {
         }
         other => Err(err(
             &path,
-            format!("unknown modifier type {other:?} (supported: {KNOWN_TYPES})"),
+            match switchboard_core::config::did_you_mean(
+                other,
+                KNOWN_TYPES.split(", ").map(str::trim),
+            ) {
+                Some(near) => format!("unknown modifier type {other:?}; did you mean {near:?}?"),
+                None => format!("unknown modifier type {other:?} (supported: {KNOWN_TYPES})"),
+            },
         )),
     }
 }
@@ -437,10 +443,13 @@ impl<'a> Fields<'a> {
         {
             Some(key) => Err(err(
                 &self.path(key),
-                format!(
-                    "unknown field `{key}`, expected one of `{}`",
-                    allowed.join("`, `")
-                ),
+                match switchboard_core::config::did_you_mean(key, allowed.iter().copied()) {
+                    Some(near) => format!("unknown field {key:?}; did you mean {near:?}?"),
+                    None => format!(
+                        "unknown field {key:?}; expected one of \"{}\"",
+                        allowed.join("\", \"")
+                    ),
+                },
             )),
             None => Ok(()),
         }

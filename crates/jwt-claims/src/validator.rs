@@ -6,7 +6,7 @@ use http::{HeaderMap, HeaderValue};
 use jsonwebtoken::DecodingKey;
 use jsonwebtoken::errors::ErrorKind;
 use serde_json::Value;
-use switchboard_core::{ErrorResponse, lookup_path};
+use switchboard_core::{ErrorResponse, KrakendError, lookup_path};
 
 use crate::config::{ScopesMatcher, Settings};
 use crate::store::{KeyError, KeyStore};
@@ -37,14 +37,18 @@ impl Rejection {
         match self {
             Self::Missing => ErrorResponse::unauthorized("missing bearer token")
                 .with_code("missing_token")
+                .with_krakend(KrakendError::Empty)
                 .with_header(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")),
             Self::Invalid(why) => ErrorResponse::unauthorized(format!("invalid token: {why}"))
                 .with_code("invalid_token")
+                .with_krakend(KrakendError::Empty)
                 .with_header(
                     WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer error=\"invalid_token\""),
                 ),
-            Self::Forbidden(why) => ErrorResponse::forbidden(why).with_code("insufficient_scope"),
+            Self::Forbidden(why) => ErrorResponse::forbidden(why)
+                .with_code("insufficient_scope")
+                .with_krakend(KrakendError::Empty),
         }
     }
 }

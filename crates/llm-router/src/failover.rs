@@ -9,6 +9,7 @@
 //! in the same stream, never a second answer.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,7 +20,10 @@ use http::{Request, Response, StatusCode, request};
 use http_body_util::BodyExt;
 use serde_json::{Map, Value};
 use switchboard_core::buffer::response_bytes;
-use switchboard_core::{Body, BoxError, ConfigError, JsonBody, Outcome, SHOULD_RETRY, UsageReport};
+use switchboard_core::{
+    AttemptReason, Body, BoxError, ConfigError, JsonBody, Outcome, SHOULD_RETRY, UpstreamAttempt,
+    UsageReport,
+};
 use tower::{Service, ServiceExt};
 
 use crate::config::{Provider, Providers};
@@ -28,8 +32,8 @@ use crate::ir::{ChatRequest, LlmError, StreamEvent};
 use crate::routing::notdiamond::{Candidate, parse_choice};
 use crate::routing::retry::{is_error_body, retry_after, status_is_failure};
 use crate::routing::{
-    Budget, CircuitBreaker, Classifiers, FailureKind, FanOutMode, Plan, RetryPolicy, Router,
-    RouterConfig,
+    Breakers, Budget, CircuitBreaker, Classifiers, FailureKind, FanOutMode, Plan, RetryPolicy,
+    Router, RouterConfig,
 };
 use crate::service::{apply_variables, json_response, stream_response};
 
@@ -54,6 +58,7 @@ impl Routing {
         config: &RouterConfig,
         classifiers: Arc<Classifiers>,
         providers: &Providers,
+        registry: Option<&Breakers>,
     ) -> Result<Self, ConfigError> {
         let names: Vec<&str> = providers.iter().map(Provider::name).collect();
         let router = Router::compile(config, classifiers, &names)?;
@@ -79,10 +84,10 @@ impl Routing {
         let breakers = names
             .iter()
             .map(|name| {
-                config
-                    .circuit_breaker
-                    .as_ref()
-                    .map(|c| Arc::new(CircuitBreaker::new(name, c)))
+                config.circuit_breaker.as_ref().map(|c| match registry {
+                    Some(registry) => registry.get(name, c),
+                    None => Arc::new(CircuitBreaker::new(name, c)),
+                })
             })
             .collect();
         Ok(Self {
@@ -122,6 +127,8 @@ struct Call<'a> {
     extensions: &'a http::Extensions,
     format: ClientFormat,
     response_limit: usize,
+    /// Attempts made so far, to number the next one.
+    attempts: AtomicU32,
 }
 
 /// Serves one chat request through the router.
@@ -189,6 +196,7 @@ where
                 extensions: &parts.extensions,
                 format,
                 response_limit,
+                attempts: AtomicU32::new(0),
             };
             return fan_out(&call, inner, &targets, mode, &report).await;
         }
@@ -210,6 +218,7 @@ where
         extensions: &parts.extensions,
         format,
         response_limit,
+        attempts: AtomicU32::new(0),
     };
     run_chain(&call, inner, &chain, &report).await
 }
@@ -229,16 +238,30 @@ where
     let retry = &call.routing.retry;
     let mut budget = Budget::new(retry, std::time::Instant::now());
     let mut last: Option<LlmError> = None;
-    'chain: for &index in chain {
+    'chain: for (position, &index) in chain.iter().enumerate() {
         let Some(provider) = call.providers.iter().nth(index) else {
             continue;
         };
         let mut tries = 0;
         while tries < retry.attempts {
             tries += 1;
-            let step =
-                attempt_with_breaker(call, inner.clone(), index, provider, &mut budget, report)
-                    .await;
+            let reason = if tries > 1 {
+                AttemptReason::Retry
+            } else if position > 0 {
+                AttemptReason::Failover
+            } else {
+                AttemptReason::First
+            };
+            let step = attempt_with_breaker(
+                call,
+                inner.clone(),
+                index,
+                provider,
+                &mut budget,
+                report,
+                reason,
+            )
+            .await;
             match step {
                 Step::Done(response) => return response,
                 Step::OutOfBudget => break 'chain,
@@ -296,6 +319,7 @@ async fn attempt_with_breaker<S>(
     provider: &Provider,
     budget: &mut Budget,
     report: &UsageReport,
+    reason: AttemptReason,
 ) -> Step
 where
     S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
@@ -320,7 +344,7 @@ where
         return Step::OutOfBudget;
     }
     let timeout = attempt_timeout(call.routing.attempt_timeout, budget.deadline());
-    match attempt(call, inner, provider, timeout, report).await {
+    match attempt(call, inner, provider, timeout, report, reason).await {
         Attempt::Answer(response) | Attempt::Refused(response) => {
             if let Some(permit) = permit {
                 permit.succeeded(std::time::Instant::now());
@@ -360,21 +384,32 @@ fn attempt_timeout(
 }
 
 /// One call to one provider. `report` is finished only when the attempt
-/// answers (or the committed stream ends).
+/// answers (or the committed stream ends). The vendor request carries an
+/// [`UpstreamAttempt`] for the layers below (spans, failures by provider);
+/// it ends with the answer's usage when the answer is committed, failed
+/// otherwise.
 async fn attempt<S>(
     call: &Call<'_>,
     inner: S,
     provider: &Provider,
     timeout: Option<Duration>,
     report: &UsageReport,
+    reason: AttemptReason,
 ) -> Attempt
 where
     S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
-    let work = attempt_untimed(call, inner, provider, report);
-    match timeout {
+    let tracker = UpstreamAttempt::new(
+        provider.name(),
+        provider.settings().model_for(call.chat),
+        "chat",
+        call.attempts.fetch_add(1, Ordering::Relaxed) + 1,
+        reason,
+    );
+    let work = attempt_untimed(call, inner, provider, report, &tracker);
+    let outcome = match timeout {
         None => work.await,
         Some(limit) => match tokio::time::timeout(limit, work).await {
             Ok(outcome) => outcome,
@@ -387,7 +422,25 @@ where
                 ),
             },
         },
+    };
+    match &outcome {
+        Attempt::Answer(_) | Attempt::Refused(_) => tracker.commit(report),
+        // The HTTP exchange showed the status and counted it.
+        Attempt::Failed {
+            kind: FailureKind::Status(_) | FailureKind::Unsupported | FailureKind::CircuitOpen,
+            ..
+        } => tracker.usage.finish(Outcome::Failed),
+        Attempt::Failed {
+            kind: FailureKind::Timeout,
+            ..
+        } => tracker.fail("timeout"),
+        Attempt::Failed {
+            kind: FailureKind::ErrorBody,
+            ..
+        } => tracker.fail("error_body"),
+        Attempt::Failed { .. } => tracker.fail("connection"),
     }
+    outcome
 }
 
 async fn attempt_untimed<S>(
@@ -395,6 +448,7 @@ async fn attempt_untimed<S>(
     inner: S,
     provider: &Provider,
     report: &UsageReport,
+    tracker: &UpstreamAttempt,
 ) -> Attempt
 where
     S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
@@ -420,6 +474,7 @@ where
     let model: Arc<str> = Arc::from(settings.model_for(&chat));
     let (mut upstream_parts, body) = upstream.into_parts();
     upstream_parts.extensions = call.extensions.clone();
+    upstream_parts.extensions.insert(tracker.clone());
     upstream_parts
         .headers
         .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
@@ -686,6 +741,7 @@ where
                             provider,
                             &mut budget,
                             report,
+                            AttemptReason::FanOut,
                         )
                         .await;
                         match step {
@@ -725,9 +781,16 @@ where
                 async move {
                     let own = UsageReport::new();
                     let mut budget = Budget::new(&call.routing.retry, std::time::Instant::now());
-                    let step =
-                        attempt_with_breaker(call, inner, *index, provider, &mut budget, &own)
-                            .await;
+                    let step = attempt_with_breaker(
+                        call,
+                        inner,
+                        *index,
+                        provider,
+                        &mut budget,
+                        &own,
+                        AttemptReason::FanOut,
+                    )
+                    .await;
                     (provider.name(), step, own)
                 }
             });

@@ -7,7 +7,7 @@ use switchboard_core::ConfigError;
 use crate::config::{Provider, Providers};
 use crate::failover::Routing;
 use crate::format::ClientFormat;
-use crate::routing::{Classifiers, RouterConfig};
+use crate::routing::{Breakers, Classifiers, RouterConfig};
 use crate::service::RouteLlm;
 
 /// Which provider of the inventory serves this request, set in the request
@@ -155,7 +155,21 @@ impl RouteLlmLayer {
         router: &RouterConfig,
         classifiers: Arc<Classifiers>,
     ) -> Result<Self, ConfigError> {
-        let routing = Routing::compile(router, classifiers, &self.shared.providers)?;
+        let routing = Routing::compile(router, classifiers, &self.shared.providers, None)?;
+        Ok(self.update(|s| s.routing = Some(Arc::new(routing))))
+    }
+
+    /// As [`with_router`](Self::with_router), with the circuit breakers
+    /// taken from `breakers`: keep one registry across config builds and a
+    /// reload keeps every breaker's state.
+    pub fn with_router_in(
+        self,
+        router: &RouterConfig,
+        classifiers: Arc<Classifiers>,
+        breakers: &Breakers,
+    ) -> Result<Self, ConfigError> {
+        let routing =
+            Routing::compile(router, classifiers, &self.shared.providers, Some(breakers))?;
         Ok(self.update(|s| s.routing = Some(Arc::new(routing))))
     }
 

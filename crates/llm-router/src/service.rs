@@ -9,7 +9,9 @@ use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 use switchboard_core::buffer::{is_json_content_type, request_bytes, response_bytes};
-use switchboard_core::{Body, BoxError, ErrorResponse, Outcome, UsageReport};
+use switchboard_core::{
+    AttemptReason, Body, BoxError, ErrorResponse, Outcome, UpstreamAttempt, UsageReport,
+};
 use tower::{Service, ServiceExt};
 
 use crate::body::TranslateBody;
@@ -170,6 +172,16 @@ where
     // The vendor request carries the adapter's headers only (never the
     // client's Authorization) but keeps the request context.
     upstream_parts.extensions = std::mem::take(&mut parts.extensions);
+    // The one attempt: its answer, whatever it is, is the client's.
+    let tracker = UpstreamAttempt::new(
+        provider.name(),
+        Arc::clone(&model),
+        "chat",
+        1,
+        AttemptReason::First,
+    );
+    tracker.commit(&report);
+    upstream_parts.extensions.insert(tracker);
     upstream_parts
         .headers
         .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));

@@ -76,6 +76,7 @@ impl EvaluatePoliciesLayer {
             let source = Source {
                 path,
                 text: &check.check_expr,
+                evaluator: Some(i),
             };
             if vars.contains(Var::Jwt) {
                 jwt.push(source);

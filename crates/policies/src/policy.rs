@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
-use switchboard_core::{ConfigError, ErrorResponse};
+use switchboard_core::{ConfigError, ErrorResponse, KrakendError};
 
 use crate::config::PolicySetConfig;
 use crate::engine::{Activation, Compiled, Engine, Verdict};
@@ -13,6 +13,9 @@ use crate::vars::VarSet;
 struct Policy {
     label: String,
     compiled: Compiled,
+    /// Its index in a `validation/cel` list: KrakenD names a failed check
+    /// `evaluator #N`.
+    evaluator: Option<usize>,
 }
 
 /// A compiled set (`req`, `resp`, `jwt` or the checks of `validation/cel`).
@@ -35,6 +38,8 @@ struct Denial {
 pub(crate) struct Source<'a> {
     pub(crate) path: String,
     pub(crate) text: &'a str,
+    /// The index in a `validation/cel` list.
+    pub(crate) evaluator: Option<usize>,
 }
 
 impl PolicySet {
@@ -61,6 +66,7 @@ impl PolicySet {
             policies.push(Policy {
                 label: source.path.clone(),
                 compiled,
+                evaluator: source.evaluator,
             });
         }
         if auto_join && policies.len() > 1 {
@@ -78,6 +84,7 @@ impl PolicySet {
             policies = vec![Policy {
                 label: set_path.to_owned(),
                 compiled,
+                evaluator: None,
             }];
         }
         let vars = policies
@@ -110,6 +117,7 @@ impl PolicySet {
             .map(|(i, text)| Source {
                 path: format!("{name}.policies[{i}]"),
                 text,
+                evaluator: None,
             })
             .collect();
         Self::compile(
@@ -145,7 +153,13 @@ impl PolicySet {
                 }
                 Verdict::Deny(reason) => {
                     tracing::debug!(policy = %policy.label, %reason, "policy denied");
-                    return Some(self.deny(&policy.label));
+                    let denial = self.deny(&policy.label);
+                    return Some(match policy.evaluator {
+                        Some(n) if self.denial.custom_body.is_none() => denial.with_krakend(
+                            KrakendError::Message(format!("request aborted by evaluator #{n}")),
+                        ),
+                        _ => denial,
+                    });
                 }
             }
         }

@@ -13,7 +13,7 @@ use http::{Request, Response, StatusCode};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use switchboard_core::buffer::{is_event_stream, json_request, response_bytes};
-use switchboard_core::{Body, ErrorResponse, JsonBody, Outcome, Usage, UsageReport};
+use switchboard_core::{Body, ErrorResponse, JsonBody, Outcome, Rejection, Usage, UsageReport};
 use switchboard_store::{ChargeMode, Charged, Counter, SharedStore, StoreError};
 use tower::Service;
 
@@ -88,7 +88,7 @@ where
     let (tier, caller) = match resolve(&attachment, &request) {
         Ok(Some(found)) => found,
         Ok(None) => return inner.call(request).await,
-        Err(error) => return Ok(error.into_response()),
+        Err(error) => return Ok(Rejection::Quota.mark(error.into_response())),
     };
     let plan = plan(&attachment, tier, &caller);
     let (mut request, reserved) = match &attachment.weight {
@@ -120,11 +120,11 @@ where
         }
         Err(err) => {
             tracing::error!(quota = %processor.name, error = %err, "quota store failing: request refused");
-            return Ok(
+            return Ok(Rejection::Quota.mark(
                 ErrorResponse::internal("the quota cannot be checked right now")
                     .with_code("quota_unavailable")
                     .into_response(),
-            );
+            ));
         }
     };
     if !charged.admitted {
@@ -480,5 +480,5 @@ fn refusal(
     if seconds > 60 {
         error = error.no_retry();
     }
-    error.into_response()
+    Rejection::Quota.mark(error.into_response())
 }

@@ -141,6 +141,12 @@ async fn counts_requests_and_answers_429_with_the_headers() {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response
+                .extensions()
+                .get::<switchboard_core::Rejection>()
+                .is_none()
+        );
         assert_eq!(response.headers()["x-quota-limit"], "3");
         assert_eq!(response.headers()["x-quota-remaining"], remaining);
     }
@@ -150,6 +156,10 @@ async fn counts_requests_and_answers_429_with_the_headers() {
         .await
         .unwrap();
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        refused.extensions().get::<switchboard_core::Rejection>(),
+        Some(&switchboard_core::Rejection::Quota)
+    );
     assert_eq!(refused.headers()["x-quota-remaining"], "0");
     let retry: u64 = refused.headers()["retry-after"]
         .to_str()

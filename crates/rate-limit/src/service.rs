@@ -9,7 +9,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Request, Response};
-use switchboard_core::{Body, ErrorResponse};
+use switchboard_core::{Body, ErrorResponse, Rejection};
 use switchboard_store::{Bucket, Taken};
 use tower::Service;
 
@@ -139,13 +139,15 @@ async fn take_all<'a>(
             }
             Err(err) => {
                 tracing::error!(error = %err, "rate-limit store failing: request refused");
-                return Err(ErrorResponse::new(
-                    http::StatusCode::SERVICE_UNAVAILABLE,
-                    "rate_limit_error",
-                    "the rate limit cannot be checked right now",
-                )
-                .with_code("rate_limit_unavailable")
-                .into_response());
+                return Err(Rejection::RateLimit.mark(
+                    ErrorResponse::new(
+                        http::StatusCode::SERVICE_UNAVAILABLE,
+                        "rate_limit_error",
+                        "the rate limit cannot be checked right now",
+                    )
+                    .with_code("rate_limit_unavailable")
+                    .into_response(),
+                ));
             }
         }
     }
@@ -173,7 +175,7 @@ fn refusal(limiter: &Limiter, limit: &Limit, retry_after: Duration) -> Response<
     if let Ok(value) = HeaderValue::from_str(&format!("\"{}\";r=0;t={wait}", limit.name)) {
         error = error.with_header(RATELIMIT, value);
     }
-    error.into_response()
+    Rejection::RateLimit.mark(error.into_response())
 }
 
 fn policy_header(limiter: &Limiter) -> HeaderValue {

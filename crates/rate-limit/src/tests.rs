@@ -65,6 +65,16 @@ async fn max_rate_answers_503_with_the_headers() {
     assert_eq!(statuses(&service, 1, &[]).await, [200]);
     let refused = service.clone().oneshot(request(&[])).await.unwrap();
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        refused.extensions().get::<switchboard_core::Rejection>(),
+        Some(&switchboard_core::Rejection::RateLimit)
+    );
+    assert!(
+        first
+            .extensions()
+            .get::<switchboard_core::Rejection>()
+            .is_none()
+    );
     let retry: u64 = refused.headers()["retry-after"]
         .to_str()
         .unwrap()

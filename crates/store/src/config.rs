@@ -184,6 +184,13 @@ impl Stores {
         self.memory.get_or_insert_with(SharedStore::memory).clone()
     }
 
+    /// Makes `store` the in-memory store every layer built from this
+    /// registry counts in: a gateway hands the same one to every config it
+    /// builds, so that a reload keeps counters and buckets.
+    pub fn set_memory(&mut self, store: SharedStore) {
+        self.memory = Some(store);
+    }
+
     /// Adds a store under a name (embedders, tests).
     pub fn insert(&mut self, name: impl Into<String>, store: SharedStore) {
         self.by_name.insert(name.into(), store);

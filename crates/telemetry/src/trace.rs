@@ -19,6 +19,8 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
+use switchboard_core::{Outcome, UpstreamAttempt};
+
 use crate::config::OpenTelemetryConfig;
 use crate::metrics::Metrics;
 
@@ -259,12 +261,19 @@ pub fn backend_context(backend: &str) -> Context {
 /// One attempt at an upstream call: a client span, the `traceparent` sent
 /// upstream, the wait noted for the gateway-added latency, failures
 /// counted by provider and kind.
+///
+/// A request that carries an [`UpstreamAttempt`] (the LLM layer's) is an
+/// attempt at that provider: the span is named after it, has the GenAI
+/// attributes, and stays open until the attempt's usage is final, so that
+/// the successful attempt carries the answer's token counts.
 #[must_use = "finish the attempt with its outcome"]
 pub struct Attempt {
     cx: Option<Context>,
     scope: Option<Arc<RequestScope>>,
     provider: String,
     started: Instant,
+    /// The span ends when the provider attempt's usage is final.
+    llm: bool,
 }
 
 impl std::fmt::Debug for Attempt {
@@ -281,29 +290,87 @@ impl Attempt {
     pub fn start<B>(request: &mut http::Request<B>, provider: &str) -> Self {
         let cx = Context::current();
         let scope = current_scope(&cx);
+        let llm = request.extensions().get::<UpstreamAttempt>().cloned();
+        let provider = match &llm {
+            Some(attempt) => attempt.provider.to_string(),
+            None => provider.to_owned(),
+        };
         let span_cx = child(
             &cx,
-            || Cow::Owned(format!("{} {provider}", request.method())),
+            || {
+                Cow::Owned(match &llm {
+                    Some(attempt) => format!("{} {}", attempt.operation, attempt.model),
+                    None => format!("{} {provider}", request.method()),
+                })
+            },
             SpanKind::Client,
             || {
-                vec![
+                let mut attributes = vec![
                     KeyValue::new("http.request.method", request.method().as_str().to_owned()),
                     KeyValue::new(
                         "server.address",
                         request.uri().host().unwrap_or_default().to_owned(),
                     ),
-                ]
+                ];
+                if let Some(attempt) = &llm {
+                    attributes.extend([
+                        KeyValue::new("gen_ai.operation.name", attempt.operation),
+                        KeyValue::new("gen_ai.provider.name", attempt.provider.to_string()),
+                        KeyValue::new("gen_ai.request.model", attempt.model.to_string()),
+                        KeyValue::new("switchboard.attempt", i64::from(attempt.number)),
+                        KeyValue::new("switchboard.attempt.reason", attempt.reason.as_str()),
+                    ]);
+                }
+                attributes
             },
         );
         if let Some(span_cx) = &span_cx {
             TraceContextPropagator::new()
                 .inject_context(span_cx, &mut HeaderInjector(request.headers_mut()));
         }
+        if let Some(attempt) = &llm {
+            let span_cx = span_cx.clone();
+            let metrics = scope.as_ref().map(|s| s.metrics.clone());
+            let provider = Arc::clone(&attempt.provider);
+            attempt.on_end(move |usage, outcome, kind| {
+                if let (Some(kind), Some(metrics)) = (kind, &metrics) {
+                    metrics.upstream_error(&provider, kind);
+                }
+                let Some(span_cx) = span_cx else {
+                    return;
+                };
+                let span = span_cx.span();
+                if usage.total_tokens() > 0 || usage.model.is_some() {
+                    if let Some(model) = &usage.model {
+                        span.set_attribute(KeyValue::new(
+                            "gen_ai.response.model",
+                            model.to_string(),
+                        ));
+                    }
+                    span.set_attribute(KeyValue::new(
+                        "gen_ai.usage.input_tokens",
+                        i64::try_from(usage.input_tokens).unwrap_or(i64::MAX),
+                    ));
+                    span.set_attribute(KeyValue::new(
+                        "gen_ai.usage.output_tokens",
+                        i64::try_from(usage.output_tokens).unwrap_or(i64::MAX),
+                    ));
+                }
+                if let Some(kind) = kind {
+                    span.set_attribute(KeyValue::new("error.type", kind));
+                    span.set_status(Status::error(kind));
+                } else if outcome == Outcome::Failed {
+                    span.set_status(Status::error("the attempt failed"));
+                }
+                span.end();
+            });
+        }
         Self {
             cx: span_cx,
             scope,
-            provider: provider.to_owned(),
+            provider,
             started: Instant::now(),
+            llm: llm.is_some(),
         }
     }
 
@@ -321,10 +388,13 @@ impl Attempt {
                 "http.response.status_code",
                 i64::from(status),
             ));
-            if status >= 500 {
+            if status >= 500 || (self.llm && status >= 400) {
                 span.set_status(Status::error(format!("upstream answered {status}")));
             }
-            span.end();
+            // A provider attempt's answer ends with its usage.
+            if !self.llm || status >= 400 {
+                span.end();
+            }
         }
     }
 

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard_core::buffer::request_bytes;
 use switchboard_core::config::from_value;
-use switchboard_core::{Body, ConfigError, ErrorResponse};
+use switchboard_core::{Body, ConfigError, ErrorResponse, Rejection};
 use switchboard_policies::JsonCondition;
 use tower::{Layer, Service};
 
@@ -369,13 +369,15 @@ where
             for guard in &state.guards {
                 if let Some(reason) = blocks(&state, guard, &texts, &body, &meta).await {
                     tracing::info!(guard = %guard.name, severity = guard.severity.name(), "prompt blocked");
-                    return Ok(ErrorResponse::bad_request(format!(
-                        "the prompt was blocked by the guard {:?} (severity {}): {reason}",
-                        guard.name,
-                        guard.severity.name()
-                    ))
-                    .with_code("prompt_blocked")
-                    .into_response());
+                    return Ok(Rejection::Guard.mark(
+                        ErrorResponse::bad_request(format!(
+                            "the prompt was blocked by the guard {:?} (severity {}): {reason}",
+                            guard.name,
+                            guard.severity.name()
+                        ))
+                        .with_code("prompt_blocked")
+                        .into_response(),
+                    ));
                 }
             }
             inner.call(Request::from_parts(parts, Body::from(bytes))).await
@@ -557,6 +559,14 @@ mod tests {
             .unwrap();
         let response = service.oneshot(request).await.unwrap();
         let status = response.status().as_u16();
+        // A refusal is marked for the metrics; an answer passed on is not.
+        assert_eq!(
+            response
+                .extensions()
+                .get::<switchboard_core::Rejection>()
+                .is_some(),
+            status == 400
+        );
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8_lossy(&bytes).into_owned())
     }

@@ -9,7 +9,7 @@ use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use serde_json::Value;
 use switchboard_core::buffer::json_request;
-use switchboard_core::{Body, ConfigError, ErrorResponse, JsonBody};
+use switchboard_core::{Body, ConfigError, ErrorResponse, JsonBody, Rejection};
 use tower::{Layer, Service};
 
 /// Validates the request body against a JSON Schema (KrakenD CE's
@@ -124,19 +124,23 @@ where
                 Err(error) => return Ok(error.into_response()),
             };
             let Some(body) = body else {
-                return Ok(ErrorResponse::bad_request(
-                    "the request body must be JSON matching the endpoint's schema",
-                )
-                .with_code("schema_validation_failed")
-                .into_response());
+                return Ok(Rejection::Guard.mark(
+                    ErrorResponse::bad_request(
+                        "the request body must be JSON matching the endpoint's schema",
+                    )
+                    .with_code("schema_validation_failed")
+                    .into_response(),
+                ));
             };
             match layer.check(JsonBody::value(&body)) {
                 Ok(()) => inner.call(request).await,
-                Err((path, message)) => Ok(ErrorResponse::bad_request(format!(
-                    "the request body does not match the schema at {path}: {message}"
-                ))
-                .with_code("schema_validation_failed")
-                .into_response()),
+                Err((path, message)) => Ok(Rejection::Guard.mark(
+                    ErrorResponse::bad_request(format!(
+                        "the request body does not match the schema at {path}: {message}"
+                    ))
+                    .with_code("schema_validation_failed")
+                    .into_response(),
+                )),
             }
         }
         .boxed()
@@ -172,6 +176,14 @@ mod tests {
             .unwrap();
         let response = service.oneshot(request).await.unwrap();
         let status = response.status().as_u16();
+        // A refusal is marked for the metrics; an answer passed on is not.
+        assert_eq!(
+            response
+                .extensions()
+                .get::<switchboard_core::Rejection>()
+                .is_some(),
+            status == 400
+        );
         let no_retry = response
             .headers()
             .get("x-should-retry")

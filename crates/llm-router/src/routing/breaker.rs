@@ -6,6 +6,7 @@
 //! Pure state machine over `Instant`s the caller passes, so it is tested
 //! without sleeping.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -81,15 +82,94 @@ enum Inner {
     },
 }
 
+/// Told of every change of a breaker's state, with the provider's name.
+pub type BreakerListener = Arc<dyn Fn(&str, BreakerState) + Send + Sync>;
+
 /// One provider's breaker. Share it in an `Arc`.
-#[derive(Debug)]
 pub struct CircuitBreaker {
     label: String,
+    provider: String,
     interval: Duration,
     timeout: Duration,
     max_errors: u32,
     log: bool,
+    listener: Option<BreakerListener>,
     inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("label", &self.label)
+            .field("inner", &*self.lock())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The breakers of a gateway, one per provider and breaker config, kept
+/// across config builds: a reload that keeps a provider's breaker config
+/// keeps its state (an open breaker stays open). A changed config starts
+/// a new, closed breaker.
+#[derive(Default)]
+pub struct Breakers {
+    by_key: Mutex<HashMap<String, Arc<CircuitBreaker>>>,
+    listener: Option<BreakerListener>,
+}
+
+impl std::fmt::Debug for Breakers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let by_key = self
+            .by_key
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f.debug_struct("Breakers")
+            .field("breakers", &by_key.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Breakers {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty registry whose breakers report every change of state (and
+    /// their first, closed, state) to `listener`.
+    pub fn with_listener(listener: impl Fn(&str, BreakerState) + Send + Sync + 'static) -> Self {
+        Self {
+            by_key: Mutex::default(),
+            listener: Some(Arc::new(listener)),
+        }
+    }
+
+    /// The breaker of `provider` under `config`, created closed the first
+    /// time.
+    pub fn get(&self, provider: &str, config: &CircuitBreakerConfig) -> Arc<CircuitBreaker> {
+        let key = format!(
+            "{provider}\u{0}{}\u{0}{}\u{0}{}\u{0}{:?}\u{0}{}",
+            config.interval,
+            config.timeout,
+            config.max_errors,
+            config.name,
+            config.log_status_change
+        );
+        let mut by_key = self
+            .by_key
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        by_key
+            .entry(key)
+            .or_insert_with(|| {
+                let mut breaker = CircuitBreaker::new(provider, config);
+                breaker.listener = self.listener.clone();
+                if let Some(listener) = &breaker.listener {
+                    listener(provider, BreakerState::Closed);
+                }
+                Arc::new(breaker)
+            })
+            .clone()
+    }
 }
 
 /// Leave to call the provider once. Report the outcome with
@@ -113,10 +193,12 @@ impl CircuitBreaker {
         };
         Self {
             label,
+            provider: provider.to_owned(),
             interval: Duration::from_secs(config.interval),
             timeout: Duration::from_secs(config.timeout),
             max_errors: config.max_errors.max(1),
             log: config.log_status_change,
+            listener: None,
             inner: Mutex::new(Inner::Closed {
                 consecutive: 0,
                 window_start: Instant::now(),
@@ -230,6 +312,9 @@ impl CircuitBreaker {
     }
 
     fn transition(&self, to: BreakerState) {
+        if let Some(listener) = &self.listener {
+            listener(&self.provider, to);
+        }
         if !self.log {
             return;
         }
@@ -367,6 +452,36 @@ mod tests {
         b.try_acquire(t).unwrap().failed(t);
         early.succeeded(t);
         assert_eq!(b.state(t), BreakerState::Open);
+    }
+
+    #[test]
+    fn the_registry_keeps_state_and_reports_changes() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let breakers = Breakers::with_listener(move |name, state| {
+            log.lock().unwrap().push((name.to_owned(), state));
+        });
+        let config = CircuitBreakerConfig::from_config(
+            &json!({"interval": 60, "timeout": 10, "max_errors": 1}),
+        )
+        .unwrap();
+        let t = Instant::now();
+        breakers.get("p", &config).try_acquire(t).unwrap().failed(t);
+        // A second build with the same config gets the open breaker.
+        assert_eq!(breakers.get("p", &config).state(t), BreakerState::Open);
+        let changed = CircuitBreakerConfig::from_config(
+            &json!({"interval": 60, "timeout": 10, "max_errors": 2}),
+        )
+        .unwrap();
+        assert_eq!(breakers.get("p", &changed).state(t), BreakerState::Closed);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                ("p".to_owned(), BreakerState::Closed),
+                ("p".to_owned(), BreakerState::Open),
+                ("p".to_owned(), BreakerState::Closed),
+            ]
+        );
     }
 
     #[test]

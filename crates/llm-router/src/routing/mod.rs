@@ -9,7 +9,9 @@ pub mod notdiamond;
 pub mod retry;
 pub mod router;
 
-pub use breaker::{BreakerState, CircuitBreaker, CircuitBreakerConfig, Permit};
+pub use breaker::{
+    BreakerListener, BreakerState, Breakers, CircuitBreaker, CircuitBreakerConfig, Permit,
+};
 pub use config::{ClassifiersConfig, FanOutMode, RouterConfig};
 pub use retry::{Budget, FailureKind, RetryConfig, RetryPolicy};
 pub use router::{Classifiers, Plan, Router};

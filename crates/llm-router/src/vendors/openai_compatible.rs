@@ -291,11 +291,21 @@ mod tests {
     }
 
     #[test]
-    fn generic_needs_an_endpoint_and_alibaba_refuses_responses() {
+    fn generic_needs_an_endpoint_and_alibaba_responses_speaks_the_responses_api() {
         assert!(generic(None).is_err());
         assert!(generic(Some("http://127.0.0.1:8000/v1/chat/completions")).is_ok());
-        assert!(alibaba(Some(ALIBABA_KRAKEND_ENDPOINT)).is_err());
-        assert!(alibaba(None).is_ok());
+        let responses = alibaba(Some(ALIBABA_KRAKEND_ENDPOINT)).unwrap();
+        let completions = alibaba(None).unwrap();
+        assert!(
+            responses
+                .default_endpoint("qwen", false)
+                .ends_with("/responses")
+        );
+        assert!(
+            completions
+                .default_endpoint("qwen", false)
+                .ends_with("/chat/completions")
+        );
         // Without a key, no Authorization header at all.
         let settings =
             ProviderSettings::new("p", "http://x/v1/chat/completions", "m", Secret::default());
