@@ -79,7 +79,10 @@ fn llm_sse_upstream() -> String {
 /// What an OpenAI SDK sends besides the body (for `input_headers: ["*"]`).
 fn sdk_headers() -> Vec<(&'static str, String)> {
     [
-        ("authorization", "Bearer sk-bench-0123456789abcdef0123456789abcdef"),
+        (
+            "authorization",
+            "Bearer sk-bench-0123456789abcdef0123456789abcdef",
+        ),
         ("user-agent", "OpenAI/Python 1.54.0"),
         ("accept", "application/json"),
         ("accept-encoding", "gzip, deflate"),
@@ -260,8 +263,10 @@ pub fn all() -> Vec<Scenario> {
             small_body(),
         )
     });
+    // A single backend that cannot be reached answers 500 with
+    // `X-Krakend-Completed: false`, as KrakenD does.
     list.push(Scenario {
-        expect: 502,
+        expect: 500,
         ..s(
             "s5-refused",
             "error path: connection refused",
