@@ -87,19 +87,19 @@ const STRIPPED: &[(Strip, &str)] = &[
     ),
     (
         Strip::Endpoint("GET", "/sequential/propagate"),
-        "sequential_propagated_params and modifier/lua-backend are refused at load",
+        "modifier/lua-backend is refused at load",
     ),
     (
         Strip::Endpoint("GET", "/sequential/propagate-full"),
-        "sequential_propagated_params and modifier/lua-backend are refused at load",
+        "modifier/lua-backend, and a no-op backend among several, are refused at load",
     ),
     (
         Strip::Endpoint("GET", "/flatmap/{id}"),
-        "proxy flatmap_filter is refused at load",
+        "a backend-level proxy (flatmap_filter) is refused at load",
     ),
     (
         Strip::Endpoint("GET", "/show/{id}"),
-        "backend encoding rss is refused at load",
+        "backend encoding rss, qos/circuit-breaker and qos/http-cache are refused at load",
     ),
     (
         Strip::Endpoint("GET", "/detail_error"),

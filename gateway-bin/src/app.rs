@@ -233,6 +233,19 @@ pub(crate) fn build_app_checked(
     let body_limit = router_options
         .max_payload_size
         .unwrap_or(switchboard_core::DEFAULT_BODY_LIMIT);
+    let cors = root.extra_config.get("security/cors").and_then(|value| {
+        crate::cors::Cors::from_config(value)
+            .map_err(|e| errors.push(e.at("$.extra_config[\"security/cors\"]")))
+            .ok()
+    });
+    let bots = root
+        .extra_config
+        .get("security/bot-detector")
+        .and_then(|value| {
+            crate::bot_detector::BotDetector::from_config(value)
+                .map_err(|e| errors.push(e.at("$.extra_config[\"security/bot-detector\"]")))
+                .ok()
+        });
 
     // Root namespaces build no layer of their own: they are checked here,
     // and what endpoints build on (the API key ring) is compiled once.
@@ -270,11 +283,10 @@ pub(crate) fn build_app_checked(
             ));
         }
     }
-    if root.output_encoding == Some(Encoding::String) {
-        errors.push(ConfigError::new(
-            "$.output_encoding",
-            "\"string\" is a backend encoding; endpoints answer json, json-collection or no-op",
-        ));
+    if let Some(encoding) = root.output_encoding
+        && let Err(message) = crate::encoding::check_output(encoding)
+    {
+        errors.push(ConfigError::new("$.output_encoding", message));
     }
 
     let mut root_hosts = Vec::new();
@@ -453,6 +465,16 @@ pub(crate) fn build_app_checked(
         .route_layer(RecordMetricsLayer::new(telemetry.clone()))
         .fallback(move |request: Request<Body>| echo::not_found(Arc::clone(&fixes), request))
         .layer(axum::Extension(Arc::clone(&secrets)));
+    // KrakenD runs these on every request, before routing: bots first,
+    // then CORS around everything (a preflight never reaches a route).
+    let router = match bots {
+        Some(bots) => router.layer(crate::bot_detector::BotDetectorLayer::new(bots)),
+        None => router,
+    };
+    let router = match cors {
+        Some(cors) => router.layer(crate::cors::CorsLayer::new(cors)),
+        None => router,
+    };
     let _ = cell.set(router.clone());
 
     let mut lints = lints(root, &warnings);
@@ -718,11 +740,8 @@ impl PipelineBuilder<'_> {
                 "{at}.concurrent_calls: backends are called once; concurrent_calls is ignored"
             ));
         }
-        if encoding == Encoding::String {
-            errors.push(ConfigError::new(
-                format!("{at}.output_encoding"),
-                "\"string\" is a backend encoding; endpoints answer json, json-collection or no-op",
-            ));
+        if let Err(message) = crate::encoding::check_output(encoding) {
+            errors.push(ConfigError::new(format!("{at}.output_encoding"), message));
         }
         let cache_control = endpoint
             .cache_ttl
@@ -743,6 +762,29 @@ impl PipelineBuilder<'_> {
             ));
         }
         let has_jwt = endpoint.extra_config.contains_key("auth/validator");
+        let mut finishing =
+            crate::render::Finishing::from_config(endpoint.extra_config.get("proxy"))
+                .unwrap_or_else(|e| {
+                    errors.push(e.at(&format!("{at}.extra_config.proxy")));
+                    crate::render::Finishing::default()
+                });
+        if let Some(value) = endpoint.extra_config.get("auth/signer") {
+            match crate::signer::Signer::from_config(value, self.ctx.base_dir) {
+                Ok(signer) => finishing.signer = Some(Arc::new(signer)),
+                Err(e) => errors.push(e.at(&format!("{at}.extra_config[\"auth/signer\"]"))),
+            }
+        }
+        let bots = endpoint
+            .extra_config
+            .get("security/bot-detector")
+            .and_then(|value| {
+                crate::bot_detector::BotDetector::from_config(value)
+                    .map_err(|e| {
+                        errors.push(e.at(&format!("{at}.extra_config[\"security/bot-detector\"]")))
+                    })
+                    .ok()
+            })
+            .map(Arc::new);
         let strategy =
             Strategy::from_config(endpoint.extra_config.get("proxy")).unwrap_or_else(|e| {
                 errors.extend(e.at(&format!("{at}.extra_config.proxy")).into_all());
@@ -750,6 +792,7 @@ impl PipelineBuilder<'_> {
             });
 
         let mut backends = Vec::new();
+        let mut shadows = Vec::new();
         for (j, backend) in endpoint.backend.iter().enumerate() {
             let bat = format!("{at}.backend[{j}]");
             if backend.invalid.has("*") {
@@ -765,7 +808,12 @@ impl PipelineBuilder<'_> {
             };
             match self.backend(backend, &bat, &of) {
                 Ok(route) => {
-                    if route.encoding == Encoding::NoOp && endpoint.backend.len() > 1 {
+                    // A sequential chain may read a no-op backend's answer
+                    // (`resp0`) without merging it.
+                    if route.encoding == Encoding::NoOp
+                        && endpoint.backend.len() > 1
+                        && !matches!(strategy, Strategy::Sequential { .. })
+                    {
                         errors.push(ConfigError::new(
                             format!("{bat}.encoding"),
                             "no-op passes one backend through; this endpoint has several",
@@ -780,7 +828,19 @@ impl PipelineBuilder<'_> {
                         &mut route,
                         &mut errors,
                     );
-                    backends.push(route);
+                    let backend_proxy = crate::strategy::BackendProxy::from_config(
+                        backend.extra_config.get("proxy"),
+                    )
+                    .unwrap_or_else(|e| {
+                        errors.push(e.at(&format!("{bat}.extra_config.proxy")));
+                        crate::strategy::BackendProxy::default()
+                    });
+                    route.shape.flatmap = backend_proxy.flatmap.map(Arc::new);
+                    if backend_proxy.shadow {
+                        shadows.push(route);
+                    } else {
+                        backends.push(route);
+                    }
                 }
                 Err(mut errs) => errors.append(&mut errs),
             }
@@ -799,6 +859,12 @@ impl PipelineBuilder<'_> {
             self.warnings,
             &mut errors,
         );
+        if backends.is_empty() && !shadows.is_empty() {
+            errors.push(ConfigError::new(
+                format!("{at}.backend"),
+                "every backend is a shadow: the endpoint needs one that answers",
+            ));
+        }
         // A field with a mistake reported when the file was read fails the
         // endpoint too, though nothing new is reported here.
         let read_badly = invalid.any() || endpoint.backend.iter().any(|b| b.invalid.any());
@@ -806,6 +872,18 @@ impl PipelineBuilder<'_> {
             return Err(errors);
         }
         let krakend = krakend_endpoint(endpoint);
+        let shadow_proxy = (!shadows.is_empty()).then(|| {
+            Proxy::new(EndpointState {
+                backends: shadows,
+                headers: headers.clone(),
+                query: query.clone(),
+                encoding: Encoding::Json,
+                timeout,
+                strategy: Strategy::Parallel,
+                cache_control: None,
+                krakend_errors: krakend,
+            })
+        });
         let proxy = Proxy::new(EndpointState {
             backends,
             headers,
@@ -816,6 +894,7 @@ impl PipelineBuilder<'_> {
             cache_control,
             krakend_errors: krakend,
         });
+        let proxy = crate::render::ExtendedProxy::new(proxy, shadow_proxy, finishing);
         let entry = EndpointEntry {
             answers: KrakendAnswers {
                 enabled: krakend,
@@ -824,6 +903,8 @@ impl PipelineBuilder<'_> {
             limit: self.body_limit,
             has_params: params.as_ref().is_some_and(|p| !p.is_empty()),
             calls_gateway: self.root_is_self && endpoint.backend.iter().any(|b| b.host.is_empty()),
+            bots,
+            render: crate::render::needs_render(encoding).then_some(encoding),
             inner: layers.wrap(proxy),
         };
         Ok((method, entry))
@@ -896,6 +977,17 @@ impl PipelineBuilder<'_> {
                 "{at}.disable_host_sanitize: hosts are always normalised; ignored"
             ));
         }
+        if let Some(encoding) = backend.encoding
+            && let Err(message) = crate::encoding::check_backend(encoding)
+        {
+            errors.push(ConfigError::new(format!("{at}.encoding"), message));
+        }
+        let http_options =
+            crate::backend_http::BackendHttp::from_config(backend.extra_config.get("backend/http"))
+                .unwrap_or_else(|e| {
+                    errors.push(e.at(&format!("{at}.extra_config[\"backend/http\"]")));
+                    crate::backend_http::BackendHttp::default()
+                });
         if let Some(sd) = &backend.sd
             && sd != "static"
         {
@@ -966,6 +1058,8 @@ impl PipelineBuilder<'_> {
             needs_context,
             krakend_client: !calls_llm(backend),
             condition: None,
+            timeout: backend.timeout.map(|d| d.0).filter(|d| !d.is_zero()),
+            http: http_options,
             pattern,
             method,
             hosts,
@@ -979,6 +1073,7 @@ impl PipelineBuilder<'_> {
                 allow: backend.allow.clone(),
                 deny: backend.deny.clone(),
                 mapping,
+                flatmap: None,
             },
             service: Box::new(Backend(layers.wrap(upstream))),
         })
@@ -1026,6 +1121,11 @@ struct EndpointEntry<S> {
     /// Whether a backend calls the gateway itself: the request then gets
     /// the budget of internal calls its whole tree shares.
     calls_gateway: bool,
+    /// The endpoint's `security/bot-detector`.
+    bots: Option<Arc<crate::bot_detector::BotDetector>>,
+    /// An `output_encoding` written after every layer (xml, negotiate,
+    /// string).
+    render: Option<Encoding>,
     inner: S,
 }
 
@@ -1041,6 +1141,23 @@ impl<S: PipelineService> Service<Request<Body>> for EndpointEntry<S> {
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         use http_body::Body as _;
         let limit = self.limit;
+        if let Some(bots) = &self.bots
+            && let Some(refusal) = bots.refuse(request.headers())
+        {
+            return LayerFuture::respond(refusal);
+        }
+        if let Some(output) = self
+            .render
+            .and_then(|encoding| crate::render::output_for(encoding, request.headers()))
+        {
+            let clone = self.clone();
+            let mut plain = std::mem::replace(self, clone);
+            plain.render = None;
+            return LayerFuture::boxed(async move {
+                let Ok(response) = plain.call(request).await;
+                Ok(crate::render::render(output, response).await)
+            });
+        }
         let (mut parts, body) = request.into_parts();
         if let Err(error) = check_content_length(&parts.headers, limit) {
             return LayerFuture::respond(error.into_response());

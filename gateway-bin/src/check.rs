@@ -9,6 +9,7 @@ use crate::lint::Lint;
 
 /// What `check` found in a config file.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct CheckReport {
     /// Every mistake, each with its JSON path, in the order of the file
     /// (root, then each endpoint with its backends).

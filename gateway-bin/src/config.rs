@@ -32,13 +32,27 @@ impl<'de> Deserialize<'de> for GoDuration {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 pub enum Encoding {
     /// Parsed as JSON and re-emitted (KrakenD's default).
-    #[serde(rename = "json", alias = "safejson")]
+    #[serde(rename = "json")]
     Json,
+    /// Backend: any JSON document; an array as `{"collection": [...]}`,
+    /// a scalar as `{"content": value}`.
+    #[serde(rename = "safejson")]
+    SafeJson,
+    /// Backend: an XML document read into JSON. Endpoint: written as XML.
+    #[serde(rename = "xml")]
+    Xml,
+    /// Backend only: an RSS or Atom feed read into JSON.
+    #[serde(rename = "rss")]
+    Rss,
+    /// Endpoint only: JSON, YAML or XML as the client's `Accept` asks.
+    #[serde(rename = "negotiate")]
+    Negotiate,
     /// Backend: a JSON array, wrapped as `{"collection": [...]}`.
     /// Endpoint: the `collection` array answered bare.
     #[serde(rename = "json-collection")]
     JsonCollection,
-    /// Backend only: any body wrapped as `{"content": "..."}`.
+    /// Backend: any body wrapped as `{"content": "..."}`. Endpoint: the
+    /// answer's `content` string written as plain text.
     #[serde(rename = "string")]
     String,
     /// Passed through untouched and streamed.
@@ -209,6 +223,9 @@ pub struct BackendConfig {
     /// Accepted for compatibility.
     #[serde(default)]
     pub disable_host_sanitize: bool,
+    /// How long this backend may take (bounded by the endpoint's timeout).
+    #[serde(default)]
+    pub timeout: Option<GoDuration>,
     /// Backend namespaces.
     #[serde(default)]
     pub extra_config: Map<String, Value>,
@@ -330,6 +347,13 @@ pub fn parse_str_lenient(
     strip_comments(&mut value);
     let mut unset = Vec::new();
     report_unset(&value, "$", &mut unset);
+    if !value.is_object() {
+        errors.push(ConfigError::new(
+            "$",
+            "the config must be a JSON object with \"version\": 3",
+        ));
+        return (None, errors);
+    }
     match value.get("version") {
         Some(version) if version == &Value::from(3) => {}
         Some(version) => {
@@ -345,10 +369,6 @@ pub fn parse_str_lenient(
         None => errors.push(ConfigError::new("$.version", "missing: set \"version\": 3")),
     }
     let Value::Object(mut object) = value else {
-        errors.push(ConfigError::new(
-            "$",
-            "the config must be a JSON object with \"version\": 3",
-        ));
         return (None, errors);
     };
     object.insert("version".to_owned(), Value::from(3));
@@ -516,6 +536,25 @@ fn first_field(path: &str) -> Option<String> {
     (end > 0).then(|| path[..end].to_owned())
 }
 
+/// KrakenD CE fields that Switchboard refuses, named as such instead of as
+/// an unknown field.
+const NOT_SERVED: [&str; 14] = [
+    "sequential_start",
+    "max_shutdown_wait_time",
+    "response_header_timeout",
+    "expect_continue_timeout",
+    "dialer_timeout",
+    "dialer_fallback_delay",
+    "dialer_keep_alive",
+    "disable_keep_alives",
+    "disable_compression",
+    "max_idle_connections",
+    "dns_cache_ttl",
+    "sd_scheme",
+    "input_headers",
+    "input_query_strings",
+];
+
 /// Names fields that KrakenD has and Switchboard does not serve, instead of
 /// a bare "unknown field".
 fn friendlier(mut err: ConfigError) -> ConfigError {
@@ -529,6 +568,15 @@ fn friendlier(mut err: ConfigError) -> ConfigError {
             )),
             "plugin" => Some("\"plugin\" is not supported: Go plugins cannot load here".to_owned()),
             "async_agent" => Some("\"async_agent\" is not supported".to_owned()),
+            "use_h2c" => Some(
+                "\"use_h2c\" is not supported: h2c is always served, and upstream calls do \
+                 not use it"
+                    .to_owned(),
+            ),
+            _ if NOT_SERVED.contains(&field.as_str()) => Some(format!(
+                "KrakenD's \"{field}\" is not implemented by Switchboard; remove it \
+                 (docs/configuration.md, KrakenD compatibility)"
+            )),
             _ => None,
         };
         if let Some(reason) = reason {
@@ -732,6 +780,16 @@ mod tests {
         let text = r#"{"version":3,"tls":{}}"#;
         let err = &parse_str(text, &no_env).unwrap_err()[0];
         assert!(err.message.contains("not supported"), "{err}");
+        let text = r#"{"version":3,"dialer_timeout":"1s","endpoints":[{"endpoint":"/a",
+          "backend":[{"url_pattern":"/","host":["h"],"sd_scheme":"http"}]}]}"#;
+        let errors = parse_str(text, &no_env).unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0]
+                .message
+                .starts_with("KrakenD's \"dialer_timeout\"")
+        );
+        assert_eq!(errors[1].path, "$.endpoints[0].backend[0].sd_scheme");
     }
 
     #[test]

@@ -14,11 +14,17 @@
 //! ```
 
 mod app;
+mod backend_http;
 mod body;
+mod bot_detector;
+mod breaker;
 mod check;
 pub mod config;
 mod conn;
+mod cors;
 mod echo;
+mod encoding;
+mod flatmap;
 mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -28,8 +34,10 @@ mod llm;
 mod namespaces;
 mod ops;
 mod proxy;
+mod render;
 mod secret_values;
 mod server;
+mod signer;
 mod strategy;
 mod upstream;
 mod url_pattern;

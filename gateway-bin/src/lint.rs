@@ -9,6 +9,7 @@ use crate::url_pattern::{Source, UrlPattern};
 
 /// One warning, with the JSON path it is about.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Lint {
     /// Where.
     pub path: String,

@@ -38,6 +38,10 @@ enum Command {
         /// Reload the config when the file changes (SIGHUP always reloads).
         #[arg(short, long)]
         watch: bool,
+        /// Mount the `/__debug/` endpoint (as `debug_endpoint: true`, or
+        /// KrakenD's `run -d`).
+        #[arg(short, long)]
+        debug: bool,
     },
     /// Validate a config: print every error and lint with its JSON path.
     Check {
@@ -83,7 +87,8 @@ fn main() -> ExitCode {
                 config,
                 port,
                 watch,
-            } => run(&config, port, watch, log_handle).await,
+                debug,
+            } => run(&config, port, watch, debug, log_handle).await,
         }
     })
 }
@@ -113,6 +118,7 @@ async fn run(
     path: &std::path::Path,
     port: Option<u16>,
     watch: bool,
+    debug: bool,
     log_handle: switchboard_telemetry::LogHandle,
 ) -> ExitCode {
     let mut loaded: LoadedConfig = match load_file(path) {
@@ -129,6 +135,9 @@ async fn run(
     };
     if let Some(port) = port {
         loaded.override_port(port);
+    }
+    if debug {
+        loaded.root.debug_endpoint = true;
     }
     let state = SharedState::new();
     let app = match build_app_with(&loaded, &state) {
@@ -178,7 +187,9 @@ async fn run(
     );
     let tracing_provider = app.telemetry().tracing().clone();
     let live = Live::new(app);
-    let reloader = Reloader::new(path, port, state, live.clone()).with_log_handle(log_handle);
+    let reloader = Reloader::new(path, port, state, live.clone())
+        .with_log_handle(log_handle)
+        .with_debug_endpoint(debug);
     #[cfg(unix)]
     tokio::spawn(reloader.clone().on_sighup());
     if watch {

@@ -136,6 +136,8 @@ pub(crate) struct BackendLayers {
     /// `modifier/martian`, response scope: it sees the upstream answer
     /// first.
     pub(crate) martian_response: Option<ModifyHeadersLayer>,
+    /// `qos/circuit-breaker`: sees the upstream's own answer.
+    pub(crate) breaker: Option<crate::breaker::BreakerLayer>,
     /// `ai/llm`: innermost, speaks to the vendor after every request
     /// rewrite.
     pub(crate) llm: Option<RouteLlmLayer>,
@@ -154,6 +156,7 @@ impl BackendLayers {
             && self.mask.is_none()
             && self.response_body.is_none()
             && self.martian_response.is_none()
+            && self.breaker.is_none()
             && self.llm.is_none()
     }
 
@@ -173,6 +176,7 @@ impl BackendLayers {
             .option_layer(self.mask)
             .option_layer(self.response_body)
             .option_layer(self.martian_response)
+            .option_layer(self.breaker)
             .option_layer(self.llm)
             .service(upstream)
     }
@@ -254,7 +258,8 @@ enum Kind {
     },
     /// Read by the gateway itself at the root.
     Builtin,
-    /// Read by the proxy itself (`proxy`, `backend/conditional`): no layer.
+    /// Read by the gateway's own steps (`proxy`, `backend/conditional`,
+    /// `backend/http`, `security/cors`, `security/bot-detector`): no layer.
     Proxy { levels: &'static [Level] },
     /// Only observes traffic: warned about, then ignored.
     Observational,
@@ -283,7 +288,31 @@ const REGISTRY: &[Entry] = &[
     Entry {
         names: &["proxy"],
         kind: Kind::Proxy {
+            levels: ENDPOINT_AND_BACKEND,
+        },
+    },
+    Entry {
+        names: &["backend/http"],
+        kind: Kind::Proxy {
+            levels: &[Level::Backend],
+        },
+    },
+    Entry {
+        names: &["auth/signer"],
+        kind: Kind::Proxy {
             levels: &[Level::Endpoint],
+        },
+    },
+    Entry {
+        names: &["security/cors"],
+        kind: Kind::Proxy {
+            levels: &[Level::Root],
+        },
+    },
+    Entry {
+        names: &["security/bot-detector"],
+        kind: Kind::Proxy {
+            levels: &[Level::Root, Level::Endpoint],
         },
     },
     Entry {
@@ -440,6 +469,13 @@ const REGISTRY: &[Entry] = &[
         },
     },
     Entry {
+        names: &["qos/circuit-breaker"],
+        kind: Kind::Layer {
+            levels: &[Level::Backend],
+            build: build_breaker,
+        },
+    },
+    Entry {
         names: &["validation/json-schema"],
         kind: Kind::Layer {
             levels: &[Level::Endpoint],
@@ -464,6 +500,9 @@ const REGISTRY: &[Entry] = &[
             "telemetry/moesif",
             "documentation/openapi",
             "documentation/mcp",
+            // Caching only saves backend calls: without it every request
+            // reaches the backend, which enforces nothing less.
+            "qos/http-cache",
         ],
         kind: Kind::Observational,
     },
@@ -690,6 +729,19 @@ fn build_proxy_rate_limit(
     }
 }
 
+fn build_breaker(
+    value: &Value,
+    slots: Slots<'_>,
+    ctx: &BuildContext<'_>,
+) -> Result<(), ConfigError> {
+    let layer =
+        crate::breaker::BreakerLayer::from_config(value, ctx.backend_url.unwrap_or("backend"))?;
+    match slots {
+        Slots::Backend(set) => fill(&mut set.breaker, layer),
+        _ => Ok(()),
+    }
+}
+
 fn build_json_schema(
     value: &Value,
     slots: Slots<'_>,
@@ -819,7 +871,7 @@ mod tests {
             streaming: false,
         };
         let mut extra = Map::new();
-        extra.insert("security/bot-detector".to_owned(), Value::Null);
+        extra.insert("auth/gcp".to_owned(), Value::Null);
         extra.insert("telemetry/influx".to_owned(), Value::Null);
         let mut warnings = Vec::new();
         let mut errors = Vec::new();
@@ -833,10 +885,7 @@ mod tests {
             &mut errors,
         );
         assert_eq!(errors.len(), 1);
-        assert_eq!(
-            errors[0].path,
-            "$.endpoints[0].extra_config[\"security/bot-detector\"]"
-        );
+        assert_eq!(errors[0].path, "$.endpoints[0].extra_config[\"auth/gcp\"]");
         assert_eq!(warnings.len(), 1);
     }
 }

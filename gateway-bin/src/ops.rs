@@ -147,6 +147,7 @@ pub struct Reloader {
     live: Live,
     serialize: Arc<tokio::sync::Mutex<()>>,
     log_handle: Option<LogHandle>,
+    debug_endpoint: bool,
 }
 
 impl Reloader {
@@ -160,7 +161,14 @@ impl Reloader {
             live,
             serialize: Arc::new(tokio::sync::Mutex::new(())),
             log_handle: None,
+            debug_endpoint: false,
         }
+    }
+
+    /// Mounts `/__debug/` in every reloaded config too (`run -d`).
+    pub fn with_debug_endpoint(mut self, on: bool) -> Self {
+        self.debug_endpoint = on;
+        self
     }
 
     /// Applies the log level of each reloaded config through `handle`.
@@ -176,6 +184,9 @@ impl Reloader {
         let built = load_file(&self.path).and_then(|mut loaded| {
             if let Some(port) = self.port {
                 loaded.override_port(port);
+            }
+            if self.debug_endpoint {
+                loaded.root.debug_endpoint = true;
             }
             build_app_with(&loaded, &self.state)
         });

@@ -94,6 +94,9 @@ pub(crate) struct Shape {
     pub(crate) allow: Vec<String>,
     pub(crate) deny: Vec<String>,
     pub(crate) mapping: Vec<(String, String)>,
+    /// The backend's `proxy.flatmap_filter`: replaces allow, deny and
+    /// mapping, as in KrakenD.
+    pub(crate) flatmap: Option<Arc<crate::flatmap::Flatmap>>,
 }
 
 /// One backend as the endpoint calls it.
@@ -113,6 +116,10 @@ pub(crate) struct BackendRoute {
     pub(crate) needs_context: bool,
     /// `backend/conditional`, when set.
     pub(crate) condition: Option<Condition>,
+    /// The backend's own `timeout`, within the endpoint's.
+    pub(crate) timeout: Option<Duration>,
+    /// `backend/http`.
+    pub(crate) http: crate::backend_http::BackendHttp,
     /// Whether the backend is called as KrakenD's HTTP client calls it:
     /// `X-Forwarded-*` headers, `Accept-Encoding: gzip` (decompressed
     /// again), redirects followed within the backend's own hosts. Not for
@@ -121,6 +128,15 @@ pub(crate) struct BackendRoute {
 }
 
 impl BackendRoute {
+    /// The deadline of one call to this backend: its own timeout from now,
+    /// never past the endpoint's.
+    pub(crate) fn deadline(&self, endpoint: Instant) -> Instant {
+        match self.timeout {
+            Some(timeout) => endpoint.min(Instant::now() + timeout),
+            None => endpoint,
+        }
+    }
+
     /// The URI of a backend with one host and a pattern without
     /// placeholders.
     pub(crate) fn fixed_uri(hosts: &[String], pattern: &UrlPattern) -> Option<Uri> {
@@ -245,8 +261,12 @@ impl Values for RequestValues<'_> {
         let Some(claims) = self.parts.extensions.get::<Claims>() else {
             return Ok(None);
         };
+        // A claim whose name holds dots (a URL) is found by its whole name
+        // first, then as a dot path.
         claims
-            .get_path(path)
+            .value()
+            .get(path)
+            .or_else(|| claims.get_path(path))
             .map(|value| claim_to_string(value, path))
             .transpose()
     }
@@ -296,6 +316,7 @@ async fn handle(
             body
         };
         let upstream = backend_request(backend, &parts, &path, &query, headers, body)?;
+        let deadline = backend.deadline(deadline);
         let response = call_backend(backend, upstream, deadline)
             .await
             .map_err(|e| backend_failure(state, e))?;
@@ -394,6 +415,7 @@ pub(crate) async fn call_single(
         .get(index)
         .ok_or_else(|| ErrorResponse::internal("no such backend"))?;
     let upstream = upstream_request(state, backend, parts, Body::from(body))?;
+    let deadline = backend.deadline(deadline);
     let response = call_backend(backend, upstream, deadline)
         .await
         .map_err(|e| backend_failure(state, e))?;
@@ -410,6 +432,7 @@ pub(crate) async fn call_json(
     deadline: Instant,
 ) -> Result<Value, ErrorResponse> {
     let upstream = upstream_request(state, backend, parts, Body::from(body))?;
+    let deadline = backend.deadline(deadline);
     let response = call_backend(backend, upstream, deadline)
         .await
         .map_err(|e| backend_failure(state, e))?;
@@ -476,11 +499,27 @@ async fn merge_calls<'a>(
         .into_iter()
         .map(|(backend, upstream)| {
             (backend, async move {
-                let response = call_backend(backend, upstream, deadline).await?;
+                let deadline = backend.deadline(deadline);
+                let response = call_backend(backend, upstream, deadline)
+                    .await
+                    .map_err(|e| (e, None))?;
+                if !response.status().is_success()
+                    && let Some(name) = backend.http.details_key()
+                {
+                    let status = response.status();
+                    let requested = Requested::of(&response);
+                    let detail = crate::backend_http::details(response, deadline).await;
+                    return Err((
+                        status_error(status, requested.as_ref()),
+                        Some((name, detail)),
+                    ));
+                }
                 let requested = Requested::of(&response);
-                let (status, value) = read_json(backend, response, deadline).await?;
+                let (status, value) = read_json(backend, response, deadline)
+                    .await
+                    .map_err(|e| (e, None))?;
                 if !status.is_success() {
-                    return Err(status_error(status, requested.as_ref()));
+                    return Err((status_error(status, requested.as_ref()), None));
                 }
                 Ok(reshape(value, &backend.shape))
             })
@@ -496,9 +535,12 @@ async fn merge_calls<'a>(
             Ok(other) => {
                 merged.insert("collection".to_owned(), other);
             }
-            Err(error) => {
+            Err((error, detail)) => {
                 completed = false;
                 tracing::warn!(pattern = backend.pattern.static_prefix(), error = %error, "backend failed in merge");
+                if let Some((key, detail)) = detail {
+                    merged.insert(key, detail);
+                }
                 first_error.get_or_insert(error);
             }
         }
@@ -894,6 +936,27 @@ async fn single_response(
         let body = Body::new(CoalesceBody::new(IdleTimeoutBody::new(body, state.timeout)));
         return Ok(Response::from_parts(parts, body));
     }
+    if backend.http.return_error_code && !response.status().is_success() {
+        // `backend/http.return_error_code`: the backend's error as it is.
+        let status = response.status();
+        let content_type = response.headers().get(CONTENT_TYPE).cloned();
+        let read = response_bytes(response, RESPONSE_LIMIT);
+        let (_, bytes) = tokio::time::timeout_at(deadline, read)
+            .await
+            .map_err(|_| {
+                ErrorResponse::gateway_timeout(
+                    "the backend did not finish its answer within the endpoint timeout",
+                )
+            })??;
+        let mut out = Response::new(Body::from(bytes));
+        *out.status_mut() = status;
+        if let Some(content_type) = content_type {
+            out.headers_mut().insert(CONTENT_TYPE, content_type);
+        }
+        out.headers_mut()
+            .insert(COMPLETED, HeaderValue::from_static("false"));
+        return Ok(out);
+    }
     if !response.status().is_success() && state.krakend_errors {
         let status = response.status();
         let extensions = response.extensions();
@@ -972,8 +1035,11 @@ async fn read_json(
     let status = parts.status;
     let decoded = match backend.encoding {
         Encoding::String => Ok(string_object(&bytes)),
+        Encoding::Xml if status.is_success() => crate::encoding::xml_to_json(&bytes),
+        Encoding::Rss if status.is_success() => crate::encoding::rss_to_json(&bytes),
+        Encoding::SafeJson => crate::encoding::safejson(&bytes).map_err(|e| e.to_string()),
         _ if bytes.is_empty() => Ok(Value::Object(Map::new())),
-        _ => serde_json::from_slice::<Value>(&bytes),
+        _ => serde_json::from_slice::<Value>(&bytes).map_err(|e| e.to_string()),
     };
     match decoded {
         Ok(value) => Ok((status, value)),
@@ -981,9 +1047,13 @@ async fn read_json(
             status,
             ErrorResponse::new(status, "upstream_error", truncate(&bytes, 1024)).json_body(),
         )),
-        Err(err) => Err(ErrorResponse::bad_gateway(format!(
-            "the backend answered a body that is not JSON: {err}"
-        ))),
+        Err(err) => Err(ErrorResponse::bad_gateway(match backend.encoding {
+            Encoding::Xml | Encoding::Rss => format!(
+                "the backend answered a body that cannot be read as {}: {err}",
+                crate::encoding::describe(backend.encoding)
+            ),
+            _ => format!("the backend answered a body that is not JSON: {err}"),
+        })),
     }
 }
 
@@ -1029,6 +1099,9 @@ pub(crate) fn json_response(
         HeaderValue::from_static(if completed { "true" } else { "false" }),
     );
     response
+        .extensions_mut()
+        .insert(crate::render::Rendered { completed });
+    response
 }
 
 /// Orders every object's keys as KrakenD writes them (Go encodes a map
@@ -1057,6 +1130,17 @@ pub(crate) fn reshape(value: Value, shape: &Shape) -> Value {
     };
     if let Some(target) = &shape.target {
         value = take_path(value, target).unwrap_or_else(|| Value::Object(Map::new()));
+    }
+    if let Some(flatmap) = &shape.flatmap {
+        flatmap.apply(&mut value);
+        return match &shape.group {
+            Some(group) => {
+                let mut map = Map::new();
+                map.insert(group.clone(), value);
+                Value::Object(map)
+            }
+            None => value,
+        };
     }
     if !shape.allow.is_empty() {
         let mut kept = Value::Object(Map::new());
@@ -1153,6 +1237,41 @@ mod tests {
         };
         let value = json!({"data": {"a": 1, "b": {"c": 2, "d": 3}, "e": 4}});
         assert_eq!(reshape(value, &shape), json!({"g": {"alpha": 1, "b": {}}}));
+    }
+
+    #[test]
+    fn redirects_stay_on_the_backend_hosts() {
+        let base: Uri = "http://127.0.0.1:8081/redirect/?status=301"
+            .parse()
+            .unwrap();
+        let target = resolve_location(&base, "/param_forwarding/?status=301").unwrap();
+        assert_eq!(
+            target.to_string(),
+            "http://127.0.0.1:8081/param_forwarding/?status=301"
+        );
+        assert!(within_host("http://127.0.0.1:8081", &target));
+        assert!(!within_host("http://127.0.0.1:8082", &target));
+        assert!(!within_host("https://127.0.0.1:8081", &target));
+        let relative = resolve_location(&base, "next").unwrap();
+        assert_eq!(relative.path(), "/redirect/next");
+        let elsewhere = resolve_location(&base, "//169.254.169.254/latest").unwrap();
+        assert!(!within_host("http://127.0.0.1:8081", &elsewhere));
+        assert!(resolve_location(&base, "/a/../../etc").is_none());
+        let default_port: Uri = "https://api.example.com/v1/x".parse().unwrap();
+        assert!(within_host("https://api.example.com:443", &default_port));
+        assert!(within_host("https://API.example.com/v1", &default_port));
+        assert!(!within_host("https://api.example.com/v2", &default_port));
+        assert!(!within_host("https://api.example.com/v", &default_port));
+    }
+
+    #[test]
+    fn keys_are_sorted_as_go_writes_them() {
+        let mut value = json!({"b": {"z": 1, "A-B": 2, "Accept": 3}, "a": [{"y": 1, "x": 2}]});
+        sort_keys(&mut value);
+        assert_eq!(
+            value.to_string(),
+            r#"{"a":[{"x":2,"y":1}],"b":{"A-B":2,"Accept":3,"z":1}}"#
+        );
     }
 
     #[test]

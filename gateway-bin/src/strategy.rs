@@ -43,6 +43,48 @@ struct ProxyConfig {
     sequential: Option<bool>,
     #[serde(default)]
     sequential_propagated_params: Vec<String>,
+    /// Read by [`crate::render::Finishing`].
+    #[serde(default, rename = "static")]
+    _static: Option<Value>,
+    /// Read by [`crate::render::Finishing`].
+    #[serde(default)]
+    flatmap_filter: Option<Value>,
+}
+
+/// A backend's `proxy` namespace: `flatmap_filter` and `shadow`.
+#[derive(Debug, Default)]
+pub(crate) struct BackendProxy {
+    pub(crate) flatmap: Option<crate::flatmap::Flatmap>,
+    /// The backend gets a copy of each request; its answer is ignored.
+    pub(crate) shadow: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendProxyConfig {
+    #[serde(default)]
+    flatmap_filter: Option<Value>,
+    #[serde(default)]
+    shadow: bool,
+}
+
+impl BackendProxy {
+    /// Reads a backend's `extra_config.proxy` (errors relative to it).
+    pub(crate) fn from_config(value: Option<&Value>) -> Result<Self, ConfigError> {
+        let Some(value) = value else {
+            return Ok(Self::default());
+        };
+        let config: BackendProxyConfig = from_value(value)?;
+        let flatmap = config
+            .flatmap_filter
+            .as_ref()
+            .map(|v| crate::flatmap::Flatmap::from_config(v).map_err(|e| e.at("flatmap_filter")))
+            .transpose()?;
+        Ok(Self {
+            flatmap,
+            shadow: config.shadow,
+        })
+    }
 }
 
 impl Strategy {
@@ -52,6 +94,7 @@ impl Strategy {
             return Ok(Self::Parallel);
         };
         let config: ProxyConfig = from_value(value)?;
+        let _ = &config.flatmap_filter;
         let sequential = || Self::Sequential {
             propagated: config.sequential_propagated_params.clone(),
         };
@@ -233,6 +276,10 @@ fn response_params(
             Value::Null | Value::Array(_) => {}
         }
     }
+    let whole = format!("resp{index}");
+    if propagated.contains(&whole) {
+        out.push((whole, value.to_string()));
+    }
     let Value::Object(map) = value else { return };
     let mut found = Vec::new();
     for (k, v) in map {
@@ -354,16 +401,16 @@ async fn sequential(
             continue;
         }
         ran += 1;
+        // As KrakenD: the first backend failing fails the endpoint; a later
+        // one ends the chain with what was gathered, marked incomplete.
         let value = match proxy::call_json(state, backend, &parts, bytes.clone(), deadline).await {
-            Ok(value) => value,
-            // As KrakenD: what the earlier backends answered is returned,
-            // marked incomplete.
-            Err(error) if ran > 1 => {
-                tracing::warn!(backend = index, %error, "sequential backend failed");
+            Ok(value) => proxy::reshape(value, &backend.shape),
+            Err(error) if merged.is_empty() && ran == 1 => return Err(error),
+            Err(error) => {
+                tracing::warn!(backend = index, error = %error, "sequential backend failed");
                 completed = false;
                 break;
             }
-            Err(error) => return Err(error),
         };
         let mut params: Vec<(String, String)> = parts
             .extensions
@@ -376,7 +423,11 @@ async fn sequential(
             .unwrap_or_default();
         response_params(index, &value, propagated, &mut params);
         parts.extensions.insert(RouteParams::from_iter(params));
-        match proxy::reshape(value, &backend.shape) {
+        if backend.encoding == crate::config::Encoding::NoOp {
+            // Read for the next backends only, as in KrakenD.
+            continue;
+        }
+        match value {
             Value::Object(map) => merged.extend(map),
             other => {
                 merged.insert("collection".to_owned(), other);
@@ -432,6 +483,21 @@ mod tests {
             "sequential"
         );
         assert!(Strategy::from_config(Some(&json!({"shadow": true}))).is_err());
+        assert_eq!(
+            Strategy::from_config(Some(
+                &json!({"static": {"strategy": "always", "data": {}}, "flatmap_filter": []})
+            ))
+            .unwrap(),
+            Strategy::Parallel
+        );
+        let backend = BackendProxy::from_config(Some(&json!({"shadow": true}))).unwrap();
+        assert!(backend.shadow && backend.flatmap.is_none());
+        let err = BackendProxy::from_config(Some(
+            &json!({"flatmap_filter": [{"type": "mv", "args": []}]}),
+        ))
+        .unwrap_err();
+        assert_eq!(err.path, "flatmap_filter[0].type");
+        assert!(BackendProxy::from_config(Some(&json!({"sequential": true}))).is_err());
     }
 
     #[test]
@@ -491,5 +557,8 @@ mod tests {
             &mut out,
         );
         assert_eq!(out, [("resp1_x".to_owned(), "1".to_owned())]);
+        let mut out = Vec::new();
+        response_params(0, &json!({"a": 1}), &["resp0".to_owned()], &mut out);
+        assert_eq!(out, [("resp0".to_owned(), "{\"a\":1}".to_owned())]);
     }
 }

@@ -233,10 +233,20 @@ fn parse_source(name: &str) -> Result<Source, String> {
     } else {
         Source::Param(name.to_owned())
     };
-    let inner = match &source {
-        Source::Param(s) | Source::Header(s) | Source::Query(s) | Source::Jwt(s) => s,
+    // A claim name may be a URL (`{JWT.http://example.com/custom}`), as
+    // namespaced claims are.
+    let claim_ok = |s: &str| {
+        !s.is_empty()
+            && s.chars().all(|c| {
+                c.is_ascii_alphanumeric()
+                    || matches!(c, '_' | '-' | '.' | ':' | '/' | '~' | '%' | '+' | '@' | '#')
+            })
     };
-    if !valid(inner) {
+    let ok = match &source {
+        Source::Param(s) | Source::Header(s) | Source::Query(s) => valid(s),
+        Source::Jwt(s) => claim_ok(s),
+    };
+    if !ok {
         return Err(format!("placeholder {{{name}}} has an invalid name"));
     }
     Ok(source)
@@ -325,5 +335,15 @@ mod tests {
         assert!(UrlPattern::parse("/a/{resp0_x.y}").is_ok());
         assert!(UrlPattern::parse("/a/../b").is_err());
         assert!(UrlPattern::parse("/a/{}").is_err());
+        let pattern = UrlPattern::parse("/p/{JWT.http://example.com/custom}").unwrap();
+        assert_eq!(
+            pattern.sources().next(),
+            Some(&Source::Jwt("http://example.com/custom".to_owned()))
+        );
+        let out = pattern
+            .expand(&values(&[("j:http://example.com/custom", "v/1")]))
+            .unwrap();
+        assert_eq!(out, "/p/v%2F1");
+        assert!(UrlPattern::parse("/p/{JWT.a b}").is_err());
     }
 }

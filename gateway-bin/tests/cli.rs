@@ -287,6 +287,30 @@ fn every_bundled_example_passes_check_without_warnings() {
         );
     }
     assert!(seen >= 9, "only {seen} examples found in {}", dir.display());
+
+    // Without them, each is named with where it is used: the README's
+    // table lists them.
+    let out = bin()
+        .args(["check", "-c"])
+        .arg(dir.join("api-keys.json"))
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("MISTRAL_API_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for var in ["OPENAI_API_KEY", "MISTRAL_API_KEY"] {
+        assert!(
+            stderr.contains(&format!("environment variable {var} is not set")),
+            "{stderr}"
+        );
+    }
+    assert!(stderr.trim_end().ends_with(": 2 errors"), "{stderr}");
+    let readme = std::fs::read_to_string(repo_file("README.md")).unwrap();
+    assert!(
+        readme.contains("| `api-keys.json` | `OPENAI_API_KEY`, `MISTRAL_API_KEY` |"),
+        "the README names the variables of api-keys.json"
+    );
 }
 
 #[test]
@@ -510,4 +534,29 @@ fn run_reloads_on_sighup_and_with_watch_and_refuses_a_broken_file() {
             .all(|l| l.starts_with("[SB] ")),
         "{log}"
     );
+}
+
+#[test]
+fn run_d_mounts_the_debug_endpoint_as_krakend_run_d_does() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let file = write_config("debug.json", r#"{"version": 3, "endpoints": []}"#);
+    let mut child = bin()
+        .args(["run", "-d", "-c"])
+        .arg(&file)
+        .args(["--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = wait_for_generation(port, 1);
+    let answer = get(port, "/__debug/some/path?x=1");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(started, "the gateway did not start");
+    let answer = answer.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with(r#"{"message":"pong"}"#), "{answer}");
 }

@@ -124,16 +124,16 @@ class Gateway:
             return status, hdrs, raw.decode(errors="replace")
 
 
-@pytest.fixture(scope="session")
-def gateway(mocks, tmp_path_factory):
+def launch_gateway(config_text: str, tmp: Path, env_extra: dict | None = None) -> Gateway:
+    """Starts the gateway binary on `config_text` (a JSON config) in `tmp`,
+    on a free port, and waits until it listens. Stop it with `stop_gateway`."""
     binary = _binary()
     assert binary.exists(), f"gateway binary {binary} not found"
-    tmp = tmp_path_factory.mktemp("gateway")
-    config = tmp / "unified.json"
-    config.write_text(render_config(mocks))
+    config = tmp / "config.json"
+    config.write_text(config_text)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and not k.startswith("AWS_")}
-    env.update(mocks.env)
+    env.update(env_extra or {})
     env.setdefault("RUST_LOG", "warn")
     log = tmp / "gateway.log"
     with open(log, "wb") as out:
@@ -152,12 +152,22 @@ def gateway(mocks, tmp_path_factory):
                 proc.kill()
                 pytest.fail(f"the gateway did not listen on {port}:\n{gw.log_tail()}")
             time.sleep(0.05)
-    yield gw
-    proc.terminate()
+    return gw
+
+
+def stop_gateway(gw: Gateway):
+    gw.proc.terminate()
     try:
-        proc.wait(10)
+        gw.proc.wait(10)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        gw.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def gateway(mocks, tmp_path_factory):
+    gw = launch_gateway(render_config(mocks), tmp_path_factory.mktemp("gateway"), mocks.env)
+    yield gw
+    stop_gateway(gw)
 
 
 CLIENT_KEY = "sk-client-key-never-for-vendors"
@@ -193,3 +203,47 @@ def vendor_saw(mocks, target) -> dict:
     assert rec["summary"]["model"] == target.model
     assert CLIENT_KEY not in json.dumps(rec["headers"]), "the client's key reached the vendor"
     return rec
+
+
+class Wire:
+    """What the SDK put on the wire: one entry per HTTP exchange with the
+    gateway (an httpx event hook), so a retry by the SDK itself shows as a
+    second exchange. `exchanges` holds (method, path, status, headers)."""
+
+    def __init__(self):
+        self.exchanges: list[tuple[str, str, int, dict]] = []
+
+    def _on_response(self, response):
+        self.exchanges.append((response.request.method, response.request.url.path,
+                               response.status_code, dict(response.headers)))
+
+    def http_client(self):
+        import openai
+
+        return openai.DefaultHttpxClient(event_hooks={"response": [self._on_response]})
+
+    @property
+    def count(self) -> int:
+        return len(self.exchanges)
+
+    @property
+    def statuses(self) -> list[int]:
+        return [status for _, _, status, _ in self.exchanges]
+
+    def clear(self):
+        self.exchanges.clear()
+
+
+@pytest.fixture
+def wire():
+    return Wire()
+
+
+def sdk_with_default_retries(base_url: str, wire: Wire, **kw):
+    """An `openai` client as applications make it: max_retries left at the
+    SDK's default (2), every exchange recorded in `wire`."""
+    import openai
+
+    client = openai.OpenAI(base_url=base_url, api_key=CLIENT_KEY, http_client=wire.http_client(), **kw)
+    assert client.max_retries == openai.DEFAULT_MAX_RETRIES == 2
+    return client

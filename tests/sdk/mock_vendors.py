@@ -39,10 +39,15 @@ Test control, in process (``MockVendors``) or over HTTP on any vendor port:
        modes: status (answer `status`, Retry-After kept), error_body (200
        with the vendor's error body), midstream (k=`after` content events,
        then the vendor's own stream error), drop (k events, then the
-       connection is cut), hang (no answer until reset)
+       connection is cut), hang (no answer until reset, or until the
+       client closes the connection: the record's `closed_by_client`),
+       reset (the request is read, then the connection is reset, no answer)
   POST /__mock/pace              the next stream sends piece k+1 only after ack(k+1)
   POST /__mock/ack?n=N           the client has received N pieces
   POST /__mock/reset             forget the log, commands and hanging requests
+
+``RefusingPort`` is a vendor address that refuses every connection (a port
+bound but never listening), for a provider that cannot be reached at all.
 
 Standalone: ``python3 tests/sdk/mock_vendors.py`` listens on 18101..18110
 (``--base-port``), prints the vendor URLs and the environment the gateway
@@ -60,6 +65,7 @@ import hmac
 import json
 import os
 import re
+import select
 import socket
 import struct
 import sys
@@ -1126,6 +1132,29 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def _reset(self):
+        """Closes the connection with a TCP reset, without an answer."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        except OSError:
+            pass
+
+    def _hang(self, release: threading.Event, limit: float = 120.0) -> bool:
+        """Answers nothing until `release` is set or the client closes the
+        connection (True then), at most `limit` seconds."""
+        deadline = time.monotonic() + limit
+        while not release.is_set() and time.monotonic() < deadline:
+            readable, _, _ = select.select([self.connection], [], [], 0.05)
+            if readable:
+                try:
+                    if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                        return True
+                except OSError:
+                    return True
+        return False
+
     # -- entry points
     def do_GET(self):
         self._dispatch()
@@ -1143,6 +1172,7 @@ class Handler(BaseHTTPRequestHandler):
             "vendor": vendor.name, "method": req.method, "path": req.path, "query": req.query,
             "headers": req.headers, "body": None, "summary": None, "answer": None,
             "api": None, "stream": False, "rejected": None, "failed": None, "status": None,
+            "closed_by_client": False, "at": time.monotonic(),
         }
         with vendor.lock:
             vendor.log.append(record)
@@ -1159,8 +1189,10 @@ class Handler(BaseHTTPRequestHandler):
         cmd, pacer = vendor._take(stream)
         record["failed"] = cmd
         if cmd and cmd["mode"] == "hang":
-            vendor.release.wait(120)
+            record["closed_by_client"] = self._hang(vendor.release)
             return self._drop()
+        if cmd and cmd["mode"] == "reset":
+            return self._reset()
         if cmd and cmd["mode"] in ("status", "error_body"):
             status = cmd["status"] if cmd["mode"] == "status" else 200
             record["status"] = status
@@ -1694,6 +1726,23 @@ class Handler(BaseHTTPRequestHandler):
         ev("messageStop", {"stopReason": stop})
         ev("metadata", {"usage": usage, "metrics": {"latencyMs": 42}})
         self._end_stream()
+
+
+class RefusingPort:
+    """A 127.0.0.1 port that refuses every connection: bound (so nothing
+    else takes it) but never listening. `url` is a chat endpoint there."""
+
+    def __init__(self, host: str = "127.0.0.1"):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((host, 0))
+        self.host, self.port = self.sock.getsockname()[:2]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def close(self):
+        self.sock.close()
 
 
 class _Server(ThreadingHTTPServer):

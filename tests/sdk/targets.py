@@ -61,10 +61,4 @@ if os.environ.get("SDK_TARGETS"):
 # as "xfailed", and turns the run red ("XPASS(strict)") once the gateway is
 # fixed, so the entry has to be removed then. Never a place to hide a failure
 # of the suite itself.
-KNOWN_DEFECTS = {
-    "test_vendor_error_body_with_200_is_an_error": {
-        "bedrock": "a Converse answer without `output` (200, x-amzn-ErrorType, "
-        '{"message": ...}) becomes an empty successful answer with zero usage '
-        "(crates/llm-router/src/vendors/bedrock: ConverseResponse.output is #[serde(default)])",
-    },
-}
+KNOWN_DEFECTS: dict = {}

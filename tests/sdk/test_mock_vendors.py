@@ -7,7 +7,9 @@ modes, pacing and the binary framings."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -364,3 +366,35 @@ def raw_safe(url, body, key):
         return "answered"
     except Exception:
         return "dropped"
+
+
+def test_reset_refusing_port_and_hang_seeing_the_client_close(mocks):
+    from mock_vendors import RefusingPort
+
+    o = mocks["openai"]
+    body = {"model": "gpt-5.4-mini", "messages": [{"role": "user", "content": "x"}]}
+    o.fail("reset")
+    with pytest.raises((ConnectionError, urllib.error.URLError, http.client.HTTPException)):
+        raw(o.url + "/v1/chat/completions", body, {"Authorization": "Bearer " + o.key})
+    assert o.count == 1 and o.last["failed"]["mode"] == "reset"
+    refusing = RefusingPort()
+    try:
+        with pytest.raises(urllib.error.URLError) as info:
+            raw(refusing.url + "/v1/chat/completions", body)
+        assert isinstance(info.value.reason, ConnectionRefusedError)
+    finally:
+        refusing.close()
+    # A hanging request notices its client going away.
+    o.fail("hang")
+    sock = socket.create_connection(("127.0.0.1", o.port))
+    data = json.dumps(body).encode()
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Authorization: Bearer " + o.key.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
+    while o.count < 2:
+        threading.Event().wait(0.01)
+    sock.close()
+    for _ in range(500):
+        if o.last["closed_by_client"]:
+            break
+        threading.Event().wait(0.01)
+    assert o.last["closed_by_client"], "the hanging mock did not see its client close"

@@ -146,7 +146,8 @@ fn path_text(steps: &[Step]) -> String {
 }
 
 /// Deserializes a config value and reports every mistake, each with its
-/// path (relative to `value`), in the order of the document. serde stops
+/// path (relative to `value`), in the order serde meets them (the order of
+/// the document; a missing field after its object's fields). serde stops
 /// at the first mistake, so after each one the offending field is taken
 /// out (or, when it is required, stood in for by an empty value of its
 /// type; a misspelt field lends its value to the name suggested for it)
@@ -155,7 +156,6 @@ fn path_text(steps: &[Step]) -> String {
 pub fn from_value_all<T: DeserializeOwned>(value: &Value) -> Result<T, Vec<ConfigError>> {
     let mut value = value.clone();
     strip_comments(&mut value);
-    let order = document_order(&value);
     let mut errors: Vec<ConfigError> = Vec::new();
     // Paths whose mistakes follow from one already reported: a field
     // taken out, a name suggested for a misspelt one.
@@ -178,7 +178,12 @@ pub fn from_value_all<T: DeserializeOwned>(value: &Value) -> Result<T, Vec<Confi
             match segment {
                 serde_path_to_error::Segment::Map { key } => steps.push(Step::Key(key.clone())),
                 serde_path_to_error::Segment::Seq { index } => steps.push(Step::Index(*index)),
-                _ => break,
+                // An externally tagged enum is an object keyed by its
+                // variant in the document.
+                serde_path_to_error::Segment::Enum { variant } => {
+                    steps.push(Step::Key(variant.clone()));
+                }
+                serde_path_to_error::Segment::Unknown => break,
             }
         }
         let message = err.into_inner().to_string();
@@ -279,7 +284,6 @@ pub fn from_value_all<T: DeserializeOwned>(value: &Value) -> Result<T, Vec<Confi
     if errors.is_empty() {
         errors.push(ConfigError::new("", "invalid value"));
     }
-    errors.sort_by_key(|e| position(&order, &e.path));
     Err(errors)
 }
 
@@ -302,49 +306,6 @@ fn node_mut<'a>(value: &'a mut Value, steps: &[Step]) -> Option<&'a mut Value> {
         };
     }
     Some(node)
-}
-
-/// Every path of a value, in the order of the document (objects keep the
-/// file's order).
-fn document_order(value: &Value) -> Vec<String> {
-    fn walk(value: &Value, path: String, out: &mut Vec<String>) {
-        out.push(path.clone());
-        match value {
-            Value::Object(map) => {
-                for (key, item) in map {
-                    walk(item, join_path(&path, &key_segment(key)), out);
-                }
-            }
-            Value::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    walk(item, format!("{path}[{i}]"), out);
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    walk(value, String::new(), &mut out);
-    out
-}
-
-/// Where a path sits in the document: that of the nearest enclosing path
-/// that exists (a missing or misspelt field sits with its object), just
-/// after it.
-fn position(order: &[String], path: &str) -> (usize, usize) {
-    let mut probe = path;
-    let mut depth = 0;
-    loop {
-        if let Some(i) = order.iter().position(|p| p == probe) {
-            return (i, depth);
-        }
-        let cut = probe.rfind(['.', '[']).unwrap_or(0);
-        if cut == 0 {
-            return (0, depth);
-        }
-        probe = &probe[..cut];
-        depth += 1;
-    }
 }
 
 /// An empty value of the type serde expected, from its message

@@ -434,25 +434,27 @@ impl<'a> Fields<'a> {
         join_path(self.base, &key_segment(key))
     }
 
-    /// Refuses fields this modifier does not have (comment keys aside).
+    /// Refuses fields this modifier does not have (comment keys aside):
+    /// every one is reported.
     fn only(&self, allowed: &[&str]) -> Result<(), ConfigError> {
-        match self
+        let errors = self
             .map
             .keys()
-            .find(|key| !is_comment_key(key) && !allowed.contains(&key.as_str()))
-        {
-            Some(key) => Err(err(
-                &self.path(key),
-                match switchboard_core::config::did_you_mean(key, allowed.iter().copied()) {
-                    Some(near) => format!("unknown field {key:?}; did you mean {near:?}?"),
-                    None => format!(
-                        "unknown field {key:?}; expected one of \"{}\"",
-                        allowed.join("\", \"")
-                    ),
-                },
-            )),
-            None => Ok(()),
-        }
+            .filter(|key| !is_comment_key(key) && !allowed.contains(&key.as_str()))
+            .map(|key| {
+                err(
+                    &self.path(key),
+                    match switchboard_core::config::did_you_mean(key, allowed.iter().copied()) {
+                        Some(near) => format!("unknown field {key:?}; did you mean {near:?}?"),
+                        None => format!(
+                            "unknown field {key:?}; expected one of \"{}\"",
+                            allowed.join("\", \"")
+                        ),
+                    },
+                )
+            })
+            .collect();
+        ConfigError::from_errors(errors).map_or(Ok(()), Err)
     }
 
     /// A present, non-null field.
@@ -631,6 +633,29 @@ mod tests {
         }
         modifiers.modify_request(&mut uri, &mut map);
         (uri, map)
+    }
+
+    #[test]
+    fn every_unknown_field_is_named_with_the_nearest_one() {
+        let err = compile(&json!({
+            "header.Modifier": {"scope": ["request"], "nmae": "X-A", "valeu": "1", "zzz": 2}
+        }))
+        .err()
+        .unwrap();
+        let all = err.into_all();
+        let found: Vec<(&str, &str)> = all
+            .iter()
+            .map(|e| (e.path.as_str(), e.message.as_str()))
+            .collect();
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].1.contains("did you mean \"name\"?"), "{found:?}");
+        assert!(found[1].1.contains("did you mean \"value\"?"), "{found:?}");
+        assert!(found[2].1.contains("expected one of"), "{found:?}");
+        let err = compile(&json!({"header.Modifer": {}})).err().unwrap();
+        assert!(
+            err.message.contains("did you mean \"header.Modifier\"?"),
+            "{err}"
+        );
     }
 
     #[test]

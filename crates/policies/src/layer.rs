@@ -45,10 +45,22 @@ impl EvaluatePoliciesLayer {
                 PolicySet::from_config(&engine, name, entry, config.auto_join_policies, status)
             })
         };
-        let jwt = set("jwt", &config.jwt, StatusCode::UNAUTHORIZED)?;
-        let req = set("req", &config.req, StatusCode::INTERNAL_SERVER_ERROR)?;
-        let resp = set("resp", &config.resp, StatusCode::INTERNAL_SERVER_ERROR)?;
-        Ok(Self::from_sets(engine, jwt, req, resp, config.debug))
+        let jwt = set("jwt", &config.jwt, StatusCode::UNAUTHORIZED);
+        let req = set("req", &config.req, StatusCode::INTERNAL_SERVER_ERROR);
+        let resp = set("resp", &config.resp, StatusCode::INTERNAL_SERVER_ERROR);
+        // Each set is compiled: the mistakes of all three are reported.
+        match (jwt, req, resp) {
+            (Ok(jwt), Ok(req), Ok(resp)) => {
+                Ok(Self::from_sets(engine, jwt, req, resp, config.debug))
+            }
+            (jwt, req, resp) => Err(ConfigError::from_errors(
+                [jwt.err(), req.err(), resp.err()]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+            )
+            .unwrap_or_else(|| ConfigError::new("", "invalid security/policies"))),
+        }
     }
 
     /// Compiles CE's `validation/cel`: a list of `{"check_expr": "..."}`.
@@ -65,14 +77,19 @@ impl EvaluatePoliciesLayer {
     pub fn from_cel_checks(checks: &[CelCheck]) -> Result<Self, ConfigError> {
         let engine = Engine::new(false).map_err(|e| ConfigError::new("", e))?;
         let (mut jwt, mut req, mut resp) = (Vec::new(), Vec::new(), Vec::new());
+        let mut errors = Vec::new();
         for (i, check) in checks.iter().enumerate() {
             let path = format!("[{i}].check_expr");
-            let vars = engine
-                .compile(&check.check_expr)
-                .map_err(|message| {
-                    ConfigError::new(path.clone(), format!("invalid CEL expression: {message}"))
-                })?
-                .vars();
+            let vars = match engine.compile(&check.check_expr) {
+                Ok(compiled) => compiled.vars(),
+                Err(message) => {
+                    errors.push(ConfigError::new(
+                        path,
+                        format!("invalid CEL expression: {message}"),
+                    ));
+                    continue;
+                }
+            };
             let source = Source {
                 path,
                 text: &check.check_expr,
@@ -85,6 +102,10 @@ impl EvaluatePoliciesLayer {
             } else {
                 req.push(source);
             }
+        }
+        // Every check was compiled: each mistake is reported.
+        if let Some(error) = ConfigError::from_errors(errors) {
+            return Err(error);
         }
         let set = |sources: &[Source<'_>], status| {
             if sources.is_empty() {
@@ -151,6 +172,28 @@ impl<S> Layer<S> for EvaluatePoliciesLayer {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn every_bad_expression_is_reported() {
+        let err = EvaluatePoliciesLayer::try_from_config(&serde_json::json!({
+            "req": {"policies": ["req_method ==", "true", "1 +"]},
+            "resp": {"policies": ["resp_status =="]}
+        }))
+        .err()
+        .unwrap();
+        let paths: Vec<String> = err.into_all().into_iter().map(|e| e.path).collect();
+        assert_eq!(
+            paths,
+            ["req.policies[0]", "req.policies[2]", "resp.policies[0]"]
+        );
+        let err = EvaluatePoliciesLayer::try_from_cel_validation(&serde_json::json!([
+            {"check_expr": "a =="}, {"check_expr": "true"}, {"check_expr": "b +"}
+        ]))
+        .err()
+        .unwrap();
+        let paths: Vec<String> = err.into_all().into_iter().map(|e| e.path).collect();
+        assert_eq!(paths, ["[0].check_expr", "[2].check_expr"]);
+    }
 
     #[test]
     fn compile_errors_name_the_policy() {

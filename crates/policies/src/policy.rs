@@ -56,18 +56,23 @@ impl PolicySet {
         default_status: StatusCode,
     ) -> Result<Self, ConfigError> {
         let mut policies = Vec::with_capacity(sources.len());
+        // Every expression is compiled: each mistake is reported.
+        let mut errors = Vec::new();
         for source in sources {
-            let compiled = engine.compile(source.text).map_err(|message| {
-                ConfigError::new(
+            match engine.compile(source.text) {
+                Ok(compiled) => policies.push(Policy {
+                    label: source.path.clone(),
+                    compiled,
+                    evaluator: source.evaluator,
+                }),
+                Err(message) => errors.push(ConfigError::new(
                     source.path.clone(),
                     format!("invalid CEL expression: {message}"),
-                )
-            })?;
-            policies.push(Policy {
-                label: source.path.clone(),
-                compiled,
-                evaluator: source.evaluator,
-            });
+                )),
+            }
+        }
+        if let Some(error) = ConfigError::from_errors(errors) {
+            return Err(error);
         }
         if auto_join && policies.len() > 1 {
             let joined = sources

@@ -238,9 +238,18 @@ impl VendorAdapter for Bedrock {
 
     fn parse_response(&self, body: &[u8]) -> Result<ChatResponse, LlmError> {
         let answer: ConverseResponse = wire::parse_json(VENDOR, body)?;
+        let Some(output) = answer.output else {
+            let message = serde_json::from_slice::<AwsError>(body)
+                .ok()
+                .and_then(|e| e.message.or(e.message_upper))
+                .map_or_else(String::new, |m| format!(": {m}"));
+            return Err(LlmError::bad_upstream(format!(
+                "{VENDOR} answered without an `output`{message}"
+            )));
+        };
         let mut content = Vec::new();
         let mut called_tools = false;
-        for block in answer.output.message.map(|m| m.content).unwrap_or_default() {
+        for block in output.message.map(|m| m.content).unwrap_or_default() {
             if let Some(text) = block.text {
                 match content.last_mut() {
                     Some(ContentPart::Text(last)) => last.push_str(&text),
@@ -500,8 +509,8 @@ fn stop_reason(reason: &str, called_tools: bool) -> FinishReason {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ConverseResponse {
-    #[serde(default)]
-    output: Output,
+    /// Absent when AWS answers an error with a 200 (`{"message": ...}`).
+    output: Option<Output>,
     stop_reason: Option<String>,
     usage: Option<BedrockUsage>,
 }
@@ -928,6 +937,21 @@ mod tests {
             })
             .unwrap_err();
         assert_eq!(err.param.as_deref(), Some("seed"));
+    }
+
+    #[test]
+    fn an_answer_without_output_is_an_error_not_an_empty_success() {
+        let err = Bedrock::new("us-east-1")
+            .parse_response(
+                br#"{"message": "The security token included in the request is invalid."}"#,
+            )
+            .unwrap_err();
+        assert!(
+            err.message.contains("without an `output`"),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("security token"), "{}", err.message);
     }
 
     #[test]
