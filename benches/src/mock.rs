@@ -156,10 +156,36 @@ fn event(shape: Shape, text: &str) -> Bytes {
     })
 }
 
+/// What an Anthropic stream sends before its first text delta.
+const ANTHROPIC_START: &str = concat!(
+    "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_bench\",\"type\":\"message\",",
+    "\"role\":\"assistant\",\"model\":\"claude-sonnet-4\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,",
+    "\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\n",
+    "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+);
+
+/// The event of sequence number `seq` (an Anthropic stream's first one
+/// carries `message_start` and `content_block_start` ahead of it).
+fn event_at(shape: Shape, seq: usize, len: usize) -> Bytes {
+    let event = event(shape, &event_text(seq, len));
+    if seq == 0 && shape == Shape::Anthropic {
+        let mut first = ANTHROPIC_START.as_bytes().to_vec();
+        first.extend_from_slice(&event);
+        return Bytes::from(first);
+    }
+    event
+}
+
 fn last_event(shape: Shape) -> Bytes {
     Bytes::from_static(match shape {
         Shape::OpenAi => b"data: [DONE]\n\n",
-        Shape::Anthropic => b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        Shape::Anthropic => concat!(
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},",
+            "\"usage\":{\"output_tokens\":64}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        )
+        .as_bytes(),
         Shape::Gemini => b"",
     })
 }
@@ -218,7 +244,7 @@ pub async fn answer(request: Request<Incoming>) -> Result<Response<MockBody>, In
             let bytes = if seq == knobs.chunks {
                 last_event(knobs.shape)
             } else {
-                event(knobs.shape, &event_text(seq, knobs.chunk_size))
+                event_at(knobs.shape, seq, knobs.chunk_size)
             };
             Some((Ok::<_, Infallible>(Frame::data(bytes)), seq + 1))
         }

@@ -37,6 +37,9 @@ pub struct Scenario {
     pub expect: u16,
     /// Events in the streamed answer, when it streams.
     pub sse: Option<usize>,
+    /// The scenario whose request the bare proxy is measured with for the
+    /// ratio (the same upstream answer, forwarded untouched).
+    pub bare: &'static str,
 }
 
 impl Scenario {
@@ -64,6 +67,45 @@ fn sse_upstream(interval_us: u64) -> String {
     format!(
         "/v1/chat/completions?stream=1&chunks={SSE_CHUNKS}&chunk_size=16&interval_us={interval_us}"
     )
+}
+
+/// The Anthropic-dialect answer the LLM scenarios' vendor gives.
+const LLM_UPSTREAM: &str = "/v1/messages?shape=anthropic&size=256";
+
+fn llm_sse_upstream() -> String {
+    format!("/v1/messages?shape=anthropic&stream=1&chunks={SSE_CHUNKS}&chunk_size=16&interval_us=0")
+}
+
+/// What an OpenAI SDK sends besides the body (for `input_headers: ["*"]`).
+fn sdk_headers() -> Vec<(&'static str, String)> {
+    [
+        (
+            "authorization",
+            "Bearer sk-bench-0123456789abcdef0123456789abcdef",
+        ),
+        ("user-agent", "OpenAI/Python 1.54.0"),
+        ("accept", "application/json"),
+        ("accept-encoding", "gzip, deflate"),
+        ("x-stainless-lang", "python"),
+        ("x-stainless-package-version", "1.54.0"),
+        ("x-stainless-os", "Linux"),
+        ("x-stainless-arch", "x64"),
+        ("x-stainless-runtime", "CPython"),
+        ("x-stainless-runtime-version", "3.11.7"),
+        ("x-stainless-retry-count", "0"),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name, value.to_owned()))
+    .collect()
+}
+
+/// A small OpenAI Chat Completions request.
+pub fn chat_body(stream: bool) -> Bytes {
+    let mut body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Summarise the plot of Hamlet in two sentences, please."}], "max_tokens": 128});
+    if stream {
+        body["stream"] = json!(true);
+    }
+    Bytes::from(body.to_string())
 }
 
 /// A small chat request (about 200 bytes).
@@ -113,6 +155,7 @@ pub fn all() -> Vec<Scenario> {
         headers: Vec::new(),
         expect: 200,
         sse: None,
+        bare: "s1",
     };
     let mut list = vec![
         s(
@@ -122,6 +165,17 @@ pub fn all() -> Vec<Scenario> {
             SMALL_UPSTREAM,
             small_body(),
         ),
+        Scenario {
+            headers: sdk_headers(),
+            bare: "s1-hdrs",
+            ..s(
+                "s1-hdrs",
+                "small chat, routing only, input_headers [\"*\"], SDK headers",
+                "/s1-hdrs",
+                SMALL_UPSTREAM,
+                small_body(),
+            )
+        },
         s(
             "s1-json",
             "small chat, json encoding (parse + re-encode)",
@@ -129,22 +183,29 @@ pub fn all() -> Vec<Scenario> {
             SMALL_UPSTREAM,
             small_body(),
         ),
-        s(
-            "s2",
-            "100 KB prompt, no layer reads it (streamed)",
-            "/s2",
-            SMALL_UPSTREAM,
-            large_body(),
-        ),
-        s(
-            "s2-tmpl",
-            "100 KB prompt through a body template",
-            "/s2-tmpl",
-            SMALL_UPSTREAM,
-            large_body(),
-        ),
+        Scenario {
+            bare: "s2",
+            ..s(
+                "s2",
+                "100 KB prompt, no layer reads it (streamed)",
+                "/s2",
+                SMALL_UPSTREAM,
+                large_body(),
+            )
+        },
+        Scenario {
+            bare: "s2",
+            ..s(
+                "s2-tmpl",
+                "100 KB prompt through a body template",
+                "/s2-tmpl",
+                SMALL_UPSTREAM,
+                large_body(),
+            )
+        },
         Scenario {
             sse: Some(SSE_CHUNKS),
+            bare: "s3",
             ..s(
                 "s3",
                 "SSE, 200 chunks, burst (no-op)",
@@ -155,6 +216,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             sse: Some(SSE_CHUNKS),
+            bare: "s3",
             ..s(
                 "s3-json",
                 "SSE, 200 chunks, burst, json endpoint",
@@ -165,6 +227,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             sse: Some(SSE_CHUNKS),
+            bare: "s3-paced",
             ..s(
                 "s3-paced",
                 "SSE, 200 chunks, 1 ms apart",
@@ -200,8 +263,10 @@ pub fn all() -> Vec<Scenario> {
             small_body(),
         )
     });
+    // A single backend that cannot be reached answers 500 with
+    // `X-Krakend-Completed: false`, as KrakenD does.
     list.push(Scenario {
-        expect: 502,
+        expect: 500,
         ..s(
             "s5-refused",
             "error path: connection refused",
@@ -217,6 +282,69 @@ pub fn all() -> Vec<Scenario> {
         SMALL_UPSTREAM,
         small_body(),
     ));
+    let team = || vec![("x-team", "bench".to_owned())];
+    for (id, what, endpoint, stream, headers) in [
+        (
+            "s6-llm",
+            "OpenAI chat to an Anthropic-dialect vendor (translated)",
+            "/s6-llm",
+            false,
+            Vec::new(),
+        ),
+        (
+            "s6-llm-stream",
+            "the same, streamed: 200 Anthropic events to OpenAI chunks",
+            "/s6-llm-stream",
+            true,
+            Vec::new(),
+        ),
+        (
+            "s6-gov",
+            "s6-llm with a token quota and a rate limit",
+            "/s6-gov",
+            false,
+            team(),
+        ),
+        (
+            "s6-gov-stream",
+            "s6-llm-stream with a token quota and a rate limit",
+            "/s6-gov-stream",
+            true,
+            team(),
+        ),
+    ] {
+        let upstream = if stream {
+            llm_sse_upstream()
+        } else {
+            LLM_UPSTREAM.to_owned()
+        };
+        list.push(Scenario {
+            headers,
+            sse: stream.then_some(SSE_CHUNKS),
+            bare: if stream { "s6-llm-stream" } else { "s6-llm" },
+            ..s(id, what, endpoint, &upstream, chat_body(stream))
+        });
+    }
+    for (id, what, endpoint, headers) in [
+        (
+            "s7-route",
+            "ai/router: a header gate picks the provider",
+            "/s7-route",
+            vec![("x-plan", "pro".to_owned())],
+        ),
+        (
+            "s7-failover",
+            "ai/router: the first provider refuses, failover answers",
+            "/s7-failover",
+            Vec::new(),
+        ),
+    ] {
+        list.push(Scenario {
+            headers,
+            bare: "s6-llm",
+            ..s(id, what, endpoint, LLM_UPSTREAM, chat_body(false))
+        });
+    }
     list
 }
 
@@ -254,6 +382,53 @@ fn base64url(input: &[u8]) -> String {
         .replace('/', "_")
 }
 
+/// The LLM endpoints: translation (`ai/llm`), the same with a quota and a
+/// rate limit, and `ai/router` decisions.
+fn llm_endpoints(host: &[String]) -> Vec<Value> {
+    let inline = json!({"ai/llm": {"format": "openai", "anthropic": {"v1": {
+        "credentials": "sk-ant-bench", "variables": {"model": "claude-sonnet-4"}}}}});
+    let governance = json!({
+        "qos/ratelimit/router": {"max_rate": 1_000_000, "client_max_rate": 1_000_000, "every": "1s", "strategy": "header", "key": "X-Team"},
+        "governance/quota": {"quota_name": "bench-tokens", "tier_key": "X-Team", "weight_strategy": "usage",
+            "tiers": [{"rule_name": "team", "tier_value_as": "*", "strategy": "header", "key": "X-Team"}]}
+    });
+    let llm = |endpoint: &str, upstream: &str, extra: &Value| {
+        json!({
+            "endpoint": endpoint,
+            "method": "POST",
+            "output_encoding": "no-op",
+            "extra_config": extra,
+            "backend": [{"host": host, "url_pattern": upstream, "extra_config": inline}]
+        })
+    };
+    let router = |endpoint: &str, router: Value| {
+        json!({
+            "endpoint": endpoint,
+            "method": "POST",
+            "output_encoding": "no-op",
+            "input_headers": ["X-Plan"],
+            "backend": [{"host": host, "url_pattern": "/unused", "extra_config": {"ai/router": router}}]
+        })
+    };
+    vec![
+        llm("/s6-llm", LLM_UPSTREAM, &json!({})),
+        llm("/s6-llm-stream", &llm_sse_upstream(), &json!({})),
+        llm("/s6-gov", LLM_UPSTREAM, &governance),
+        llm("/s6-gov-stream", &llm_sse_upstream(), &governance),
+        router(
+            "/s7-route",
+            json!({"routes": [
+                {"gates": ["plan_free"], "provider": "down"},
+                {"gates": ["plan_pro"], "provider": "claude"}
+            ]}),
+        ),
+        router(
+            "/s7-failover",
+            json!({"retry": {"attempts": 1}, "routes": [{"provider": "down", "failover": "claude"}]}),
+        ),
+    ]
+}
+
 /// Writes the JWK set next to the config and returns the gateway config:
 /// every scenario's endpoint, backends on `mock`.
 pub fn gateway_config(mock: SocketAddr, port: u16, dir: &Path) -> std::io::Result<Value> {
@@ -285,6 +460,13 @@ pub fn gateway_config(mock: SocketAddr, port: u16, dir: &Path) -> std::io::Resul
     let e = || json!({});
     let endpoints = vec![
         no_op("/s1", SMALL_UPSTREAM, e(), e()),
+        json!({
+            "endpoint": "/s1-hdrs",
+            "method": "POST",
+            "output_encoding": "no-op",
+            "input_headers": ["*"],
+            "backend": [{"host": host, "url_pattern": SMALL_UPSTREAM, "encoding": "no-op"}]
+        }),
         json_endpoint("/s1-json", SMALL_UPSTREAM),
         no_op("/s2", SMALL_UPSTREAM, e(), e()),
         no_op(
@@ -341,11 +523,27 @@ pub fn gateway_config(mock: SocketAddr, port: u16, dir: &Path) -> std::io::Resul
             ]
         }),
     ];
+    let mut endpoints = endpoints;
+    endpoints.extend(llm_endpoints(&host));
     Ok(json!({
         "version": 3,
         "port": port,
         "listen_ip": "127.0.0.1",
         "timeout": "30s",
+        "extra_config": {
+            "ai/providers": {"providers": [
+                {"name": "claude", "provider": "anthropic", "model": "claude-sonnet-4",
+                 "endpoint": format!("{}{LLM_UPSTREAM}", host[0]), "credentials": "sk-ant-bench", "format": "openai"},
+                {"name": "down", "provider": "anthropic", "model": "claude-sonnet-4",
+                 "endpoint": "http://127.0.0.1:1/v1/messages", "credentials": "sk-ant-bench", "format": "openai"}
+            ]},
+            "ai/classifiers": {"gates": [
+                {"name": "plan_free", "rule": "header", "header": {"name": "X-Plan", "value": "free"}},
+                {"name": "plan_pro", "rule": "header", "header": {"name": "X-Plan", "value": "pro"}}
+            ]},
+            "governance/processors": {"quotas": [{"name": "bench-tokens",
+                "rules": [{"name": "team", "limits": [{"amount": 1_000_000_000_000_000u64, "unit": "day"}]}]}]}
+        },
         "endpoints": endpoints
     }))
 }

@@ -156,12 +156,16 @@ impl Env {
 
 /// Which bare-proxy measurement a scenario is compared with.
 fn baseline_of(s: &Scenario) -> &'static str {
-    match s.id {
-        "s2" | "s2-tmpl" => "s2",
-        "s3" | "s3-json" => "s3",
-        "s3-paced" => "s3-paced",
-        _ => "s1",
-    }
+    s.bare
+}
+
+/// The scenarios whose requests the bare proxy is measured with, for the
+/// scenarios in `selected` (in table order).
+fn bare_scenarios(selected: &[&Scenario]) -> Vec<Scenario> {
+    scenarios::all()
+        .into_iter()
+        .filter(|b| selected.iter().any(|s| s.bare == b.id))
+        .collect()
 }
 
 fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<bool, String> {
@@ -254,7 +258,8 @@ fn run(args: &Args, rt: &tokio::runtime::Runtime) -> Result<bool, String> {
     .map_err(|e| format!("{}: {e}", args.out.display()))?;
     eprintln!("results written to {}", args.out.display());
     if let Some(baseline) = &args.baseline {
-        ok &= compare(&results, baseline, args.tolerance)?;
+        let complete = args.only.is_empty() && results["instructions"].is_object();
+        ok &= compare(&results, baseline, args.tolerance, complete)?;
     }
     env.mock.stop();
     let _ = std::fs::remove_dir_all(&dir);
@@ -328,19 +333,17 @@ fn instructions(
     let bare_prefix = env.dir.join("cg.bare");
     let bare = env.start_bare(&Wrap::Callgrind(bare_prefix.clone()))?;
     let mut bare_counts = BTreeMap::new();
-    for s in scenarios::all() {
-        if matches!(s.id, "s1" | "s2" | "s3") {
-            let n = count(
-                rt,
-                &bare,
-                &bare_prefix,
-                &s.direct(bare.addr),
-                &s,
-                args.requests,
-            )?;
-            eprintln!("  bare {:<10} {n:>10.0}", s.id);
-            bare_counts.insert(s.id, n);
-        }
+    for s in bare_scenarios(&measured) {
+        let n = count(
+            rt,
+            &bare,
+            &bare_prefix,
+            &s.direct(bare.addr),
+            &s,
+            args.requests,
+        )?;
+        eprintln!("  bare {:<10} {n:>10.0}", s.id);
+        bare_counts.insert(s.id, n);
     }
     bare.stop();
     let gw_prefix = env.dir.join("cg.gateway");
@@ -418,24 +421,23 @@ fn cpu_per_request(
     let bare = env.start_bare(&wrap)?;
     let gateway = env.start_gateway(&wrap)?;
     let mut bare_cpu = BTreeMap::new();
-    for s in scenarios::all() {
-        if matches!(s.id, "s1" | "s2" | "s3" | "s3-paced") {
-            let (us, run) = cpu_us(
-                rt,
-                &bare,
-                &s.direct(bare.addr),
-                200,
-                conns_for(&s),
-                args.seconds,
-            );
-            eprintln!(
-                "  bare {:<10} {us:>8.1} µs  ({:.0} rps, {} errors)",
-                s.id,
-                run.rps(),
-                run.errors
-            );
-            bare_cpu.insert(s.id, us);
-        }
+    let selected: Vec<&Scenario> = all.iter().collect();
+    for s in bare_scenarios(&selected) {
+        let (us, run) = cpu_us(
+            rt,
+            &bare,
+            &s.direct(bare.addr),
+            200,
+            conns_for(&s),
+            args.seconds,
+        );
+        eprintln!(
+            "  bare {:<10} {us:>8.1} µs  ({:.0} rps, {} errors)",
+            s.id,
+            run.rps(),
+            run.errors
+        );
+        bare_cpu.insert(s.id, us);
     }
     let mut out = serde_json::Map::new();
     for s in all {
@@ -773,7 +775,14 @@ fn print_table(results: &Value) {
     }
 }
 
-fn compare(results: &Value, baseline: &Path, tolerance: f64) -> Result<bool, String> {
+/// Checks the measured ratios against `baseline`. With `complete` (every
+/// scenario was run), a baseline scenario that was not measured fails too.
+fn compare(
+    results: &Value,
+    baseline: &Path,
+    tolerance: f64,
+    complete: bool,
+) -> Result<bool, String> {
     let text =
         std::fs::read_to_string(baseline).map_err(|e| format!("{}: {e}", baseline.display()))?;
     let base: Value =
@@ -784,10 +793,14 @@ fn compare(results: &Value, baseline: &Path, tolerance: f64) -> Result<bool, Str
     };
     eprintln!("== against {} (tolerance {tolerance}%)", baseline.display());
     for (id, b) in map {
-        let (Some(was), Some(now)) = (
-            b["ratio"].as_f64(),
-            results["instructions"][id]["ratio"].as_f64(),
-        ) else {
+        let Some(was) = b["ratio"].as_f64() else {
+            continue;
+        };
+        let Some(now) = results["instructions"][id]["ratio"].as_f64() else {
+            if complete {
+                ok = false;
+                eprintln!("  {id:<14} ratio {was:.3} -> not measured  MISSING");
+            }
             continue;
         };
         let growth = (now / was - 1.0) * 100.0;
@@ -797,7 +810,12 @@ fn compare(results: &Value, baseline: &Path, tolerance: f64) -> Result<bool, Str
         } else {
             "ok"
         };
-        eprintln!("  {id:<10} ratio {was:.3} -> {now:.3} ({growth:+.1}%) {verdict}");
+        eprintln!("  {id:<14} ratio {was:.3} -> {now:.3} ({growth:+.1}%) {verdict}");
+    }
+    if let Some(measured) = results["instructions"].as_object() {
+        for id in measured.keys().filter(|id| !map.contains_key(*id)) {
+            eprintln!("  {id:<14} not in the baseline (refresh it to cover this scenario)");
+        }
     }
     Ok(ok)
 }

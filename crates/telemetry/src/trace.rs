@@ -221,11 +221,13 @@ fn current_scope(cx: &Context) -> Option<Arc<RequestScope>> {
     cx.get::<Arc<RequestScope>>().cloned()
 }
 
+/// A child span of `cx`, when the request is traced. The name and the
+/// attributes are only built then: an untraced request formats nothing.
 fn child(
     cx: &Context,
-    name: Cow<'static, str>,
+    name: impl FnOnce() -> Cow<'static, str>,
     kind: SpanKind,
-    attributes: Vec<KeyValue>,
+    attributes: impl FnOnce() -> Vec<KeyValue>,
 ) -> Option<Context> {
     let scope = current_scope(cx)?;
     let tracer = scope.tracer.as_ref()?;
@@ -233,9 +235,9 @@ fn child(
         return None;
     }
     let span = tracer
-        .span_builder(name)
+        .span_builder(name())
         .with_kind(kind)
-        .with_attributes(attributes)
+        .with_attributes(attributes())
         .start_with_context(tracer, cx);
     Some(cx.with_span(span))
 }
@@ -249,9 +251,9 @@ pub fn backend_context(backend: &str) -> Context {
     let cx = Context::current();
     child(
         &cx,
-        Cow::Owned(format!("backend {backend}")),
+        || Cow::Owned(format!("backend {backend}")),
         SpanKind::Internal,
-        vec![KeyValue::new("switchboard.backend", backend.to_owned())],
+        || vec![KeyValue::new("switchboard.backend", backend.to_owned())],
     )
     .unwrap_or(cx)
 }
@@ -288,34 +290,40 @@ impl Attempt {
     pub fn start<B>(request: &mut http::Request<B>, provider: &str) -> Self {
         let cx = Context::current();
         let scope = current_scope(&cx);
-        let mut attributes = vec![
-            KeyValue::new("http.request.method", request.method().as_str().to_owned()),
-            KeyValue::new(
-                "server.address",
-                request.uri().host().unwrap_or_default().to_owned(),
-            ),
-        ];
         let llm = request.extensions().get::<UpstreamAttempt>().cloned();
-        let (name, provider) = match &llm {
-            Some(attempt) => {
-                attributes.extend([
-                    KeyValue::new("gen_ai.operation.name", attempt.operation),
-                    KeyValue::new("gen_ai.provider.name", attempt.provider.to_string()),
-                    KeyValue::new("gen_ai.request.model", attempt.model.to_string()),
-                    KeyValue::new("switchboard.attempt", i64::from(attempt.number)),
-                    KeyValue::new("switchboard.attempt.reason", attempt.reason.as_str()),
-                ]);
-                (
-                    format!("{} {}", attempt.operation, attempt.model),
-                    attempt.provider.to_string(),
-                )
-            }
-            None => (
-                format!("{} {provider}", request.method()),
-                provider.to_owned(),
-            ),
+        let provider = match &llm {
+            Some(attempt) => attempt.provider.to_string(),
+            None => provider.to_owned(),
         };
-        let span_cx = child(&cx, Cow::Owned(name), SpanKind::Client, attributes);
+        let span_cx = child(
+            &cx,
+            || {
+                Cow::Owned(match &llm {
+                    Some(attempt) => format!("{} {}", attempt.operation, attempt.model),
+                    None => format!("{} {provider}", request.method()),
+                })
+            },
+            SpanKind::Client,
+            || {
+                let mut attributes = vec![
+                    KeyValue::new("http.request.method", request.method().as_str().to_owned()),
+                    KeyValue::new(
+                        "server.address",
+                        request.uri().host().unwrap_or_default().to_owned(),
+                    ),
+                ];
+                if let Some(attempt) = &llm {
+                    attributes.extend([
+                        KeyValue::new("gen_ai.operation.name", attempt.operation),
+                        KeyValue::new("gen_ai.provider.name", attempt.provider.to_string()),
+                        KeyValue::new("gen_ai.request.model", attempt.model.to_string()),
+                        KeyValue::new("switchboard.attempt", i64::from(attempt.number)),
+                        KeyValue::new("switchboard.attempt.reason", attempt.reason.as_str()),
+                    ]);
+                }
+                attributes
+            },
+        );
         if let Some(span_cx) = &span_cx {
             TraceContextPropagator::new()
                 .inject_context(span_cx, &mut HeaderInjector(request.headers_mut()));
