@@ -183,18 +183,7 @@ fn request_body(
     }
     body.insert("messages".to_owned(), Value::Array(messages));
     if !request.tools.is_empty() {
-        let tools: Vec<Value> = request
-            .tools
-            .iter()
-            .map(|tool| {
-                let mut function = Map::new();
-                function.insert("name".to_owned(), json!(tool.name));
-                put(&mut function, "description", tool.description.clone());
-                function.insert("parameters".to_owned(), tool.parameters.clone());
-                json!({"type": "function", "function": function})
-            })
-            .collect();
-        body.insert("tools".to_owned(), Value::Array(tools));
+        body.insert("tools".to_owned(), wire::function_tools(&request.tools));
     }
     match request.tool_choice {
         Some(ToolChoice::Required) => {

@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use switchboard_core::sse::{Event, SseDecoder};
 
-use crate::ir::{ContentPart, LlmError, Message, StreamEvent};
+use crate::ir::{ContentPart, LlmError, Message, StreamEvent, Tool};
 
 /// The most a single streamed event (an SSE event, an NDJSON line, an
 /// event-stream frame) may hold before the stream is refused.
@@ -30,6 +30,21 @@ pub(crate) fn put<T: Into<Value>>(object: &mut Map<String, Value>, key: &str, va
     if let Some(value) = value {
         object.insert(key.to_owned(), value.into());
     }
+}
+
+/// Tools in the Chat Completions shape (`{"type": "function", "function":
+/// {name, description, parameters}}`) that Cohere and Ollama take too.
+pub(crate) fn function_tools(tools: &[Tool]) -> Value {
+    tools
+        .iter()
+        .map(|tool| {
+            let mut function = Map::new();
+            function.insert("name".to_owned(), Value::from(tool.name.as_str()));
+            put(&mut function, "description", tool.description.clone());
+            function.insert("parameters".to_owned(), tool.parameters.clone());
+            serde_json::json!({"type": "function", "function": function})
+        })
+        .collect()
 }
 
 /// The text of a tool result; `vendor` cannot take images there.
