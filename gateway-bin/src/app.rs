@@ -446,20 +446,18 @@ pub(crate) fn build_app_checked(
     );
     if root.echo_endpoint {
         let scrub = Arc::clone(&secrets);
-        let echo = any(move |request: Request<Body>| {
-            echo::echo(request, body_limit, Arc::clone(&scrub))
-        })
-        .route_layer(metered.clone());
+        let echo =
+            any(move |request: Request<Body>| echo::echo(request, body_limit, Arc::clone(&scrub)))
+                .route_layer(metered.clone());
         router = router
             .route("/__echo/", echo.clone())
             .route("/__echo/{*rest}", echo);
     }
     if root.debug_endpoint {
         let scrub = Arc::clone(&secrets);
-        let debug = any(move |request: Request<Body>| {
-            echo::debug(request, body_limit, Arc::clone(&scrub))
-        })
-        .route_layer(metered);
+        let debug =
+            any(move |request: Request<Body>| echo::debug(request, body_limit, Arc::clone(&scrub)))
+                .route_layer(metered);
         router = router
             .route("/__debug", debug.clone())
             .route("/__debug/", debug.clone())
@@ -476,7 +474,8 @@ pub(crate) fn build_app_checked(
         for (filter, service) in services {
             // The endpoint's series are looked up here, once.
             let metered = RecordMetricsLayer::for_endpoint(telemetry.clone(), &path, llm);
-            method_router = method_router.on_service(filter, tower::Layer::layer(&metered, service));
+            method_router =
+                method_router.on_service(filter, tower::Layer::layer(&metered, service));
         }
         let fallback = if llm {
             method_router.fallback(method_not_allowed)
@@ -485,8 +484,8 @@ pub(crate) fn build_app_checked(
         };
         router = router.route(&path, fallback);
     }
-    let router = router
-        .fallback(move |request: Request<Body>| echo::not_found(Arc::clone(&fixes), request));
+    let router =
+        router.fallback(move |request: Request<Body>| echo::not_found(Arc::clone(&fixes), request));
     // KrakenD runs these on every request, before routing: bots first,
     // then CORS around everything (a preflight never reaches a route).
     let router = match bots {
@@ -930,7 +929,10 @@ impl PipelineBuilder<'_> {
             calls_gateway: self.root_is_self && endpoint.backend.iter().any(|b| b.host.is_empty()),
             bots,
             render: crate::render::needs_render(encoding).then_some(encoding),
-            secrets: self.secrets.clone().filter(|_| uses_body_generator(endpoint)),
+            secrets: self
+                .secrets
+                .clone()
+                .filter(|_| uses_body_generator(endpoint)),
             inner: layers.wrap(proxy),
         };
         Ok((method, entry))

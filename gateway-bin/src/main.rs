@@ -31,7 +31,11 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 #[allow(unsafe_code)]
 fn tune_allocator() {
     for (option, name, value) in [
-        (MI_OPTION_ARENA_EAGER_COMMIT, "MIMALLOC_ARENA_EAGER_COMMIT", 0),
+        (
+            MI_OPTION_ARENA_EAGER_COMMIT,
+            "MIMALLOC_ARENA_EAGER_COMMIT",
+            0,
+        ),
         (MI_OPTION_PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 0),
     ] {
         if std::env::var_os(name).is_none() {

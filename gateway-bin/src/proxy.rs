@@ -1308,7 +1308,13 @@ fn remove_path(target: &mut Value, path: &str) {
 mod tests {
     #[test]
     fn ip_header_writes_every_octet_width() {
-        for ip in ["0.0.0.0", "127.0.0.1", "10.20.30.40", "255.255.255.255", "1.100.9.99"] {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "1.100.9.99",
+        ] {
             let parsed: std::net::IpAddr = ip.parse().unwrap();
             assert_eq!(super::ip_header(parsed), ip);
         }

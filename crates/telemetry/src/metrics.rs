@@ -193,7 +193,10 @@ impl EndpointSeries {
                     status,
                 })
                 .clone();
-            let mut seen = self.requests.write().unwrap_or_else(PoisonError::into_inner);
+            let mut seen = self
+                .requests
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
             if !seen.iter().any(|(m, s, _)| *s == status && *m == method) {
                 seen.push((method, status, counter.clone()));
             }
@@ -381,7 +384,10 @@ impl Metrics {
     /// The series of the endpoint `pattern` (the same one for every layer
     /// and every config generation that names it).
     pub(crate) fn endpoint(&self, pattern: &str) -> Arc<EndpointSeries> {
-        let mut known = self.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut known = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(series) = known.get(pattern) {
             return series.clone();
         }

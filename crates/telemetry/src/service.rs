@@ -74,13 +74,7 @@ where
             upstream_ns: AtomicU64::new(0),
         });
         let method = method_label(request.method());
-        let cx = request_context(
-            scope.clone(),
-            request.headers(),
-            method,
-            endpoint,
-            !skipped,
-        );
+        let cx = request_context(scope.clone(), request.headers(), method, endpoint, !skipped);
         if skipped {
             return ResponseFuture {
                 inner: self.inner.call(request).with_context(cx),
@@ -101,11 +95,13 @@ where
                 }),
             }));
             let watcher = call.clone();
-            UsageReport::get_or_insert(request.extensions_mut()).on_finish(move |usage, outcome| {
-                CallSlot::update(&watcher, |slot| {
-                    slot.finished = Some((usage.clone(), outcome))
-                });
-            });
+            UsageReport::get_or_insert(request.extensions_mut()).on_finish(
+                move |usage, outcome| {
+                    CallSlot::update(&watcher, |slot| {
+                        slot.finished = Some((usage.clone(), outcome))
+                    });
+                },
+            );
             call
         });
         ResponseFuture {
