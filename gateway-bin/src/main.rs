@@ -26,25 +26,25 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// not all at once, and freed pages go back to the system when they are
 /// freed rather than at a later allocation that an idle server never makes.
 /// Without them a load leaves ~20 MiB more resident (docs/performance.md).
-/// The `MIMALLOC_ARENA_EAGER_COMMIT` and `MIMALLOC_PURGE_DELAY` environment
-/// variables still win when set.
+/// They must be set before the first allocation (the first arena is made
+/// then), so they run as a load-time constructor, before `main`; they take
+/// precedence over mimalloc's `MIMALLOC_*` environment variables.
 #[allow(unsafe_code)]
-fn tune_allocator() {
-    for (option, name, value) in [
-        (
-            MI_OPTION_ARENA_EAGER_COMMIT,
-            "MIMALLOC_ARENA_EAGER_COMMIT",
-            0,
-        ),
-        (MI_OPTION_PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 0),
-    ] {
-        if std::env::var_os(name).is_none() {
-            // SAFETY: `mi_option_set` stores an integer in mimalloc's option
-            // table; it is called before the runtime starts any thread.
-            unsafe { libmimalloc_sys::mi_option_set(option, value) };
-        }
+extern "C" fn tune_allocator() {
+    // SAFETY: `mi_option_set` stores an integer in mimalloc's option table;
+    // it allocates nothing and runs before any thread exists.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
     }
 }
+
+/// [`tune_allocator`] as an ELF constructor.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
 
 /// Switchboard: an AI gateway for KrakenD-compatible configs.
 #[derive(Debug, Parser)]
@@ -90,6 +90,7 @@ fn logging_of(path: &std::path::Path) -> Option<LoggingConfig> {
 }
 
 fn main() -> ExitCode {
+    #[cfg(not(target_os = "linux"))]
     tune_allocator();
     let cli = Cli::parse();
     let logging = match &cli.command {
@@ -241,11 +242,12 @@ async fn run(
 
 #[cfg(test)]
 mod tests {
-    /// The option numbers name the options meant: their defaults in this
-    /// mimalloc are 2 (eager commit on overcommitting systems) and 1000 ms.
+    /// The option numbers name the options meant, and the constructor set
+    /// them before the test harness started: mimalloc's defaults are 2 and
+    /// 1000 ms.
     #[test]
     #[allow(unsafe_code)]
-    fn option_numbers_match_mimalloc() {
+    fn allocator_options_are_set_at_load() {
         // SAFETY: reads mimalloc's option table.
         let (eager, delay) = unsafe {
             (
@@ -253,11 +255,18 @@ mod tests {
                 libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY),
             )
         };
-        if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none() {
-            assert_eq!(eager, 2);
-        }
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-            assert_eq!(delay, 1000);
-        }
+        assert_eq!((eager, delay), (0, 0));
+        // Their neighbours in `mi_option_t` keep their defaults (1 each):
+        // the numbers are not off by one.
+        // SAFETY: as above.
+        let neighbours = unsafe {
+            [
+                super::MI_OPTION_ARENA_EAGER_COMMIT - 1,
+                super::MI_OPTION_ARENA_EAGER_COMMIT + 1,
+                super::MI_OPTION_PURGE_DELAY - 1,
+            ]
+            .map(|option| libmimalloc_sys::mi_option_get(option))
+        };
+        assert_eq!(neighbours, [1, 1, 1]);
     }
 }
