@@ -18,6 +18,7 @@ use switchboard_core::{Body, ConfigError};
 use switchboard_header_modifier::ModifyHeadersLayer;
 use switchboard_jwt_claims::ValidateJwtLayer;
 use switchboard_llm_router::RouteLlmLayer;
+use switchboard_lua::{LuaLayer, Scope};
 use switchboard_policies::EvaluatePoliciesLayer;
 use switchboard_quota::EnforceQuotaLayer;
 use switchboard_rate_limit::{LimitRateLayer, Variant};
@@ -66,6 +67,10 @@ pub(crate) struct EndpointLayers {
     /// The root's `governance/quota`, then the endpoint's.
     pub(crate) service_quota: Option<EnforceQuotaLayer>,
     pub(crate) quota: Option<EnforceQuotaLayer>,
+    /// The root's `modifier/lua-endpoint`, then the endpoint's: after
+    /// authentication and limits, as KrakenD's router scripts.
+    pub(crate) service_lua: Option<LuaLayer>,
+    pub(crate) lua_endpoint: Option<LuaLayer>,
     /// `validation/json-schema`.
     pub(crate) json_schema: Option<ValidateJsonSchemaLayer>,
     /// `ai/prompt-guard`.
@@ -79,9 +84,12 @@ pub(crate) struct EndpointLayers {
     pub(crate) mask: Option<MaskResponseLayer>,
     /// `modifier/response-body-generator`.
     pub(crate) response_body: Option<GenerateResponseBodyLayer>,
-    /// `modifier/request-body-generator`: innermost, so policies see the
-    /// client's own body.
+    /// `modifier/request-body-generator`: so policies see the client's
+    /// own body.
     pub(crate) request_body: Option<GenerateBodyLayer>,
+    /// `modifier/lua-proxy`: innermost, around the proxy (its `post` sees
+    /// the merged answer).
+    pub(crate) lua_proxy: Option<LuaLayer>,
 }
 
 impl EndpointLayers {
@@ -100,6 +108,8 @@ impl EndpointLayers {
             .option_layer(self.tiered)
             .option_layer(self.service_quota)
             .option_layer(self.quota)
+            .option_layer(self.service_lua)
+            .option_layer(self.lua_endpoint)
             .option_layer(self.json_schema)
             .option_layer(self.prompt_guard)
             .option_layer(self.policies)
@@ -107,6 +117,7 @@ impl EndpointLayers {
             .option_layer(self.mask)
             .option_layer(self.response_body)
             .option_layer(self.request_body)
+            .option_layer(self.lua_proxy)
             .service(proxy)
     }
 }
@@ -119,6 +130,9 @@ pub(crate) struct BackendLayers {
     pub(crate) rate_limit: Option<LimitRateLayer>,
     /// `governance/quota` on this backend.
     pub(crate) quota: Option<EnforceQuotaLayer>,
+    /// `modifier/lua-backend`: around the backend call and what the
+    /// modifiers below do to it.
+    pub(crate) lua_backend: Option<LuaLayer>,
     /// `modifier/martian`, request scope.
     pub(crate) martian_request: Option<ModifyHeadersLayer>,
     /// `modifier/request-body-generator`.
@@ -148,6 +162,7 @@ impl BackendLayers {
     pub(crate) fn is_empty(&self) -> bool {
         self.rate_limit.is_none()
             && self.quota.is_none()
+            && self.lua_backend.is_none()
             && self.prompt_guard.is_none()
             && self.martian_request.is_none()
             && self.request_body.is_none()
@@ -168,6 +183,7 @@ impl BackendLayers {
         ServiceBuilder::new()
             .option_layer(self.rate_limit)
             .option_layer(self.quota)
+            .option_layer(self.lua_backend)
             .option_layer(self.martian_request)
             .option_layer(self.request_body)
             .option_layer(self.prompt_guard)
@@ -192,6 +208,8 @@ pub(crate) struct RootLayers {
     /// Redis pools, quota processors, the prompt-guard registry and the
     /// service-wide limits, built once from the root.
     pub(crate) governance: crate::governance::Governance,
+    /// The root `modifier/lua-endpoint`, run on every endpoint.
+    pub(crate) lua_endpoint: Option<LuaLayer>,
     /// The LLM circuit breakers, kept across config builds.
     pub(crate) breakers: std::sync::Arc<switchboard_llm_router::routing::Breakers>,
 }
@@ -319,6 +337,27 @@ const REGISTRY: &[Entry] = &[
         names: &["backend/conditional"],
         kind: Kind::Proxy {
             levels: &[Level::Backend],
+        },
+    },
+    Entry {
+        names: &["modifier/lua-endpoint"],
+        kind: Kind::Layer {
+            levels: &[Level::Root, Level::Endpoint],
+            build: build_lua_endpoint,
+        },
+    },
+    Entry {
+        names: &["modifier/lua-proxy"],
+        kind: Kind::Layer {
+            levels: &[Level::Endpoint],
+            build: build_lua_proxy,
+        },
+    },
+    Entry {
+        names: &["modifier/lua-backend"],
+        kind: Kind::Layer {
+            levels: &[Level::Backend],
+            build: build_lua_backend,
         },
     },
     Entry {
@@ -537,6 +576,43 @@ fn build_router(
     let layer = crate::llm::router_layer(value, ctx.root_extra, ctx.streaming, &ctx.root.breakers)?;
     match slots {
         Slots::Backend(set) => fill(&mut set.llm, layer),
+        _ => Ok(()),
+    }
+}
+
+fn build_lua_endpoint(
+    value: &Value,
+    slots: Slots<'_>,
+    ctx: &BuildContext<'_>,
+) -> Result<(), ConfigError> {
+    let layer = LuaLayer::try_from_config(value, Scope::Endpoint, ctx.base_dir)?;
+    match slots {
+        Slots::Root(set) => fill(&mut set.lua_endpoint, layer),
+        Slots::Endpoint(set) => fill(&mut set.lua_endpoint, layer),
+        Slots::Backend(_) => Ok(()),
+    }
+}
+
+fn build_lua_proxy(
+    value: &Value,
+    slots: Slots<'_>,
+    ctx: &BuildContext<'_>,
+) -> Result<(), ConfigError> {
+    let layer = LuaLayer::try_from_config(value, Scope::Proxy, ctx.base_dir)?;
+    match slots {
+        Slots::Endpoint(set) => fill(&mut set.lua_proxy, layer),
+        _ => Ok(()),
+    }
+}
+
+fn build_lua_backend(
+    value: &Value,
+    slots: Slots<'_>,
+    ctx: &BuildContext<'_>,
+) -> Result<(), ConfigError> {
+    let layer = LuaLayer::try_from_config(value, Scope::Backend, ctx.base_dir)?;
+    match slots {
+        Slots::Backend(set) => fill(&mut set.lua_backend, layer),
         _ => Ok(()),
     }
 }
@@ -853,6 +929,7 @@ pub(crate) fn build_layers(
     }
     if let Slots::Endpoint(set) = slots {
         ctx.root.governance.fill_service_layers(set);
+        set.service_lua = ctx.root.lua_endpoint.clone();
     }
 }
 
