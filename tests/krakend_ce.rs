@@ -13,9 +13,11 @@
 //! Two substitutions are made to the texts, and only these:
 //! - the fixed ports (gateway 8080, backend 8081) become free loopback
 //!   ports, so that the suite runs beside other tests;
-//! - KrakenD's version string (`KrakenD Version 2.13.8`, what KrakenD sends
-//!   as `User-Agent` and `X-Forwarded-Via`) becomes Switchboard's own
-//!   ([`switchboard::USER_AGENT`]): Switchboard names itself upstream.
+//! - KrakenD's version strings become Switchboard's own name
+//!   ([`switchboard::USER_AGENT`]): `KrakenD Version 2.13.8`, what KrakenD
+//!   sends upstream as `User-Agent` and `X-Forwarded-Via`, and
+//!   `Version 2.13.8`, what it answers in the `X-Krakend` header.
+//!   Switchboard names itself upstream and in `X-Krakend`.
 //!
 //! The config loads unchanged. [`PENDING`] names specs that cannot pass
 //! yet, with the reason (each one is checked to still fail, so the list
@@ -45,19 +47,13 @@ const EXCEPTED: &[(&str, &str)] = &[("rss", "its backends are showrss.info feeds
 
 /// Specs that cannot pass yet, with the reason. The test fails once one of
 /// them passes, so that it leaves this list.
-const PENDING: &[(&str, &str)] = &[
-    (
-        "cors_5",
-        "the X-Krakend response header (KrakenD's version) is not sent",
-    ),
-    (
-        "jwt_4",
-        "the signed answer carries Cache-Control and X-Krakend-Completed, which KrakenD's signer drops",
-    ),
-];
+const PENDING: &[(&str, &str)] = &[];
 
 /// KrakenD's version string in the specs.
 const KRAKEND_VERSION: &str = "KrakenD Version 2.13.8";
+
+/// KrakenD's `X-Krakend` response header in the specs.
+const X_KRAKEND: &str = "\"X-Krakend\": [\"Version 2.13.8\"]";
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/krakend-ce")
@@ -168,7 +164,11 @@ fn spec_text(name: &str, gateway: u16, backend: u16) -> Value {
     let text = text
         .replace("localhost:8080", &format!("localhost:{gateway}"))
         .replace("127.0.0.1:8081", &format!("127.0.0.1:{backend}"))
-        .replace(KRAKEND_VERSION, switchboard::USER_AGENT);
+        .replace(KRAKEND_VERSION, switchboard::USER_AGENT)
+        .replace(
+            X_KRAKEND,
+            &format!("\"X-Krakend\": [\"{}\"]", switchboard::USER_AGENT),
+        );
     serde_json::from_str(&text).unwrap()
 }
 

@@ -1212,6 +1212,9 @@ fn krakend_endpoint(endpoint: &EndpointConfig) -> bool {
     !endpoint.backend.iter().any(calls_llm)
 }
 
+/// The header KrakenD names itself in on endpoint answers.
+const X_KRAKEND: http::HeaderName = http::HeaderName::from_static("x-krakend");
+
 /// Rewrites a rejection the way KrakenD answers it (see
 /// [`KrakendError`]), on KrakenD endpoints.
 #[derive(Clone, Copy, Debug)]
@@ -1221,8 +1224,18 @@ struct KrakendAnswers {
 }
 
 impl KrakendAnswers {
-    fn apply(self, response: Response<Body>) -> Response<Body> {
-        if !self.enabled || response.extensions().get::<KrakendError>().is_none() {
+    fn apply(self, mut response: Response<Body>) -> Response<Body> {
+        if !self.enabled {
+            return response;
+        }
+        // KrakenD names itself on every endpoint answer (`X-Krakend:
+        // Version 2.x`); Switchboard names itself there as it does in
+        // `User-Agent`.
+        response.headers_mut().insert(
+            X_KRAKEND,
+            HeaderValue::from_static(crate::proxy::USER_AGENT_VALUE),
+        );
+        if response.extensions().get::<KrakendError>().is_none() {
             return response;
         }
         let (mut parts, _json) = response.into_parts();
