@@ -37,7 +37,10 @@ impl fmt::Debug for Script {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Script")
             .field("scope", &self.scope)
-            .field("sources", &self.sources.iter().map(|s| &s.name).collect::<Vec<_>>())
+            .field(
+                "sources",
+                &self.sources.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            )
             .field("live", &self.config.live)
             .field("allow_open_libs", &self.config.allow_open_libs)
             .finish_non_exhaustive()
@@ -143,9 +146,9 @@ impl Script {
             pool: Mutex::new(Vec::new()),
         };
         // One state now: a source that fails when it runs fails the load.
-        let first = script
-            .prepare()
-            .map_err(|e| ConfigError::new("sources", format!("the sources fail: {}", message(&e))))?;
+        let first = script.prepare().map_err(|e| {
+            ConfigError::new("sources", format!("the sources fail: {}", message(&e)))
+        })?;
         script.put(first);
         Ok(script)
     }
@@ -159,7 +162,11 @@ impl Script {
     }
 
     fn take(&self) -> mlua::Result<Prepared> {
-        let ready = self.pool.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let ready = self
+            .pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
         match ready {
             Some(state) => Ok(state),
             None => self.prepare(),
@@ -250,7 +257,9 @@ impl Script {
                             source.name
                         ))
                     })?;
-                    lua.load(text).set_name(format!("@{}", source.name)).exec()?;
+                    lua.load(text)
+                        .set_name(format!("@{}", source.name))
+                        .exec()?;
                 }
             }
             objects.install(lua)?;
@@ -310,10 +319,7 @@ fn register_api(lua: &Lua) -> mlua::Result<()> {
         })?,
     )?;
     let table = lua.create_table()?;
-    table.set(
-        "new",
-        lua.create_function(|_, ()| Ok(TableRef::default()))?,
-    )?;
+    table.set("new", lua.create_function(|_, ()| Ok(TableRef::default()))?)?;
     globals.set("luaTable", table)?;
     let list = lua.create_table()?;
     list.set("new", lua.create_function(|_, ()| Ok(ListRef::default()))?)?;
@@ -626,12 +632,14 @@ impl UserData for Shared<RequestData> {
                             r.params.iter().map(|(k, v)| (k.clone(), v.as_str())),
                         ),
                     )?)),
-                    [name] => Ok(LuaValue::String(lua.create_string(
-                        r.params
-                            .get(&string_arg(name))
-                            .map(String::as_str)
-                            .unwrap_or_default(),
-                    )?)),
+                    [name] => Ok(LuaValue::String(
+                        lua.create_string(
+                            r.params
+                                .get(&string_arg(name))
+                                .map(String::as_str)
+                                .unwrap_or_default(),
+                        )?,
+                    )),
                     [name, value, ..] => {
                         r.params.insert(string_arg(name), string_arg(value));
                         r.changed.params = true;

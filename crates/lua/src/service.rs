@@ -123,7 +123,9 @@ async fn run(script: &Arc<Script>, post: bool, objects: Objects) -> Result<(), F
     let script = Arc::clone(script);
     match tokio::task::spawn_blocking(move || script.run(post, &objects)).await {
         Ok(result) => result,
-        Err(_) => Err(Failure::Script("the Lua script stopped abnormally".to_owned())),
+        Err(_) => Err(Failure::Script(
+            "the Lua script stopped abnormally".to_owned(),
+        )),
     }
 }
 
@@ -140,7 +142,11 @@ fn failure(script: &Script, failure: Failure) -> Response<Body> {
             let Some(status) = status else {
                 return script_error(namespace, custom.message);
             };
-            tracing::debug!(namespace, status = status.as_u16(), "custom_error from a script");
+            tracing::debug!(
+                namespace,
+                status = status.as_u16(),
+                "custom_error from a script"
+            );
             let content_type = custom
                 .content_type
                 .as_deref()
@@ -221,7 +227,10 @@ fn krakend_param(name: &str) -> String {
     }
 }
 
-async fn pre(script: &Arc<Script>, request: Request<Body>) -> Result<Request<Body>, Box<Response<Body>>> {
+async fn pre(
+    script: &Arc<Script>,
+    request: Request<Body>,
+) -> Result<Request<Body>, Box<Response<Body>>> {
     let (parts, bytes) = request_bytes(request)
         .await
         .map_err(|e| Box::new(e.into_response()))?;
@@ -337,7 +346,9 @@ fn apply_request(
     }
     let body = if changed.body {
         let body = Bytes::from(data.body);
-        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        parts
+            .headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         body
     } else {
         bytes
@@ -412,11 +423,11 @@ fn apply_response(
         {
             value = collection;
         }
-        if !parts
-            .headers
-            .get(CONTENT_TYPE)
-            .is_some_and(|ct| ct.as_bytes().windows(4).any(|w| w.eq_ignore_ascii_case(b"json")))
-        {
+        if !parts.headers.get(CONTENT_TYPE).is_some_and(|ct| {
+            ct.as_bytes()
+                .windows(4)
+                .any(|w| w.eq_ignore_ascii_case(b"json"))
+        }) {
             parts.headers.insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("application/json; charset=utf-8"),

@@ -38,7 +38,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl TableRef {
     pub(crate) fn from_map(map: Map<String, Value>) -> Self {
         Self(Arc::new(Mutex::new(
-            map.into_iter().map(|(k, v)| (k, Item::from_json(v))).collect(),
+            map.into_iter()
+                .map(|(k, v)| (k, Item::from_json(v)))
+                .collect(),
         )))
     }
 
