@@ -247,7 +247,11 @@ pub fn all() -> Vec<Scenario> {
         ("s4-cel", "CEL policy alone", "/s4-cel"),
         ("s4-tmpl", "body template alone", "/s4-tmpl"),
         ("s4-mask", "response masking alone", "/s4-mask"),
-        ("s4-lua", "Lua pre + post (modifier/lua-proxy) alone", "/s4-lua"),
+        (
+            "s4-lua",
+            "Lua pre + post (modifier/lua-proxy) alone",
+            "/s4-lua",
+        ),
     ] {
         list.push(Scenario {
             headers: auth.clone(),
