@@ -853,3 +853,24 @@ async fn lua_mistakes_fail_at_load_with_their_json_path() {
         "{errors:?}"
     );
 }
+
+#[tokio::test]
+async fn x_krakend_names_the_gateway_unless_hidden() {
+    let backend = MockUpstream::json(json!({"a": 1})).await;
+    for hide in [false, true] {
+        let gateway = Gateway::start(json!({
+            "version": 3,
+            "extra_config": {"router": {"hide_version_header": hide}},
+            "endpoints": [{"endpoint": "/a", "backend": [{"host": [backend.url()], "url_pattern": "/a"}]}]
+        }))
+        .await;
+        let response = client().get(gateway.url("/a")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let header = response
+            .headers()
+            .get("x-krakend")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let expected = (!hide).then(|| switchboard::USER_AGENT.to_owned());
+        assert_eq!(header, expected);
+    }
+}

@@ -151,6 +151,9 @@ struct RouterOptions {
     /// KrakenD: a failed backend's error message is the body of the 500.
     #[serde(default)]
     return_error_msg: bool,
+    /// KrakenD: no `X-Krakend` header on the answers.
+    #[serde(default)]
+    hide_version_header: bool,
     /// KrakenD: no redirect of a path whose case (or dot segments, or
     /// double slashes) differs from an endpoint's.
     #[serde(default)]
@@ -370,6 +373,7 @@ pub(crate) fn build_app_checked(
         root_hosts_invalid: root.invalid.has("host"),
         body_limit,
         return_error_msg: router_options.return_error_msg,
+        version_header: !router_options.hide_version_header,
         ctx: &ctx,
         http: &http,
         internal: &internal,
@@ -673,6 +677,8 @@ struct PipelineBuilder<'a> {
     body_limit: usize,
     /// `router.return_error_msg`.
     return_error_msg: bool,
+    /// Not `router.hide_version_header`.
+    version_header: bool,
     ctx: &'a BuildContext<'a>,
     http: &'a HttpUpstream,
     internal: &'a InternalUpstream,
@@ -899,6 +905,7 @@ impl PipelineBuilder<'_> {
             answers: KrakendAnswers {
                 enabled: krakend,
                 return_error_msg: self.return_error_msg,
+                version_header: self.version_header,
             },
             limit: self.body_limit,
             has_params: params.as_ref().is_some_and(|p| !p.is_empty()),
@@ -1221,6 +1228,8 @@ const X_KRAKEND: http::HeaderName = http::HeaderName::from_static("x-krakend");
 struct KrakendAnswers {
     enabled: bool,
     return_error_msg: bool,
+    /// `X-Krakend` on the answers (not `router.hide_version_header`).
+    version_header: bool,
 }
 
 impl KrakendAnswers {
@@ -1230,11 +1239,13 @@ impl KrakendAnswers {
         }
         // KrakenD names itself on every endpoint answer (`X-Krakend:
         // Version 2.x`); Switchboard names itself there as it does in
-        // `User-Agent`.
-        response.headers_mut().insert(
-            X_KRAKEND,
-            HeaderValue::from_static(crate::proxy::USER_AGENT_VALUE),
-        );
+        // `User-Agent`; `router.hide_version_header` leaves it out.
+        if self.version_header {
+            response.headers_mut().insert(
+                X_KRAKEND,
+                HeaderValue::from_static(crate::proxy::USER_AGENT_VALUE),
+            );
+        }
         if response.extensions().get::<KrakendError>().is_none() {
             return response;
         }
