@@ -770,6 +770,7 @@ async fn lua_scripts_on_a_krakend_endpoint() {
     let endpoints = json!([
         {
             "endpoint": "/users/{id}",
+            "input_headers": ["X-Root"],
             "backend": [{
                 "host": [backend.url()], "url_pattern": "/users",
                 "extra_config": {"modifier/lua-backend": {
@@ -797,7 +798,10 @@ async fn lua_scripts_on_a_krakend_endpoint() {
     ]);
     let gateway = Gateway::start(json!({
         "version": 3,
-        "extra_config": {"router": {"return_error_msg": true}},
+        "extra_config": {
+            "router": {"return_error_msg": true},
+            "modifier/lua-endpoint": {"pre": "local c = ctx.load(); c:headers('X-Root', c:method() .. ' ' .. c:url())"}
+        },
         "endpoints": endpoints
     }))
     .await;
@@ -810,6 +814,8 @@ async fn lua_scripts_on_a_krakend_endpoint() {
     let seen = &backend.requests()[0];
     assert_eq!(seen.path(), "/users/7");
     assert_eq!(seen.headers["x-from-lua"], "yes");
+    // The root's lua-endpoint ran first, on the client's request.
+    assert_eq!(seen.headers["x-root"], "GET /users/7");
 
     // A failing script: KrakenD's 500 with the message (return_error_msg).
     let response = client().get(gateway.url("/broken")).send().await.unwrap();

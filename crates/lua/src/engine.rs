@@ -237,9 +237,9 @@ impl Script {
     pub(crate) fn run(&self, post: bool, objects: &Objects) -> Result<(), Failure> {
         let state = self.take().map_err(|e| Failure::of(&e))?;
         let result = self.run_on(&state, post, objects);
-        // A state whose script failed may hold anything: a fresh one
-        // replaces it.
-        if result.is_ok() {
+        // A state whose script failed may hold anything half-done: a fresh
+        // one replaces it. `custom_error` is an answer, not a failure.
+        if matches!(result, Ok(()) | Err(Failure::Custom(_))) {
             self.put(state);
         }
         result
