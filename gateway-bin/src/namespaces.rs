@@ -67,10 +67,16 @@ pub(crate) struct EndpointLayers {
     /// The root's `governance/quota`, then the endpoint's.
     pub(crate) service_quota: Option<EnforceQuotaLayer>,
     pub(crate) quota: Option<EnforceQuotaLayer>,
-    /// The root's `modifier/lua-endpoint`, then the endpoint's: after
-    /// authentication and limits, as KrakenD's router scripts.
-    pub(crate) service_lua: Option<LuaLayer>,
-    pub(crate) lua_endpoint: Option<LuaLayer>,
+    /// The root's `modifier/lua-endpoint`, then the endpoint's (one layer),
+    /// after authentication and limits, as KrakenD's router scripts. The
+    /// Lua layers are never `Option`s: an empty one passes through, and
+    /// the pipeline's type does not double as around an `Option` layer.
+    pub(crate) lua_endpoint: LuaLayer,
+    /// `modifier/lua-proxy`: as in KrakenD, outside the JSON schema and
+    /// CEL checks (its `pre` runs before them, its `post` sees the merged
+    /// answer after the layers below). Early in the stack, too, so that
+    /// the `Option` layers around it double little of its type.
+    pub(crate) lua_proxy: LuaLayer,
     /// `validation/json-schema`.
     pub(crate) json_schema: Option<ValidateJsonSchemaLayer>,
     /// `ai/prompt-guard`.
@@ -84,12 +90,9 @@ pub(crate) struct EndpointLayers {
     pub(crate) mask: Option<MaskResponseLayer>,
     /// `modifier/response-body-generator`.
     pub(crate) response_body: Option<GenerateResponseBodyLayer>,
-    /// `modifier/request-body-generator`: so policies see the client's
-    /// own body.
+    /// `modifier/request-body-generator`: innermost, so policies see the
+    /// client's own body.
     pub(crate) request_body: Option<GenerateBodyLayer>,
-    /// `modifier/lua-proxy`: innermost, around the proxy (its `post` sees
-    /// the merged answer).
-    pub(crate) lua_proxy: Option<LuaLayer>,
 }
 
 impl EndpointLayers {
@@ -108,8 +111,8 @@ impl EndpointLayers {
             .option_layer(self.tiered)
             .option_layer(self.service_quota)
             .option_layer(self.quota)
-            .option_layer(self.service_lua)
-            .option_layer(self.lua_endpoint)
+            .layer(self.lua_endpoint)
+            .layer(self.lua_proxy)
             .option_layer(self.json_schema)
             .option_layer(self.prompt_guard)
             .option_layer(self.policies)
@@ -117,7 +120,6 @@ impl EndpointLayers {
             .option_layer(self.mask)
             .option_layer(self.response_body)
             .option_layer(self.request_body)
-            .option_layer(self.lua_proxy)
             .service(proxy)
     }
 }
@@ -132,7 +134,7 @@ pub(crate) struct BackendLayers {
     pub(crate) quota: Option<EnforceQuotaLayer>,
     /// `modifier/lua-backend`: around the backend call and what the
     /// modifiers below do to it.
-    pub(crate) lua_backend: Option<LuaLayer>,
+    pub(crate) lua_backend: LuaLayer,
     /// `modifier/martian`, request scope.
     pub(crate) martian_request: Option<ModifyHeadersLayer>,
     /// `modifier/request-body-generator`.
@@ -162,7 +164,7 @@ impl BackendLayers {
     pub(crate) fn is_empty(&self) -> bool {
         self.rate_limit.is_none()
             && self.quota.is_none()
-            && self.lua_backend.is_none()
+            && self.lua_backend.is_empty()
             && self.prompt_guard.is_none()
             && self.martian_request.is_none()
             && self.request_body.is_none()
@@ -183,7 +185,7 @@ impl BackendLayers {
         ServiceBuilder::new()
             .option_layer(self.rate_limit)
             .option_layer(self.quota)
-            .option_layer(self.lua_backend)
+            .layer(self.lua_backend)
             .option_layer(self.martian_request)
             .option_layer(self.request_body)
             .option_layer(self.prompt_guard)
@@ -209,7 +211,7 @@ pub(crate) struct RootLayers {
     /// service-wide limits, built once from the root.
     pub(crate) governance: crate::governance::Governance,
     /// The root `modifier/lua-endpoint`, run on every endpoint.
-    pub(crate) lua_endpoint: Option<LuaLayer>,
+    pub(crate) lua_endpoint: LuaLayer,
     /// The LLM circuit breakers, kept across config builds.
     pub(crate) breakers: std::sync::Arc<switchboard_llm_router::routing::Breakers>,
 }
@@ -587,10 +589,11 @@ fn build_lua_endpoint(
 ) -> Result<(), ConfigError> {
     let layer = LuaLayer::try_from_config(value, Scope::Endpoint, ctx.base_dir)?;
     match slots {
-        Slots::Root(set) => fill(&mut set.lua_endpoint, layer),
-        Slots::Endpoint(set) => fill(&mut set.lua_endpoint, layer),
-        Slots::Backend(_) => Ok(()),
+        Slots::Root(set) => set.lua_endpoint = layer,
+        Slots::Endpoint(set) => set.lua_endpoint = layer,
+        Slots::Backend(_) => {}
     }
+    Ok(())
 }
 
 fn build_lua_proxy(
@@ -599,10 +602,10 @@ fn build_lua_proxy(
     ctx: &BuildContext<'_>,
 ) -> Result<(), ConfigError> {
     let layer = LuaLayer::try_from_config(value, Scope::Proxy, ctx.base_dir)?;
-    match slots {
-        Slots::Endpoint(set) => fill(&mut set.lua_proxy, layer),
-        _ => Ok(()),
+    if let Slots::Endpoint(set) = slots {
+        set.lua_proxy = layer;
     }
+    Ok(())
 }
 
 fn build_lua_backend(
@@ -611,10 +614,10 @@ fn build_lua_backend(
     ctx: &BuildContext<'_>,
 ) -> Result<(), ConfigError> {
     let layer = LuaLayer::try_from_config(value, Scope::Backend, ctx.base_dir)?;
-    match slots {
-        Slots::Backend(set) => fill(&mut set.lua_backend, layer),
-        _ => Ok(()),
+    if let Slots::Backend(set) = slots {
+        set.lua_backend = layer;
     }
+    Ok(())
 }
 
 fn build_martian(value: &Value, slots: Slots<'_>, _: &BuildContext<'_>) -> Result<(), ConfigError> {
@@ -929,7 +932,8 @@ pub(crate) fn build_layers(
     }
     if let Slots::Endpoint(set) = slots {
         ctx.root.governance.fill_service_layers(set);
-        set.service_lua = ctx.root.lua_endpoint.clone();
+        // The root's script runs first, then the endpoint's.
+        set.lua_endpoint = ctx.root.lua_endpoint.and_then(&set.lua_endpoint);
     }
 }
 

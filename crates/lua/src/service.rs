@@ -25,12 +25,18 @@ const RESPONSE_LIMIT: usize = 32 << 20;
 /// The header KrakenD marks complete answers with.
 const COMPLETED: HeaderName = HeaderName::from_static("x-krakend-completed");
 
-/// Runs a KrakenD Lua script (`modifier/lua-endpoint`, `modifier/lua-proxy`
+/// Runs KrakenD Lua scripts (`modifier/lua-endpoint`, `modifier/lua-proxy`
 /// or `modifier/lua-backend`) around the inner service. Cloning is cheap:
-/// the compiled script and its pool of Lua states are shared.
-#[derive(Clone, Debug)]
+/// the compiled scripts and their pools of Lua states are shared.
+///
+/// A layer may hold no script ([`LuaLayer::default`]): its service then
+/// only calls the inner one, so a pipeline can always hold the layer
+/// rather than an `Option` of it. It may hold several
+/// ([`LuaLayer::and_then`]: a root script, then an endpoint's): their
+/// `pre`s run in order, their `post`s in reverse.
+#[derive(Clone, Debug, Default)]
 pub struct LuaLayer {
-    script: Arc<Script>,
+    scripts: Arc<[Arc<Script>]>,
 }
 
 impl LuaLayer {
@@ -44,14 +50,28 @@ impl LuaLayer {
         scope: Scope,
         base_dir: &Path,
     ) -> Result<Self, ConfigError> {
+        let script = Arc::new(Script::new(config, scope, base_dir)?);
         Ok(Self {
-            script: Arc::new(Script::new(config, scope, base_dir)?),
+            scripts: Arc::from([script]),
         })
     }
 
-    /// Where the script runs.
-    pub fn scope(&self) -> Scope {
-        self.script.scope
+    /// This layer's scripts, then `inner`'s (inside them).
+    #[must_use]
+    pub fn and_then(&self, inner: &LuaLayer) -> LuaLayer {
+        Self {
+            scripts: self
+                .scripts
+                .iter()
+                .chain(inner.scripts.iter())
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Whether the layer holds no script.
+    pub fn is_empty(&self) -> bool {
+        self.scripts.is_empty()
     }
 }
 
@@ -61,7 +81,7 @@ impl<S> Layer<S> for LuaLayer {
     fn layer(&self, inner: S) -> Self::Service {
         RunLua {
             inner,
-            script: Arc::clone(&self.script),
+            scripts: Arc::clone(&self.scripts),
         }
     }
 }
@@ -70,7 +90,7 @@ impl<S> Layer<S> for LuaLayer {
 #[derive(Clone, Debug)]
 pub struct RunLua<S> {
     inner: S,
-    script: Arc<Script>,
+    scripts: Arc<[Arc<Script>]>,
 }
 
 impl<S> Service<Request<Body>> for RunLua<S>
@@ -88,32 +108,48 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let script = Arc::clone(&self.script);
-        if !script.has_pre() && !script.has_post() && !script.config.skip_next {
+        if self
+            .scripts
+            .iter()
+            .all(|s| !s.has_pre() && !s.has_post() && !s.config.skip_next)
+        {
             return LayerFuture::inner(self.inner.call(request));
         }
+        let scripts = Arc::clone(&self.scripts);
         // The service that was made ready goes into the future.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         LayerFuture::boxed(async move {
-            let request = if script.has_pre() {
-                match pre(&script, request).await {
-                    Ok(request) => request,
-                    Err(response) => return Ok(*response),
+            let mut request = request;
+            // How many scripts ran their `pre` (their `post`s run), and
+            // whether the last of them skips the layers inside it.
+            let mut entered = 0;
+            let mut skip = false;
+            for script in scripts.iter() {
+                if script.has_pre() {
+                    request = match pre(script, request).await {
+                        Ok(request) => request,
+                        Err(response) => return Ok(*response),
+                    };
                 }
-            } else {
-                request
-            };
-            let response = if script.config.skip_next {
+                entered += 1;
+                if script.config.skip_next {
+                    skip = true;
+                    break;
+                }
+            }
+            let mut response = if skip {
                 drop(request);
                 skipped()
             } else {
                 inner.call(request).await?
             };
-            if !script.has_post() {
-                return Ok(response);
+            for script in scripts[..entered].iter().rev() {
+                if script.has_post() {
+                    response = post(script, response).await;
+                }
             }
-            Ok(post(&script, response).await)
+            Ok(response)
         })
     }
 }
