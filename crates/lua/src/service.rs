@@ -381,14 +381,20 @@ fn apply_request(
         parts.extensions.insert(RouteParams::from_iter(renamed));
     }
     let body = if changed.body {
-        let body = Bytes::from(data.body);
-        parts
-            .headers
-            .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-        body
+        Bytes::from(data.body)
     } else {
         bytes
     };
+    if changed.body || changed.headers {
+        // The body is whole now: its length is known, whatever the
+        // script wrote in the framing headers.
+        parts.headers.remove(http::header::TRANSFER_ENCODING);
+        if changed.body || parts.headers.contains_key(CONTENT_LENGTH) || !body.is_empty() {
+            parts
+                .headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+    }
     Ok(Request::from_parts(parts, Body::from(body)))
 }
 
@@ -477,12 +483,14 @@ fn apply_response(
     };
     let body = match body {
         Some(body) => {
-            parts.headers.remove(CONTENT_LENGTH);
             parts.headers.remove(http::header::CONTENT_ENCODING);
-            parts.headers.remove(http::header::TRANSFER_ENCODING);
             body
         }
         None => bytes,
     };
+    // Written from whole bytes: the server frames it, whatever the
+    // script or the backend said.
+    parts.headers.remove(CONTENT_LENGTH);
+    parts.headers.remove(http::header::TRANSFER_ENCODING);
     Ok(Response::from_parts(parts, Body::from(body)))
 }

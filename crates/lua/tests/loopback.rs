@@ -303,6 +303,32 @@ async fn a_runaway_script_is_stopped() {
     let (status, _, body) = get(gateway, "/").await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(body.contains("ran longer"), "{body}");
+
+    let hungry = "local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 100000) .. i end";
+    let gateway = start_gateway(layer(json!({"pre": hungry}), Scope::Proxy), backend).await;
+    let (status, _, body) = get(gateway, "/").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(body.contains("memory"), "{body}");
+}
+
+#[tokio::test]
+async fn framing_headers_a_script_sets_do_not_break_the_answer() {
+    let (backend, _) = start_backend().await;
+    let gateway = start_gateway(
+        layer(
+            json!({
+                "pre": "local r = request.load(); r:headers('Content-Length', '999'); r:body('abc')",
+                "post": "local r = response.load(); r:headers('Content-Length', '1'); r:headers('X-Done', 'yes')"
+            }),
+            Scope::Backend,
+        ),
+        backend,
+    )
+    .await;
+    let (status, headers, body) = get(gateway, "/").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["x-done"], "yes");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["body"], "abc");
 }
 
 #[tokio::test]
