@@ -399,6 +399,15 @@ fn apply_request(
 }
 
 async fn post(script: &Arc<Script>, response: Response<Body>) -> Response<Body> {
+    if switchboard_core::buffer::is_event_stream(response.headers()) {
+        // A stream is passed on as it comes: `post` would have to wait for
+        // its end.
+        tracing::debug!(
+            namespace = script.scope.namespace(),
+            "post script skipped on an event stream"
+        );
+        return response;
+    }
     let (parts, bytes) = match response_bytes(response, RESPONSE_LIMIT).await {
         Ok(read) => read,
         Err(error) => return error.into_response(),

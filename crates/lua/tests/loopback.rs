@@ -399,3 +399,27 @@ fn config_mistakes_fail_at_load_with_their_path() {
     let unknown = error(json!({"pree": "x = 1"}), Scope::Proxy);
     assert!(unknown.to_string().contains("pree"), "{unknown}");
 }
+
+#[tokio::test]
+async fn an_event_stream_passes_without_post() {
+    let app = Router::new().fallback(any(|| async {
+        (
+            [("content-type", "text/event-stream")],
+            "data: 1\n\ndata: 2\n\n",
+        )
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let gateway = start_gateway(
+        layer(
+            json!({"post": "response.load():data():set('x', 1)"}),
+            Scope::Proxy,
+        ),
+        backend,
+    )
+    .await;
+    let (status, _, body) = get(gateway, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "data: 1\n\ndata: 2\n\n");
+}
