@@ -56,6 +56,9 @@ pub struct LuaConfig {
     /// Does not call the next layer: `post` sees an empty answer.
     #[serde(default)]
     pub skip_next: bool,
+    /// The MD5 checksum (hex) each named source must have at load.
+    #[serde(default)]
+    pub md5: std::collections::BTreeMap<String, String>,
 }
 
 /// One source file: where it was found, and its text unless `live`.

@@ -14,6 +14,7 @@ use mlua::{
 };
 use serde_json::Value;
 use switchboard_core::ConfigError;
+use switchboard_core::config::{join_path, key_segment};
 
 use crate::config::{LuaConfig, Scope, Source, locate};
 use crate::value::{Item, ListRef, TableRef};
@@ -128,11 +129,30 @@ impl Script {
             })?;
             // Checked at load even when `live`.
             check_syntax(&text, name).map_err(|m| ConfigError::new(at, m))?;
+            if let Some(want) = config.md5.get(name) {
+                use md5::Digest as _;
+                let have: String = md5::Md5::digest(text.as_bytes())
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                if !have.eq_ignore_ascii_case(want.trim()) {
+                    return Err(ConfigError::new(
+                        join_path("md5", &key_segment(name)),
+                        format!("the checksum of {name:?} is {have}, not {want}"),
+                    ));
+                }
+            }
             sources.push(Source {
                 name: name.clone(),
                 path,
                 text: (!config.live).then_some(text),
             });
+        }
+        if let Some(name) = config.md5.keys().find(|k| !config.sources.contains(k)) {
+            return Err(ConfigError::new(
+                join_path("md5", &key_segment(name)),
+                format!("{name:?} is not one of the sources"),
+            ));
         }
         for (field, code) in [("pre", &config.pre), ("post", &config.post)] {
             if let Some(code) = code {

@@ -394,6 +394,29 @@ fn config_mistakes_fail_at_load_with_their_path() {
     assert_eq!(fails.path, "sources");
     assert!(fails.message.contains("at load"), "{}", fails.message);
 
+    // KrakenD's `md5` checksums of the sources, checked at load.
+    std::fs::write(tmp.path().join("ok.lua"), "x = 1").unwrap();
+    let md5 = |sum: &str| {
+        LuaLayer::try_from_config(
+            &json!({"sources": ["ok.lua"], "md5": {"ok.lua": sum}}),
+            Scope::Proxy,
+            tmp.path(),
+        )
+    };
+    // `printf 'x = 1' | md5sum`
+    let sum = "d37ffc54b67ce8de1f01efb1f2e33689";
+    assert!(md5(sum).is_ok());
+    let wrong = md5("a7e5e6d5e2e8d3c7d8c7e1a1b1c1d1e1").unwrap_err();
+    assert_eq!(wrong.path, "md5[\"ok.lua\"]");
+    assert!(wrong.message.contains(sum), "{wrong}");
+    let stray = LuaLayer::try_from_config(
+        &json!({"sources": ["ok.lua"], "md5": {"other.lua": sum}}),
+        Scope::Proxy,
+        tmp.path(),
+    )
+    .unwrap_err();
+    assert_eq!(stray.path, "md5[\"other.lua\"]");
+
     let post = error(json!({"post": "x = 1"}), Scope::Endpoint);
     assert_eq!(post.path, "post");
     let unknown = error(json!({"pree": "x = 1"}), Scope::Proxy);
