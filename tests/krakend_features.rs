@@ -778,6 +778,7 @@ async fn lua_scripts_on_a_krakend_endpoint() {
                 }}
             }],
             "extra_config": {"modifier/lua-proxy": {
+                "pre": "request.load():headers('X-Proxy-Lua', 'p')",
                 "post": "local d = response.load():data(); d:set('total', d:get('items'):len())"
             }}
         },
@@ -814,6 +815,9 @@ async fn lua_scripts_on_a_krakend_endpoint() {
     let seen = &backend.requests()[0];
     assert_eq!(seen.path(), "/users/7");
     assert_eq!(seen.headers["x-from-lua"], "yes");
+    // What lua-proxy sets reaches the backend past input_headers, as in
+    // KrakenD (its request is the one already filtered).
+    assert_eq!(seen.headers["x-proxy-lua"], "p");
     // The root's lua-endpoint ran first, on the client's request.
     assert_eq!(seen.headers["x-root"], "GET /users/7");
 

@@ -359,7 +359,23 @@ fn apply_request(
             .map_err(|_| format!("invalid path or query {path_and_query:?}"))?;
     }
     if changed.headers {
-        parts.headers = header_map(&data.headers)?;
+        let headers = header_map(&data.headers)?;
+        if scope == Scope::Proxy {
+            // KrakenD's proxy request is already filtered by
+            // `input_headers`: what the script set reaches the backends.
+            let mut script = Vec::new();
+            for name in parts.headers.keys().chain(headers.keys()) {
+                let before: Vec<&HeaderValue> = parts.headers.get_all(name).iter().collect();
+                let after: Vec<&HeaderValue> = headers.get_all(name).iter().collect();
+                if before != after && !script.iter().any(|(n, _)| n == name) {
+                    script.push((name.clone(), after.into_iter().cloned().collect()));
+                }
+            }
+            parts
+                .extensions
+                .insert(switchboard_core::ScriptHeaders(Arc::new(script)));
+        }
+        parts.headers = headers;
     }
     if changed.params {
         // Back to the names the endpoint's patterns use.
