@@ -17,7 +17,7 @@ use switchboard_core::ConfigError;
 use switchboard_core::config::{join_path, key_segment};
 
 use crate::config::{LuaConfig, Scope, Source, locate};
-use crate::value::{Item, ListRef, TableRef};
+use crate::value::{Item, ListRef, LuaNil, TableRef};
 
 /// How long one script may run before it is stopped.
 pub(crate) const SCRIPT_TIME: Duration = Duration::from_secs(1);
@@ -344,6 +344,9 @@ fn register_api(lua: &Lua) -> mlua::Result<()> {
     let list = lua.create_table()?;
     list.set("new", lua.create_function(|_, ()| Ok(ListRef::default()))?)?;
     globals.set("luaList", list)?;
+    let null = lua.create_table()?;
+    null.set("new", lua.create_function(|_, ()| Ok(LuaNil))?)?;
+    globals.set("luaNil", null)?;
     let http = lua.create_table()?;
     http.set(
         "new",

@@ -23,6 +23,13 @@ pub(crate) enum Item {
     List(ListRef),
 }
 
+/// KrakenD's `luaNil`: a JSON `null` as a script sees it (`get` of a null
+/// gives it, `luaNil.new()` makes one to `set`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LuaNil;
+
+impl UserData for LuaNil {}
+
 /// A `luaTable`: a JSON object, shared.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TableRef(Arc<Mutex<BTreeMap<String, Item>>>);
@@ -134,7 +141,7 @@ impl Item {
     /// The value a script gets: tables and lists by reference.
     pub(crate) fn into_lua(self, lua: &Lua) -> mlua::Result<LuaValue> {
         Ok(match self {
-            Item::Null => LuaValue::Nil,
+            Item::Null => LuaValue::UserData(lua.create_userdata(LuaNil)?),
             Item::Bool(b) => LuaValue::Boolean(b),
             Item::Number(n) => LuaValue::Number(n.as_f64().unwrap_or_default()),
             Item::String(s) => LuaValue::String(lua.create_string(&s)?),
@@ -216,6 +223,7 @@ fn from_userdata(data: &AnyUserData) -> Item {
     if let Ok(list) = data.borrow::<ListRef>() {
         return Item::List(list.clone());
     }
+    // `luaNil`, or any other object: null.
     Item::Null
 }
 
@@ -265,6 +273,10 @@ impl UserData for TableRef {
             let Some(key) = key_string(&key) else {
                 return Err(mlua::Error::runtime("luaTable:set needs a key"));
             };
+            if value.is_nil() {
+                // As KrakenD: nothing is set (`luaNil.new()` sets a null).
+                return Ok(());
+            }
             let item = Item::from_lua(&value, false, 0)?;
             lock(&this.0).insert(key, item);
             Ok(())
@@ -303,6 +315,9 @@ impl UserData for ListRef {
             };
             if i > 1 << 20 {
                 return Err(mlua::Error::runtime("luaList:set: the index is too large"));
+            }
+            if value.is_nil() {
+                return Ok(());
             }
             let item = Item::from_lua(&value, false, 0)?;
             let mut items = lock(&this.0);

@@ -112,7 +112,7 @@ async fn backend_scripts_rewrite_the_request_and_the_answer() {
         layer(
             json!({
                 "pre": "local r = request.load(); r:url(r:url() .. '/' .. r:params('Id')); r:headers('X-Tenant', 'acme'); r:method('POST'); r:body('hi')",
-                "post": "local d = response.load():data(); d:set('n', d:get('items'):len()); d:set('list', {'a', 'b'}); d:get('items'):get(0):set('id', 10); d:del('query')"
+                "post": "local d = response.load():data(); d:set('n', d:get('items'):len()); d:set('list', {'a', 'b'}); d:get('items'):get(0):set('id', 10); d:del('query'); d:set('nothing', nil); d:set('null', luaNil.new()); d:set('null_is_truthy', d:get('null') ~= nil)"
             }),
             Scope::Backend,
         ),
@@ -133,6 +133,11 @@ async fn backend_scripts_rewrite_the_request_and_the_answer() {
     // Tables are shared: the nested change is in the answer.
     assert_eq!(value["items"][0]["id"], 10);
     assert!(value.get("query").is_none());
+    // As KrakenD: setting nil sets nothing; luaNil is JSON null, and a
+    // script reads a null as luaNil (not nil).
+    assert!(value.get("nothing").is_none());
+    assert_eq!(value.get("null"), Some(&Value::Null));
+    assert_eq!(value["null_is_truthy"], true);
     // Keys are written sorted, as KrakenD writes a map.
     assert!(body.find("\"body\"").unwrap() < body.find("\"items\"").unwrap());
     assert_eq!(calls.load(Ordering::SeqCst), 1);
