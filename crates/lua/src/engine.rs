@@ -59,6 +59,16 @@ pub(crate) struct Prepared {
 /// The deadline of the script running in a state.
 struct Deadline(Instant);
 
+/// What remains of the running script's time.
+fn time_left(lua: &Lua) -> Duration {
+    lua.app_data_ref::<Deadline>().map_or(SCRIPT_TIME, |d| {
+        d.0.saturating_duration_since(Instant::now())
+    })
+}
+
+/// The `User-Agent` of a script's calls.
+const USER_AGENT: &str = concat!("Switchboard/", env!("CARGO_PKG_VERSION"));
+
 /// What `custom_error(msg[, status[, content_type]])` raised.
 #[derive(Clone, Debug)]
 pub(crate) struct CustomError {
@@ -268,6 +278,7 @@ impl Script {
     fn run_on(&self, state: &Prepared, post: bool, objects: &Objects) -> Result<(), Failure> {
         let lua = &state.lua;
         lua.set_app_data(Deadline(Instant::now() + SCRIPT_TIME));
+        lua.set_app_data(crate::http::InRequest);
         let run = || -> mlua::Result<()> {
             if self.config.live {
                 for source in &self.sources {
@@ -293,6 +304,7 @@ impl Script {
         // Nothing of this request stays reachable from the state.
         let _ = Objects::default().install(lua);
         lua.remove_app_data::<Deadline>();
+        lua.remove_app_data::<crate::http::InRequest>();
         result.map_err(|e| Failure::of(&e))
     }
 }
@@ -348,14 +360,7 @@ fn register_api(lua: &Lua) -> mlua::Result<()> {
     null.set("new", lua.create_function(|_, ()| Ok(LuaNil))?)?;
     globals.set("luaNil", null)?;
     let http = lua.create_table()?;
-    http.set(
-        "new",
-        lua.create_function(|_, _: mlua::Variadic<LuaValue>| -> mlua::Result<()> {
-            Err(mlua::Error::runtime(
-                "http_response.new is not supported: scripts cannot call other services",
-            ))
-        })?,
-    )?;
+    crate::http::register(lua, &http, time_left, USER_AGENT)?;
     globals.set("http_response", http)?;
     for name in ["request", "response", "ctx"] {
         let holder: Table = lua.create_table()?;

@@ -2,6 +2,7 @@
 
 mod config;
 mod engine;
+mod http;
 mod service;
 mod value;
 

@@ -451,3 +451,63 @@ async fn an_event_stream_passes_without_post() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "data: 1\n\ndata: 2\n\n");
 }
+
+#[tokio::test]
+async fn http_response_calls_another_service() {
+    let (backend, calls) = start_backend().await;
+    let (other, other_calls) = start_backend().await;
+    let pre = format!(
+        "local r = http_response.new('http://{other}/lookup?x=1', 'POST', 'ping', {{['X-Tenant'] = 'from-call'}}); \
+         local d = json_like(r:body()); \
+         request.load():headers('X-Tenant', r:statusCode() .. ' ' .. r:headers('Content-Type') .. ' ' .. d)"
+    );
+    let gateway = start_gateway(
+        layer(
+            json!({
+                "pre": format!("function json_like(s) return string.match(s, '\"tenant\":\"([^\"]*)\"') end; {pre}")
+            }),
+            Scope::Backend,
+        ),
+        backend,
+    )
+    .await;
+    let (status, _, body) = get(gateway, "/").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let value: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(value["tenant"], "200 application/json from-call");
+    assert_eq!(
+        (
+            calls.load(Ordering::SeqCst),
+            other_calls.load(Ordering::SeqCst)
+        ),
+        (1, 1)
+    );
+
+    // A call that fails is the script's error.
+    let gateway = start_gateway(
+        layer(
+            json!({"pre": "http_response.new('http://127.0.0.1:1/')"}),
+            Scope::Proxy,
+        ),
+        backend,
+    )
+    .await;
+    let (status, _, body) = get(gateway, "/").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(body.contains("http_response.new"), "{body}");
+
+    // Not while the sources load.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("call.lua"),
+        format!("http_response.new('http://{other}/')"),
+    )
+    .unwrap();
+    let error =
+        LuaLayer::try_from_config(&json!({"sources": ["call.lua"]}), Scope::Proxy, tmp.path())
+            .unwrap_err();
+    assert!(
+        error.message.contains("only run in pre and post"),
+        "{error}"
+    );
+}
