@@ -359,9 +359,12 @@ pub(crate) fn build_app_checked(
         clashes.reserve("/__debug/{*rest}");
     }
 
-    // One method router per path; each endpoint's static pipeline goes into
-    // it directly, so the router's own box is the endpoint's only one.
-    let mut routes: BTreeMap<String, MethodRouter> = BTreeMap::new();
+    // Each endpoint's static pipeline, by path; it goes into one method
+    // router per path (with its metrics layer around it, once the
+    // telemetry is known), so the router's own box is the endpoint's only
+    // one.
+    let mut routes: BTreeMap<String, Vec<(MethodFilter, _)>> = BTreeMap::new();
+    let secrets = Arc::new(crate::secret_values::collect(root));
     // Paths where some endpoint calls an LLM through `ai/*`: their 405 stays
     // the JSON error.
     let mut llm_paths: BTreeSet<String> = BTreeSet::new();
@@ -374,6 +377,7 @@ pub(crate) fn build_app_checked(
         body_limit,
         return_error_msg: router_options.return_error_msg,
         version_header: !router_options.hide_version_header,
+        secrets: (!secrets.is_empty()).then(|| Arc::clone(&secrets)),
         ctx: &ctx,
         http: &http,
         internal: &internal,
@@ -419,8 +423,10 @@ pub(crate) fn build_app_checked(
         if !krakend_endpoint(endpoint) {
             llm_paths.insert(endpoint.endpoint.clone());
         }
-        let entry = routes.entry(endpoint.endpoint.clone()).or_default();
-        *entry = std::mem::take(entry).on_service(filter, service);
+        routes
+            .entry(endpoint.endpoint.clone())
+            .or_default()
+            .push((filter, service));
     }
     let telemetry_settings =
         match TelemetrySettings::from_extra(&root.extra_config, "$.extra_config") {
@@ -437,15 +443,25 @@ pub(crate) fn build_app_checked(
 
     let mut router = Router::new();
     let generation = crate::ops::next_generation(state);
-    router = router.route(&health_path, get(move || health(generation)));
+    let metered = RecordMetricsLayer::new(telemetry.clone());
+    router = router.route(
+        &health_path,
+        get(move || health(generation)).route_layer(metered.clone()),
+    );
     if root.echo_endpoint {
-        let echo = any(move |request: Request<Body>| echo::echo(request, body_limit));
+        let scrub = Arc::clone(&secrets);
+        let echo =
+            any(move |request: Request<Body>| echo::echo(request, body_limit, Arc::clone(&scrub)))
+                .route_layer(metered.clone());
         router = router
             .route("/__echo/", echo.clone())
             .route("/__echo/{*rest}", echo);
     }
     if root.debug_endpoint {
-        let debug = any(move |request: Request<Body>| echo::debug(request, body_limit));
+        let scrub = Arc::clone(&secrets);
+        let debug =
+            any(move |request: Request<Body>| echo::debug(request, body_limit, Arc::clone(&scrub)))
+                .route_layer(metered);
         router = router
             .route("/__debug", debug.clone())
             .route("/__debug/", debug.clone())
@@ -456,19 +472,24 @@ pub(crate) fn build_app_checked(
         !router_options.disable_redirect_fixed_path,
         !router_options.disable_redirect_trailing_slash,
     ));
-    for (path, method_router) in routes {
-        let fallback = if llm_paths.contains(&path) {
+    for (path, services) in routes {
+        let llm = llm_paths.contains(&path);
+        let mut method_router = MethodRouter::new();
+        for (filter, service) in services {
+            // The endpoint's series are looked up here, once.
+            let metered = RecordMetricsLayer::for_endpoint(telemetry.clone(), &path, llm);
+            method_router =
+                method_router.on_service(filter, tower::Layer::layer(&metered, service));
+        }
+        let fallback = if llm {
             method_router.fallback(method_not_allowed)
         } else {
             method_router.fallback(echo::krakend_method_not_allowed)
         };
         router = router.route(&path, fallback);
     }
-    let secrets = Arc::new(crate::secret_values::collect(root));
-    let router = router
-        .route_layer(RecordMetricsLayer::new(telemetry.clone()))
-        .fallback(move |request: Request<Body>| echo::not_found(Arc::clone(&fixes), request))
-        .layer(axum::Extension(Arc::clone(&secrets)));
+    let router =
+        router.fallback(move |request: Request<Body>| echo::not_found(Arc::clone(&fixes), request));
     // KrakenD runs these on every request, before routing: bots first,
     // then CORS around everything (a preflight never reaches a route).
     let router = match bots {
@@ -679,6 +700,9 @@ struct PipelineBuilder<'a> {
     return_error_msg: bool,
     /// Not `router.hide_version_header`.
     version_header: bool,
+    /// The config's secret values, when it has any: body generators scrub
+    /// them from what they log.
+    secrets: Option<Arc<Secrets>>,
     ctx: &'a BuildContext<'a>,
     http: &'a HttpUpstream,
     internal: &'a InternalUpstream,
@@ -912,6 +936,10 @@ impl PipelineBuilder<'_> {
             calls_gateway: self.root_is_self && endpoint.backend.iter().any(|b| b.host.is_empty()),
             bots,
             render: crate::render::needs_render(encoding).then_some(encoding),
+            secrets: self
+                .secrets
+                .clone()
+                .filter(|_| uses_body_generator(endpoint)),
             inner: layers.wrap(proxy),
         };
         Ok((method, entry))
@@ -1069,6 +1097,7 @@ impl PipelineBuilder<'_> {
             http: http_options,
             pattern,
             method,
+            host_values: BackendRoute::host_values(&hosts),
             hosts,
             next_host: AtomicUsize::new(0),
             encoding: backend.encoding.unwrap_or(Encoding::Json),
@@ -1133,6 +1162,9 @@ struct EndpointEntry<S> {
     /// An `output_encoding` written after every layer (xml, negotiate,
     /// string).
     render: Option<Encoding>,
+    /// The config's secrets, for the body generators of this endpoint and
+    /// its backends (only set when there are both).
+    secrets: Option<Arc<Secrets>>,
     inner: S,
 }
 
@@ -1183,7 +1215,14 @@ impl<S: PipelineService> Service<Request<Body>> for EndpointEntry<S> {
                 .unwrap_or_default();
             parts.extensions.insert(params);
         }
-        parts.extensions.insert(BodyLimit(limit));
+        if limit != switchboard_core::DEFAULT_BODY_LIMIT {
+            // Without one, readers take the default: one entry fewer, and
+            // the request's extension map is not grown.
+            parts.extensions.insert(BodyLimit(limit));
+        }
+        if let Some(secrets) = &self.secrets {
+            parts.extensions.insert(Arc::clone(secrets));
+        }
         if self.calls_gateway && parts.extensions.get::<CallBudget>().is_none() {
             parts.extensions.insert(CallBudget::default());
         }
@@ -1215,6 +1254,18 @@ fn calls_llm(backend: &BackendConfig) -> bool {
 
 /// Whether an endpoint answers errors as KrakenD does: every endpoint but
 /// the unified LLM ones, which answer in their client format's shape.
+/// Whether the endpoint or one of its backends renders a body template.
+fn uses_body_generator(endpoint: &EndpointConfig) -> bool {
+    const NAMES: [&str; 3] = [
+        "modifier/request-body-generator",
+        "modifier/body-generator",
+        "modifier/response-body-generator",
+    ];
+    std::iter::once(&endpoint.extra_config)
+        .chain(endpoint.backend.iter().map(|b| &b.extra_config))
+        .any(|extra| NAMES.iter().any(|name| extra.contains_key(*name)))
+}
+
 fn krakend_endpoint(endpoint: &EndpointConfig) -> bool {
     !endpoint.backend.iter().any(calls_llm)
 }

@@ -16,13 +16,12 @@ use switchboard_core::krakend::{canonical_header_name, decode_query_component};
 /// Answers the echo object for a request. Credentials never show: secret
 /// header and query names, values marked sensitive and every configured
 /// secret are `[redacted]` (the one rule of `switchboard_core::secrets`).
-pub(crate) async fn echo(mut request: Request<Body>, limit: usize) -> Response<Body> {
+pub(crate) async fn echo(
+    mut request: Request<Body>,
+    limit: usize,
+    secrets: Arc<Secrets>,
+) -> Response<Body> {
     request.extensions_mut().insert(BodyLimit(limit));
-    let secrets = request
-        .extensions()
-        .get::<Arc<Secrets>>()
-        .cloned()
-        .unwrap_or_default();
     let (parts, bytes) = match request_bytes(request).await {
         Ok(buffered) => buffered,
         Err(error) => return error.into_response(),
@@ -108,13 +107,12 @@ fn headers(headers: &HeaderMap) -> Value {
 
 /// KrakenD's `/__debug/`: logs the request (at DEBUG, credentials
 /// redacted as in the echo) and answers `{"message":"pong"}`.
-pub(crate) async fn debug(mut request: Request<Body>, limit: usize) -> Response<Body> {
+pub(crate) async fn debug(
+    mut request: Request<Body>,
+    limit: usize,
+    secrets: Arc<Secrets>,
+) -> Response<Body> {
     request.extensions_mut().insert(BodyLimit(limit));
-    let secrets = request
-        .extensions()
-        .get::<Arc<Secrets>>()
-        .cloned()
-        .unwrap_or_default();
     let (parts, bytes) = match request_bytes(request).await {
         Ok(buffered) => buffered,
         Err(error) => return error.into_response(),
@@ -326,7 +324,7 @@ mod tests {
             .header("x-llm", "openai")
             .body(Body::from("hello"))
             .unwrap();
-        let response = echo(request, 1024).await;
+        let response = echo(request, 1024, Arc::default()).await;
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let text = String::from_utf8(bytes.to_vec()).unwrap();
         assert!(!text.contains("sk-secret"), "{text}");

@@ -61,10 +61,17 @@ impl HeaderFilter {
     /// the listed ones, never hop-by-hop (nor what `Connection` names),
     /// `Host` or `Content-Length` (the body sets its own length).
     pub(crate) fn apply(&self, client: &HeaderMap) -> HeaderMap {
-        let mut out = HeaderMap::with_capacity(match self {
-            Self::All => client.len(),
-            Self::Only { forward, .. } => forward.len() + 1,
-        });
+        // Room for what the proxy adds after (`X-Forwarded-*`, `User-Agent`
+        // or `X-Forwarded-Via`, `Accept-Encoding`, `Host`, the body's
+        // length): the map is not grown per request.
+        const ADDED: usize = 7;
+        let mut out = HeaderMap::with_capacity(
+            ADDED
+                + match self {
+                    Self::All => client.len(),
+                    Self::Only { forward, .. } => forward.len() + 1,
+                },
+        );
         if let Some(ct) = client.get(header::CONTENT_TYPE) {
             out.insert(header::CONTENT_TYPE, ct.clone());
         }

@@ -80,10 +80,13 @@ const X_FORWARDED_VIA: HeaderName = HeaderName::from_static("x-forwarded-via");
 /// uses, stops after 10).
 const MAX_REDIRECTS: usize = 10;
 
-/// Marks a backend request whose `Accept-Encoding: gzip` the gateway added
-/// itself: a gzip answer is then decompressed before anything reads it.
-#[derive(Clone, Copy, Debug)]
-struct GatewayGzip;
+/// A backend request, and whether its `Accept-Encoding: gzip` is the
+/// gateway's own: a gzip answer is then decompressed before anything
+/// reads it.
+pub(crate) struct Upstream {
+    pub(crate) request: Request<Body>,
+    pub(crate) gzip: bool,
+}
 
 /// How a backend's answer is reshaped before the merge.
 #[derive(Clone, Debug, Default)]
@@ -104,6 +107,9 @@ pub(crate) struct BackendRoute {
     pub(crate) pattern: UrlPattern,
     pub(crate) method: Method,
     pub(crate) hosts: Vec<String>,
+    /// Each host's `Host` header value, made once (see
+    /// [`BackendRoute::host_values`]).
+    pub(crate) host_values: Vec<Option<HeaderValue>>,
     pub(crate) next_host: AtomicUsize,
     pub(crate) encoding: Encoding,
     pub(crate) shape: Shape,
@@ -135,6 +141,27 @@ impl BackendRoute {
             Some(timeout) => endpoint.min(Instant::now() + timeout),
             None => endpoint,
         }
+    }
+
+    /// The `Host` header of each host, as the HTTP client would write it
+    /// (the port only when it is not the scheme's default).
+    pub(crate) fn host_values(hosts: &[String]) -> Vec<Option<HeaderValue>> {
+        hosts
+            .iter()
+            .map(|host| {
+                let uri: Uri = host.parse().ok()?;
+                let name = uri.host()?;
+                let default = match uri.scheme_str() {
+                    Some("https") => 443,
+                    _ => 80,
+                };
+                let value = match uri.port_u16() {
+                    Some(port) if port != default => format!("{name}:{port}"),
+                    _ => name.to_owned(),
+                };
+                HeaderValue::from_str(&value).ok()
+            })
+            .collect()
     }
 
     /// The URI of a backend with one host and a pattern without
@@ -350,7 +377,7 @@ fn upstream_request(
     backend: &BackendRoute,
     parts: &request::Parts,
     body: Body,
-) -> Result<Request<Body>, ErrorResponse> {
+) -> Result<Upstream, ErrorResponse> {
     let query = state.query.apply(parts.uri.query());
     let path = if backend.fixed_uri.is_some() && query.is_empty() {
         String::new()
@@ -502,7 +529,7 @@ pub(crate) async fn merge(
 
 async fn merge_calls<'a>(
     state: &EndpointState,
-    calls: impl IntoIterator<Item = (&'a BackendRoute, Request<Body>)>,
+    calls: impl IntoIterator<Item = (&'a BackendRoute, Upstream)>,
     deadline: Instant,
 ) -> Result<Response<Body>, ErrorResponse> {
     let (backends, calls): (Vec<&BackendRoute>, Vec<_>) = calls
@@ -583,15 +610,16 @@ fn backend_request(
     forwarded_query: &str,
     headers: HeaderMap,
     body: Body,
-) -> Result<Request<Body>, ErrorResponse> {
-    let uri = match &backend.fixed_uri {
-        Some(uri) if forwarded_query.is_empty() => uri.clone(),
+) -> Result<Upstream, ErrorResponse> {
+    let (uri, host_index) = match &backend.fixed_uri {
+        Some(uri) if forwarded_query.is_empty() => (uri.clone(), 0),
         _ => {
-            let host = match backend.hosts.len() {
+            let index = match backend.hosts.len() {
                 0 => return Err(ErrorResponse::internal("backend has no host")),
-                1 => &backend.hosts[0],
-                n => &backend.hosts[backend.next_host.fetch_add(1, Ordering::Relaxed) % n],
+                1 => 0,
+                n => backend.next_host.fetch_add(1, Ordering::Relaxed) % n,
             };
+            let host = &backend.hosts[index];
             let mut uri =
                 String::with_capacity(host.len() + path.len() + forwarded_query.len() + 1);
             uri.push_str(host);
@@ -600,20 +628,23 @@ fn backend_request(
                 uri.push(if path.contains('?') { '&' } else { '?' });
                 uri.push_str(forwarded_query);
             }
-            uri.parse()
-                .map_err(|_| ErrorResponse::bad_request("the backend URL is invalid"))?
+            let uri = uri
+                .parse()
+                .map_err(|_| ErrorResponse::bad_request("the backend URL is invalid"))?;
+            (uri, index)
         }
     };
     let mut request = Request::new(body);
     *request.method_mut() = backend.method.clone();
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
+    let mut gzip = false;
     if backend.krakend_client {
         let headers = request.headers_mut();
         forwarded_headers(client, headers);
         if !headers.contains_key(ACCEPT_ENCODING) {
             headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
-            request.extensions_mut().insert(GatewayGzip);
+            gzip = true;
         }
     } else {
         request
@@ -622,7 +653,17 @@ fn backend_request(
             .or_insert(HeaderValue::from_static(USER_AGENT_VALUE));
     }
     if !backend.needs_context {
-        return Ok(request);
+        // Nothing below can change the URL: the host's `Host` value made at
+        // load saves the client from writing it per request.
+        if backend.krakend_client
+            && let Some(Some(host)) = backend.host_values.get(host_index)
+        {
+            request
+                .headers_mut()
+                .entry(HOST)
+                .or_insert_with(|| host.clone());
+        }
+        return Ok(Upstream { request, gzip });
     }
     let extensions = request.extensions_mut();
     if let Some(params) = client.extensions.get::<RouteParams>() {
@@ -654,7 +695,13 @@ fn backend_request(
     if let Some(report) = client.extensions.get::<switchboard_core::UsageReport>() {
         extensions.insert(report.clone());
     }
-    Ok(request)
+    if let Some(secrets) = client
+        .extensions
+        .get::<std::sync::Arc<switchboard_core::secrets::Secrets>>()
+    {
+        extensions.insert(std::sync::Arc::clone(secrets));
+    }
+    Ok(Upstream { request, gzip })
 }
 
 /// The headers KrakenD adds to every backend request: the client's
@@ -664,12 +711,14 @@ fn backend_request(
 /// client's own `User-Agent` is forwarded.
 fn forwarded_headers(client: &request::Parts, headers: &mut HeaderMap) {
     if let Some(addr) = client.extensions.get::<switchboard_core::ClientAddr>() {
-        let ip = addr.0.ip().to_canonical().to_string();
+        let ip = addr.0.ip().to_canonical();
         let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(earlier) if !earlier.trim().is_empty() => format!("{earlier}, {ip}"),
-            _ => ip,
+            Some(earlier) if !earlier.trim().is_empty() => {
+                HeaderValue::from_str(&format!("{earlier}, {ip}")).ok()
+            }
+            _ => Some(ip_header(ip)),
         };
-        if let Ok(value) = HeaderValue::from_str(&value) {
+        if let Some(value) = value {
             headers.insert(X_FORWARDED_FOR, value);
         }
     }
@@ -688,6 +737,40 @@ fn forwarded_headers(client: &request::Parts, headers: &mut HeaderMap) {
         USER_AGENT
     };
     headers.insert(name, HeaderValue::from_static(USER_AGENT_VALUE));
+}
+
+/// An address as a header value. IPv4 (the usual case) is written by
+/// hand: `Display` through the formatting machinery costs more than the
+/// rest of the header work of a request.
+fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut out = [0u8; 15];
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out[len] = b'.';
+                    len += 1;
+                }
+                let digits = [octet / 100, octet / 10 % 10, octet % 10];
+                let skip = if octet >= 100 {
+                    0
+                } else if octet >= 10 {
+                    1
+                } else {
+                    2
+                };
+                for digit in &digits[skip..] {
+                    out[len] = b'0' + digit;
+                    len += 1;
+                }
+            }
+            HeaderValue::from_bytes(&out[..len])
+                .unwrap_or_else(|_| HeaderValue::from_static("0.0.0.0"))
+        }
+        std::net::IpAddr::V6(v6) => HeaderValue::from_str(&v6.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("::")),
+    }
 }
 
 /// The method and URL a backend answer came from (after redirects), for
@@ -772,6 +855,8 @@ impl Replay {
             Method::GET
         };
         let mut headers = self.headers;
+        // The client writes the target's own.
+        headers.remove(HOST);
         if !keep_body || method != self.method {
             headers.remove(CONTENT_LENGTH);
             headers.remove(CONTENT_TYPE);
@@ -862,14 +947,13 @@ fn gunzip(response: Response<Body>) -> Response<Body> {
 
 async fn call_backend(
     backend: &BackendRoute,
-    request: Request<Body>,
+    upstream: Upstream,
     deadline: Instant,
 ) -> Result<Response<Body>, ErrorResponse> {
-    let mut request = request;
+    let Upstream { mut request, gzip } = upstream;
     let mut redirects = 0;
     loop {
         let replay = backend.krakend_client.then(|| Replay::of(&request));
-        let gzip = request.extensions().get::<GatewayGzip>().is_some();
         let requested = Requested {
             method: request.method().clone(),
             uri: request.uri().clone(),
@@ -1232,6 +1316,22 @@ fn remove_path(target: &mut Value, path: &str) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ip_header_writes_every_octet_width() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "1.100.9.99",
+        ] {
+            let parsed: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(super::ip_header(parsed), ip);
+        }
+        let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(super::ip_header(v6), "2001:db8::1");
+    }
+
     use super::*;
     use serde_json::json;
 

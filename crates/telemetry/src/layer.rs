@@ -11,7 +11,7 @@ use crate::config::{
     LOGGING_NAMESPACE, LoggingConfig, OPENTELEMETRY_NAMESPACE, OpenTelemetryConfig,
     SWITCHBOARD_NAMESPACE, SwitchboardTelemetryConfig,
 };
-use crate::metrics::Metrics;
+use crate::metrics::{EndpointSeries, Metrics};
 use crate::service::RecordMetrics;
 use crate::trace::Tracing;
 
@@ -114,12 +114,33 @@ impl Telemetry {
 #[derive(Clone, Debug)]
 pub struct RecordMetricsLayer {
     telemetry: Arc<Telemetry>,
+    endpoint: Option<Arc<EndpointSeries>>,
+    usage: bool,
 }
 
 impl RecordMetricsLayer {
-    /// A layer reporting into `telemetry`.
+    /// A layer reporting into `telemetry`, labelling each request with the
+    /// endpoint pattern it matched ([`EndpointPattern`](crate::EndpointPattern)
+    /// or axum's `MatchedPath`).
     pub fn new(telemetry: Arc<Telemetry>) -> Self {
-        Self { telemetry }
+        Self {
+            telemetry,
+            endpoint: None,
+            usage: true,
+        }
+    }
+
+    /// A layer for the one endpoint `pattern`: its series are looked up
+    /// here, once, instead of per request. `usage` says whether the
+    /// endpoint's answers can carry token usage (an LLM endpoint); when it
+    /// cannot, no usage watcher is set up per request.
+    pub fn for_endpoint(telemetry: Arc<Telemetry>, pattern: &str, usage: bool) -> Self {
+        let endpoint = Some(telemetry.metrics.endpoint(pattern));
+        Self {
+            telemetry,
+            endpoint,
+            usage,
+        }
     }
 }
 
@@ -130,6 +151,8 @@ impl<S> Layer<S> for RecordMetricsLayer {
         RecordMetrics {
             inner,
             telemetry: self.telemetry.clone(),
+            endpoint: self.endpoint.clone(),
+            usage: self.usage,
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -124,6 +124,88 @@ impl Bounded {
     }
 }
 
+/// One endpoint's series, looked up once and kept: a request then updates
+/// its metrics without hashing its labels again.
+pub(crate) struct EndpointSeries {
+    pub(crate) labels: EndpointLabels,
+    duration: OnceLock<Histogram>,
+    gateway: OnceLock<Histogram>,
+    upstream: OnceLock<Histogram>,
+    first_token: OnceLock<Histogram>,
+    active_streams: OnceLock<Gauge>,
+    /// `switchboard_requests` by method and status, as they are seen.
+    requests: RwLock<Vec<(&'static str, u16, Counter)>>,
+}
+
+impl std::fmt::Debug for EndpointSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointSeries")
+            .field("endpoint", &self.labels.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EndpointSeries {
+    fn histogram<'a>(
+        &self,
+        slot: &'a OnceLock<Histogram>,
+        family: &HistogramFamily<EndpointLabels>,
+    ) -> &'a Histogram {
+        // A series is created on its first use, as `get_or_create` would.
+        slot.get_or_init(|| family.get_or_create(&self.labels).clone())
+    }
+
+    pub(crate) fn duration(&self, metrics: &Metrics) -> &Histogram {
+        self.histogram(&self.duration, &metrics.duration)
+    }
+
+    pub(crate) fn gateway(&self, metrics: &Metrics) -> &Histogram {
+        self.histogram(&self.gateway, &metrics.gateway)
+    }
+
+    pub(crate) fn upstream(&self, metrics: &Metrics) -> &Histogram {
+        self.histogram(&self.upstream, &metrics.upstream)
+    }
+
+    pub(crate) fn first_token(&self, metrics: &Metrics) -> &Histogram {
+        self.histogram(&self.first_token, &metrics.first_token)
+    }
+
+    pub(crate) fn active_streams(&self, metrics: &Metrics) -> &Gauge {
+        self.active_streams
+            .get_or_init(|| metrics.active_streams.get_or_create(&self.labels).clone())
+    }
+
+    /// Counts one answer with `method` and `status`.
+    pub(crate) fn answered(&self, metrics: &Metrics, method: &'static str, status: u16) {
+        let known = {
+            let seen = self.requests.read().unwrap_or_else(PoisonError::into_inner);
+            seen.iter()
+                .find(|(m, s, _)| *s == status && *m == method)
+                .map(|(_, _, counter)| counter.clone())
+        };
+        let counter = known.unwrap_or_else(|| {
+            let counter = metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    endpoint: self.labels.endpoint.clone(),
+                    method,
+                    status,
+                })
+                .clone();
+            let mut seen = self
+                .requests
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if !seen.iter().any(|(m, s, _)| *s == status && *m == method) {
+                seen.push((method, status, counter.clone()));
+            }
+            counter
+        });
+        counter.inc();
+    }
+}
+
 /// Every metric the gateway reports. Create one per process (keep it in the
 /// reload-surviving state) and share it through an `Arc`.
 pub struct Metrics {
@@ -147,6 +229,8 @@ pub struct Metrics {
     config_generation: Gauge,
     config_reloads: Family<ResultLabels, Counter>,
     names: Bounded,
+    /// The series of every endpoint seen, by pattern.
+    endpoints: Mutex<std::collections::HashMap<Arc<str>, Arc<EndpointSeries>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -190,6 +274,7 @@ impl Metrics {
             config_generation: Gauge::default(),
             config_reloads: Family::default(),
             names: Bounded::default(),
+            endpoints: Mutex::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -294,6 +379,32 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The series of the endpoint `pattern` (the same one for every layer
+    /// and every config generation that names it).
+    pub(crate) fn endpoint(&self, pattern: &str) -> Arc<EndpointSeries> {
+        let mut known = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(series) = known.get(pattern) {
+            return series.clone();
+        }
+        let endpoint: Arc<str> = Arc::from(pattern);
+        let series = Arc::new(EndpointSeries {
+            labels: EndpointLabels {
+                endpoint: endpoint.clone(),
+            },
+            duration: OnceLock::new(),
+            gateway: OnceLock::new(),
+            upstream: OnceLock::new(),
+            first_token: OnceLock::new(),
+            active_streams: OnceLock::new(),
+            requests: RwLock::default(),
+        });
+        known.insert(endpoint, series.clone());
+        series
     }
 
     pub(crate) fn bounded(&self, value: &str) -> Arc<str> {

@@ -23,7 +23,7 @@ use switchboard_core::{
 use tower::Service;
 
 use crate::layer::Telemetry;
-use crate::metrics::{EndpointLabels, RequestLabels, TokenLabels, method_label};
+use crate::metrics::{EndpointSeries, TokenLabels, method_label};
 use crate::trace::{RequestScope, request_context};
 
 /// The endpoint pattern a request matched, as the router names it. The
@@ -37,6 +37,12 @@ pub struct EndpointPattern(pub Arc<str>);
 pub struct RecordMetrics<S> {
     pub(crate) inner: S,
     pub(crate) telemetry: Arc<Telemetry>,
+    /// The endpoint served, when the layer was made for one: its series
+    /// are then looked up once, not per request.
+    pub(crate) endpoint: Option<Arc<EndpointSeries>>,
+    /// Whether answers may carry token usage (an LLM endpoint); without it
+    /// no usage watcher is set up.
+    pub(crate) usage: bool,
 }
 
 impl<S> Service<Request<Body>> for RecordMetrics<S>
@@ -53,7 +59,11 @@ where
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let telemetry = &self.telemetry;
-        let endpoint = endpoint_of(&request);
+        let series = match &self.endpoint {
+            Some(series) => series.clone(),
+            None => telemetry.metrics.endpoint(endpoint_of(&request)),
+        };
+        let endpoint = &series.labels.endpoint;
         let skipped = telemetry
             .skip_paths
             .iter()
@@ -64,13 +74,7 @@ where
             upstream_ns: AtomicU64::new(0),
         });
         let method = method_label(request.method());
-        let cx = request_context(
-            scope.clone(),
-            request.headers(),
-            method,
-            &endpoint,
-            !skipped,
-        );
+        let cx = request_context(scope.clone(), request.headers(), method, endpoint, !skipped);
         if skipped {
             return ResponseFuture {
                 inner: self.inner.call(request).with_context(cx),
@@ -78,29 +82,33 @@ where
             };
         }
         let started = Instant::now();
-        let report = UsageReport::get_or_insert(request.extensions_mut());
-        let call = Arc::new(Mutex::new(CallSlot {
-            status: None,
-            finished: None,
-            record: Some(CallRecord {
-                telemetry: telemetry.clone(),
-                endpoint: endpoint.clone(),
-                started,
-                cx: cx.clone(),
-                caller: caller_of(&request),
-            }),
-        }));
-        let watcher = call.clone();
-        report.on_finish(move |usage, outcome| {
-            CallSlot::update(&watcher, |slot| {
-                slot.finished = Some((usage.clone(), outcome))
-            });
+        let call = self.usage.then(|| {
+            let call = Arc::new(Mutex::new(CallSlot {
+                status: None,
+                finished: None,
+                record: Some(CallRecord {
+                    telemetry: telemetry.clone(),
+                    endpoint: endpoint.clone(),
+                    started,
+                    cx: cx.clone(),
+                    caller: caller_of(&request),
+                }),
+            }));
+            let watcher = call.clone();
+            UsageReport::get_or_insert(request.extensions_mut()).on_finish(
+                move |usage, outcome| {
+                    CallSlot::update(&watcher, |slot| {
+                        slot.finished = Some((usage.clone(), outcome))
+                    });
+                },
+            );
+            call
         });
         ResponseFuture {
             inner: self.inner.call(request).with_context(cx.clone()),
             pending: Some(Pending {
                 telemetry: telemetry.clone(),
-                endpoint,
+                series,
                 method,
                 started,
                 scope,
@@ -111,14 +119,14 @@ where
     }
 }
 
-fn endpoint_of(request: &Request<Body>) -> Arc<str> {
+fn endpoint_of(request: &Request<Body>) -> &str {
     if let Some(pattern) = request.extensions().get::<EndpointPattern>() {
-        return pattern.0.clone();
+        return &pattern.0;
     }
     if let Some(matched) = request.extensions().get::<axum_core_matched::MatchedPath>() {
-        return Arc::from(matched.as_str());
+        return matched.as_str();
     }
-    Arc::from("unmatched")
+    "unmatched"
 }
 
 /// axum's `MatchedPath`, without depending on all of axum here.
@@ -265,20 +273,22 @@ impl CallRecord {
 
 struct Pending {
     telemetry: Arc<Telemetry>,
-    endpoint: Arc<str>,
+    series: Arc<EndpointSeries>,
     method: &'static str,
     started: Instant,
     scope: Arc<RequestScope>,
     cx: Context,
-    call: Arc<Mutex<CallSlot>>,
+    call: Option<Arc<Mutex<CallSlot>>>,
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
         // No answer (the client went away first): report with status 0.
-        CallSlot::update(&self.call, |slot| {
-            slot.status.get_or_insert(0);
-        });
+        if let Some(call) = &self.call {
+            CallSlot::update(call, |slot| {
+                slot.status.get_or_insert(0);
+            });
+        }
     }
 }
 
@@ -316,10 +326,13 @@ fn is_stream(response: &Response<Body>) -> bool {
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
-            let v = v.to_ascii_lowercase();
-            v.starts_with("text/event-stream")
-                || v.starts_with("application/x-ndjson")
-                || v.starts_with("application/vnd.amazon.eventstream")
+            let starts = |prefix: &str| {
+                v.get(..prefix.len())
+                    .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+            };
+            starts("text/event-stream")
+                || starts("application/x-ndjson")
+                || starts("application/vnd.amazon.eventstream")
         })
 }
 
@@ -327,36 +340,25 @@ impl Pending {
     fn answered(self, response: Response<Body>) -> Response<Body> {
         let metrics = &self.telemetry.metrics;
         let status = response.status().as_u16();
-        CallSlot::update(&self.call, |slot| slot.status = Some(status));
-        metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                endpoint: self.endpoint.clone(),
-                method: self.method,
-                status,
-            })
-            .inc();
-        let labels = EndpointLabels {
-            endpoint: self.endpoint.clone(),
-        };
+        if let Some(call) = &self.call {
+            CallSlot::update(call, |slot| slot.status = Some(status));
+        }
+        let series = &self.series;
+        series.answered(metrics, self.method, status);
         let head_ns = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let upstream_ns = self.scope.upstream_ns.load(Ordering::Relaxed);
-        metrics
-            .gateway
-            .get_or_create(&labels)
+        series
+            .gateway(metrics)
             .observe(head_ns.saturating_sub(upstream_ns) as f64 / 1e9);
         if upstream_ns > 0 {
-            metrics
-                .upstream
-                .get_or_create(&labels)
-                .observe(upstream_ns as f64 / 1e9);
+            series.upstream(metrics).observe(upstream_ns as f64 / 1e9);
         }
         let span = self.cx.span();
         if let Some(left) = response.extensions().get::<QuotaRemaining>() {
             metrics.set_quota_remaining(&left.name, left.remaining as f64);
         }
         if let Some(rejection) = response.extensions().get::<Rejection>() {
-            metrics.rejection(&self.endpoint, rejection.as_str());
+            metrics.rejection(&series.labels.endpoint, rejection.as_str());
             span.set_attribute(KeyValue::new("switchboard.rejection", rejection.as_str()));
         }
         span.set_attribute(KeyValue::new(
@@ -368,11 +370,11 @@ impl Pending {
         }
         let streaming = is_stream(&response);
         if streaming {
-            metrics.active_streams.get_or_create(&labels).inc();
+            series.active_streams(metrics).inc();
         }
         let finish = Finish {
             telemetry: self.telemetry.clone(),
-            labels,
+            series: series.clone(),
             started: self.started,
             streaming,
             cx: self.cx.clone(),
@@ -390,7 +392,7 @@ impl Pending {
 /// Runs when the answer's body ends or is dropped.
 struct Finish {
     telemetry: Arc<Telemetry>,
-    labels: EndpointLabels,
+    series: Arc<EndpointSeries>,
     started: Instant,
     streaming: bool,
     cx: Context,
@@ -399,12 +401,11 @@ struct Finish {
 impl Drop for Finish {
     fn drop(&mut self) {
         let metrics = &self.telemetry.metrics;
-        metrics
-            .duration
-            .get_or_create(&self.labels)
+        self.series
+            .duration(metrics)
             .observe(self.started.elapsed().as_secs_f64());
         if self.streaming {
-            metrics.active_streams.get_or_create(&self.labels).dec();
+            self.series.active_streams(metrics).dec();
         }
         self.cx.span().end();
     }
@@ -435,10 +436,8 @@ impl HttpBody for ObservedBody {
                     *this.first_frame = false;
                     if let Some(finish) = this.finish.as_ref() {
                         finish
-                            .telemetry
-                            .metrics
-                            .first_token
-                            .get_or_create(&finish.labels)
+                            .series
+                            .first_token(&finish.telemetry.metrics)
                             .observe(finish.started.elapsed().as_secs_f64());
                     }
                 }
