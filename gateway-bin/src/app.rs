@@ -451,8 +451,10 @@ pub(crate) fn build_app_checked(
     if root.echo_endpoint {
         let scrub = Arc::clone(&secrets);
         let echo =
+            // `any` routes no single method: `route_layer` would panic
+            // ("a route_layer before any routes"); `layer` covers it.
             any(move |request: Request<Body>| echo::echo(request, body_limit, Arc::clone(&scrub)))
-                .route_layer(metered.clone());
+                .layer(metered.clone());
         router = router
             .route("/__echo/", echo.clone())
             .route("/__echo/{*rest}", echo);
@@ -461,7 +463,7 @@ pub(crate) fn build_app_checked(
         let scrub = Arc::clone(&secrets);
         let debug =
             any(move |request: Request<Body>| echo::debug(request, body_limit, Arc::clone(&scrub)))
-                .route_layer(metered);
+                .layer(metered);
         router = router
             .route("/__debug", debug.clone())
             .route("/__debug/", debug.clone())
