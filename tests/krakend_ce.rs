@@ -13,15 +13,15 @@
 //! Two substitutions are made to the texts, and only these:
 //! - the fixed ports (gateway 8080, backend 8081) become free loopback
 //!   ports, so that the suite runs beside other tests;
-//! - KrakenD's version string (`KrakenD Version 2.13.8`, what KrakenD sends
-//!   as `User-Agent` and `X-Forwarded-Via`) becomes Switchboard's own
-//!   ([`switchboard::USER_AGENT`]): Switchboard names itself upstream.
+//! - KrakenD's version strings become Switchboard's own name
+//!   ([`switchboard::USER_AGENT`]): `KrakenD Version 2.13.8`, what KrakenD
+//!   sends upstream as `User-Agent` and `X-Forwarded-Via`, and
+//!   `Version 2.13.8`, what it answers in the `X-Krakend` header.
+//!   Switchboard names itself upstream and in `X-Krakend`.
 //!
-//! What the gateway cannot run yet is listed below with the reason:
-//! [`STRIPPED`] (parts of the config removed before it loads — each one is
-//! checked to still be refused, so the list cannot go stale) and
-//! [`PENDING`] (specs that cannot pass yet — each one is checked to still
-//! fail). [`EXCEPTED`] names the specs that need the internet.
+//! The config loads unchanged. [`PENDING`] names specs that cannot pass
+//! yet, with the reason (each one is checked to still fail, so the list
+//! cannot go stale); [`EXCEPTED`] names the specs that need the internet.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -45,85 +45,15 @@ use tokio::sync::oneshot;
 /// Specs that need the internet; never run.
 const EXCEPTED: &[(&str, &str)] = &[("rss", "its backends are showrss.info feeds on the internet")];
 
-/// What KrakenD's config holds that the gateway refuses at load today.
-/// Each is removed before the suite loads the config; the test fails once
-/// one of them loads, so that it leaves this list.
-const STRIPPED: &[(Strip, &str)] = &[
-    (
-        Strip::Endpoint("GET", "/sequential/propagate"),
-        "modifier/lua-backend is refused at load",
-    ),
-    (
-        Strip::Endpoint("GET", "/sequential/propagate-full"),
-        "modifier/lua-backend, and a no-op backend among several, are refused at load",
-    ),
-    (
-        Strip::Endpoint("GET", "/lua/custom_error"),
-        "modifier/lua-backend is refused at load",
-    ),
-    (
-        Strip::Endpoint("GET", "/lua/collection"),
-        "modifier/lua-backend and modifier/lua-proxy are refused at load",
-    ),
-    (
-        Strip::Endpoint("GET", "/lua/modify_response/fail"),
-        "modifier/lua-proxy is refused at load",
-    ),
-    (
-        Strip::Endpoint("GET", "/lua/modify_response/success"),
-        "modifier/lua-proxy is refused at load",
-    ),
-];
-
 /// Specs that cannot pass yet, with the reason. The test fails once one of
 /// them passes, so that it leaves this list.
-const PENDING: &[(&str, &str)] = &[
-    (
-        "cors_5",
-        "the X-Krakend response header (KrakenD's version) is not sent",
-    ),
-    (
-        "jwt_4",
-        "the signed answer carries Cache-Control and X-Krakend-Completed, which KrakenD's signer drops",
-    ),
-    ("lua_1", "modifier/lua-* is not implemented"),
-    ("lua_2", "modifier/lua-* is not implemented"),
-    (
-        "sequential_3",
-        "its second backend uses modifier/lua-backend (Lua is not implemented)",
-    ),
-    (
-        "sequential_4",
-        "its second backend uses modifier/lua-backend (Lua is not implemented)",
-    ),
-];
-
-/// A part of KrakenD's config removed before loading.
-#[derive(Clone, Copy, Debug)]
-enum Strip {
-    /// An endpoint, by method and path.
-    Endpoint(&'static str, &'static str),
-}
-
-impl Strip {
-    /// Removes this part; false when the config does not have it.
-    fn apply(self, config: &mut Value) -> bool {
-        match self {
-            Self::Endpoint(method, path) => {
-                let endpoints = config["endpoints"].as_array_mut().unwrap();
-                let before = endpoints.len();
-                endpoints.retain(|e| {
-                    let m = e["method"].as_str().unwrap_or("GET");
-                    !(e["endpoint"] == path && m.eq_ignore_ascii_case(method))
-                });
-                endpoints.len() != before
-            }
-        }
-    }
-}
+const PENDING: &[(&str, &str)] = &[];
 
 /// KrakenD's version string in the specs.
 const KRAKEND_VERSION: &str = "KrakenD Version 2.13.8";
+
+/// KrakenD's `X-Krakend` response header in the specs.
+const X_KRAKEND: &str = "\"X-Krakend\": [\"Version 2.13.8\"]";
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/krakend-ce")
@@ -162,42 +92,12 @@ async fn krakend_ce_integration_suite() {
     let text = config_text(gateway.port(), backend.addr.port());
     let original: Value = serde_json::from_str(&text).unwrap();
 
-    let mut problems = Vec::new();
-    if let Err(errors) = build(&original) {
-        println!(
-            "krakend.json does not load unchanged ({} errors):",
-            errors.len()
-        );
-        for error in &errors {
-            println!("  {error}");
-        }
-    } else {
-        println!("krakend.json loads unchanged");
-    }
-
-    // Every stripped part must still be refused on its own.
-    let mut config = original.clone();
-    for (strip, _) in STRIPPED {
-        assert!(strip.apply(&mut config), "{strip:?} is not in krakend.json");
-    }
-    for (i, (strip, reason)) in STRIPPED.iter().enumerate() {
-        let mut without_others = original.clone();
-        for (j, (other, _)) in STRIPPED.iter().enumerate() {
-            if i != j {
-                other.apply(&mut without_others);
-            }
-        }
-        if build(&without_others).is_ok() {
-            problems.push(format!(
-                "{strip:?} loads now ({reason}): remove it from STRIPPED"
-            ));
-        }
-    }
-
-    let app = match build(&config) {
+    // KrakenD's config loads unchanged.
+    let app = match build(&original) {
         Ok(app) => app,
-        Err(errors) => panic!("the stripped config does not load: {errors:#?}"),
+        Err(errors) => panic!("krakend.json does not load unchanged: {errors:#?}"),
     };
+    let mut problems = Vec::new();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         switchboard::serve(listener, app, async {
@@ -264,7 +164,11 @@ fn spec_text(name: &str, gateway: u16, backend: u16) -> Value {
     let text = text
         .replace("localhost:8080", &format!("localhost:{gateway}"))
         .replace("127.0.0.1:8081", &format!("127.0.0.1:{backend}"))
-        .replace(KRAKEND_VERSION, switchboard::USER_AGENT);
+        .replace(KRAKEND_VERSION, switchboard::USER_AGENT)
+        .replace(
+            X_KRAKEND,
+            &format!("\"X-Krakend\": [\"{}\"]", switchboard::USER_AGENT),
+        );
     serde_json::from_str(&text).unwrap()
 }
 

@@ -1,7 +1,8 @@
 //! End-to-end tests of KrakenD features over loopback: backend `timeout`,
 //! `proxy` (`static`, `flatmap_filter`, `shadow`, `sequential`), the XML,
 //! RSS, safejson and string encodings, `negotiate`, `backend/http`,
-//! `security/cors`, `security/bot-detector` and JWT claims named by URL.
+//! `security/cors`, `security/bot-detector`, JWT claims named by URL and
+//! the `modifier/lua-*` scripts.
 //! Every mock backend records what it received.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -692,14 +693,12 @@ async fn signer_signs_static_data_with_a_remote_jwk() {
     }])))
     .await;
     for _ in 0..2 {
-        let body: Value = client()
-            .get(gateway.url("/token"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let response = client().get(gateway.url("/token")).send().await.unwrap();
+        // As KrakenD's signer: a fresh answer, without the proxy's marks.
+        assert!(response.headers().get("x-krakend-completed").is_none());
+        assert!(response.headers().get("cache-control").is_none());
+        assert_eq!(response.headers()["x-krakend"], switchboard::USER_AGENT);
+        let body: Value = response.json().await.unwrap();
         let token = body["access_token"].as_str().unwrap();
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
         validation.set_audience(&["api"]);
@@ -763,4 +762,125 @@ async fn circuit_breaker_stops_calling_a_failing_backend() {
     }
     // Two failures open the breaker: the next calls never leave the gateway.
     assert_eq!(down.count(), 2);
+}
+
+#[tokio::test]
+async fn lua_scripts_on_a_krakend_endpoint() {
+    let backend = MockUpstream::json(json!({"items": [{"id": 1}, {"id": 2}]})).await;
+    let endpoints = json!([
+        {
+            "endpoint": "/users/{id}",
+            "input_headers": ["X-Root"],
+            "backend": [{
+                "host": [backend.url()], "url_pattern": "/users",
+                "extra_config": {"modifier/lua-backend": {
+                    "pre": "local r = request.load(); r:url(r:url() .. '/' .. r:params('Id')); r:headers('X-From-Lua', 'yes')"
+                }}
+            }],
+            "extra_config": {"modifier/lua-proxy": {
+                "pre": "request.load():headers('X-Proxy-Lua', 'p')",
+                "post": "local d = response.load():data(); d:set('total', d:get('items'):len())"
+            }}
+        },
+        {
+            "endpoint": "/broken",
+            "backend": [{
+                "host": [backend.url()], "url_pattern": "/b",
+                "extra_config": {"modifier/lua-backend": {"pre": "error('boom')"}}
+            }]
+        },
+        {
+            "endpoint": "/teapot",
+            "backend": [{
+                "host": [backend.url()], "url_pattern": "/t",
+                "extra_config": {"modifier/lua-backend": {"pre": "custom_error('{\"msg\":\"tea\"}', 418)"}}
+            }]
+        }
+    ]);
+    let gateway = Gateway::start(json!({
+        "version": 3,
+        "extra_config": {
+            "router": {"return_error_msg": true},
+            "modifier/lua-endpoint": {"pre": "local c = ctx.load(); c:headers('X-Root', c:method() .. ' ' .. c:url())"}
+        },
+        "endpoints": endpoints
+    }))
+    .await;
+    let response = client().get(gateway.url("/users/7")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"items": [{"id": 1}, {"id": 2}], "total": 2})
+    );
+    let seen = &backend.requests()[0];
+    assert_eq!(seen.path(), "/users/7");
+    assert_eq!(seen.headers["x-from-lua"], "yes");
+    // What lua-proxy sets reaches the backend past input_headers, as in
+    // KrakenD (its request is the one already filtered).
+    assert_eq!(seen.headers["x-proxy-lua"], "p");
+    // The root's lua-endpoint ran first, on the client's request.
+    assert_eq!(seen.headers["x-root"], "GET /users/7");
+
+    // A failing script: KrakenD's 500 with the message (return_error_msg).
+    let response = client().get(gateway.url("/broken")).send().await.unwrap();
+    assert_eq!(response.status(), 500);
+    assert_eq!(response.headers()["x-krakend-completed"], "false");
+    let text = response.text().await.unwrap();
+    assert!(text.contains("boom"), "{text}");
+    assert_eq!(backend.count(), 1, "the failed script stopped the call");
+
+    let response = client().get(gateway.url("/teapot")).send().await.unwrap();
+    assert_eq!(response.status(), 418);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"msg": "tea"})
+    );
+}
+
+#[tokio::test]
+async fn lua_mistakes_fail_at_load_with_their_json_path() {
+    let errors = Gateway::try_start_in(
+        config(json!([
+            {"endpoint": "/a", "backend": [{"host": ["http://127.0.0.1:9"], "url_pattern": "/"}],
+             "extra_config": {"modifier/lua-proxy": {"sources": ["no/such/file.lua"]}}},
+            {"endpoint": "/b", "backend": [{"host": ["http://127.0.0.1:9"], "url_pattern": "/",
+             "extra_config": {"modifier/lua-backend": {"pre": "local = 1"}}}]}
+        ])),
+        std::path::Path::new("."),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        errors.iter().any(
+            |e| e.starts_with("$.endpoints[0].extra_config[\"modifier/lua-proxy\"].sources[0]")
+        ),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e
+            .starts_with("$.endpoints[1].backend[0].extra_config[\"modifier/lua-backend\"].pre")),
+        "{errors:?}"
+    );
+}
+
+#[tokio::test]
+async fn x_krakend_names_the_gateway_unless_hidden() {
+    let backend = MockUpstream::json(json!({"a": 1})).await;
+    for hide in [false, true] {
+        let gateway = Gateway::start(json!({
+            "version": 3,
+            "extra_config": {"router": {"hide_version_header": hide}},
+            "endpoints": [{"endpoint": "/a", "backend": [{"host": [backend.url()], "url_pattern": "/a"}]}]
+        }))
+        .await;
+        let response = client().get(gateway.url("/a")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let header = response
+            .headers()
+            .get("x-krakend")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let expected = (!hide).then(|| switchboard::USER_AGENT.to_owned());
+        assert_eq!(header, expected);
+    }
 }

@@ -247,6 +247,11 @@ pub fn all() -> Vec<Scenario> {
         ("s4-cel", "CEL policy alone", "/s4-cel"),
         ("s4-tmpl", "body template alone", "/s4-tmpl"),
         ("s4-mask", "response masking alone", "/s4-mask"),
+        (
+            "s4-lua",
+            "Lua pre + post (modifier/lua-proxy) alone",
+            "/s4-lua",
+        ),
     ] {
         list.push(Scenario {
             headers: auth.clone(),
@@ -440,6 +445,10 @@ pub fn gateway_config(mock: SocketAddr, port: u16, dir: &Path) -> std::io::Resul
     let cel_alone = json!({"req": {"policies": ["req_headers['X-Tier'][0] in ['free', 'pro']"]}});
     let template = json!({"template": template_b64(), "content_type": "application/json"});
     let mask = json!({"modifiers": [{"regexp": {"field": "choices.*.message.content", "find": "\\b(?:\\d[ -]?){13,16}\\b", "replace": "XXX-CARD-XXX"}}]});
+    let lua = json!({
+        "pre": "local r = request.load(); r:headers('X-Lua', r:headers('X-Tier'))",
+        "post": "local d = response.load():data(); d:set('model_seen', d:get('model'))"
+    });
     let no_op = |endpoint: &str, upstream: &str, backend_extra: Value, extra: Value| {
         json!({
             "endpoint": endpoint,
@@ -507,6 +516,12 @@ pub fn gateway_config(mock: SocketAddr, port: u16, dir: &Path) -> std::io::Resul
             SMALL_UPSTREAM,
             json!({"modifier/response-body": mask}),
             e(),
+        ),
+        no_op(
+            "/s4-lua",
+            SMALL_UPSTREAM,
+            e(),
+            json!({"modifier/lua-proxy": lua}),
         ),
         json_endpoint("/s5-500", "/v1/chat/completions?status=500"),
         json!({

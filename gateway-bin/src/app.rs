@@ -151,6 +151,9 @@ struct RouterOptions {
     /// KrakenD: a failed backend's error message is the body of the 500.
     #[serde(default)]
     return_error_msg: bool,
+    /// KrakenD: no `X-Krakend` header on the answers.
+    #[serde(default)]
+    hide_version_header: bool,
     /// KrakenD: no redirect of a path whose case (or dot segments, or
     /// double slashes) differs from an endpoint's.
     #[serde(default)]
@@ -373,6 +376,7 @@ pub(crate) fn build_app_checked(
         root_hosts_invalid: root.invalid.has("host"),
         body_limit,
         return_error_msg: router_options.return_error_msg,
+        version_header: !router_options.hide_version_header,
         secrets: (!secrets.is_empty()).then(|| Arc::clone(&secrets)),
         ctx: &ctx,
         http: &http,
@@ -447,6 +451,8 @@ pub(crate) fn build_app_checked(
     if root.echo_endpoint {
         let scrub = Arc::clone(&secrets);
         let echo =
+            // `any` routes no single method: `route_layer` would panic
+            // ("a route_layer before any routes"); `layer` covers it.
             any(move |request: Request<Body>| echo::echo(request, body_limit, Arc::clone(&scrub)))
                 .layer(metered.clone());
         router = router
@@ -694,6 +700,8 @@ struct PipelineBuilder<'a> {
     body_limit: usize,
     /// `router.return_error_msg`.
     return_error_msg: bool,
+    /// Not `router.hide_version_header`.
+    version_header: bool,
     /// The config's secret values, when it has any: body generators scrub
     /// them from what they log.
     secrets: Option<Arc<Secrets>>,
@@ -923,6 +931,7 @@ impl PipelineBuilder<'_> {
             answers: KrakendAnswers {
                 enabled: krakend,
                 return_error_msg: self.return_error_msg,
+                version_header: self.version_header,
             },
             limit: self.body_limit,
             has_params: params.as_ref().is_some_and(|p| !p.is_empty()),
@@ -1263,17 +1272,34 @@ fn krakend_endpoint(endpoint: &EndpointConfig) -> bool {
     !endpoint.backend.iter().any(calls_llm)
 }
 
+/// The header KrakenD names itself in on endpoint answers.
+const X_KRAKEND: http::HeaderName = http::HeaderName::from_static("x-krakend");
+
 /// Rewrites a rejection the way KrakenD answers it (see
 /// [`KrakendError`]), on KrakenD endpoints.
 #[derive(Clone, Copy, Debug)]
 struct KrakendAnswers {
     enabled: bool,
     return_error_msg: bool,
+    /// `X-Krakend` on the answers (not `router.hide_version_header`).
+    version_header: bool,
 }
 
 impl KrakendAnswers {
-    fn apply(self, response: Response<Body>) -> Response<Body> {
-        if !self.enabled || response.extensions().get::<KrakendError>().is_none() {
+    fn apply(self, mut response: Response<Body>) -> Response<Body> {
+        if !self.enabled {
+            return response;
+        }
+        // KrakenD names itself on every endpoint answer (`X-Krakend:
+        // Version 2.x`); Switchboard names itself there as it does in
+        // `User-Agent`; `router.hide_version_header` leaves it out.
+        if self.version_header {
+            response.headers_mut().insert(
+                X_KRAKEND,
+                HeaderValue::from_static(crate::proxy::USER_AGENT_VALUE),
+            );
+        }
+        if response.extensions().get::<KrakendError>().is_none() {
             return response;
         }
         let (mut parts, _json) = response.into_parts();

@@ -18,6 +18,7 @@ use switchboard_core::{Body, ConfigError};
 use switchboard_header_modifier::ModifyHeadersLayer;
 use switchboard_jwt_claims::ValidateJwtLayer;
 use switchboard_llm_router::RouteLlmLayer;
+use switchboard_lua::{LuaLayer, Scope};
 use switchboard_policies::EvaluatePoliciesLayer;
 use switchboard_quota::EnforceQuotaLayer;
 use switchboard_rate_limit::{LimitRateLayer, Variant};
@@ -66,6 +67,16 @@ pub(crate) struct EndpointLayers {
     /// The root's `governance/quota`, then the endpoint's.
     pub(crate) service_quota: Option<EnforceQuotaLayer>,
     pub(crate) quota: Option<EnforceQuotaLayer>,
+    /// The root's `modifier/lua-endpoint`, then the endpoint's (one layer),
+    /// after authentication and limits, as KrakenD's router scripts. The
+    /// Lua layers are never `Option`s: an empty one passes through, and
+    /// the pipeline's type does not double as around an `Option` layer.
+    pub(crate) lua_endpoint: LuaLayer,
+    /// `modifier/lua-proxy`: as in KrakenD, outside the JSON schema and
+    /// CEL checks (its `pre` runs before them, its `post` sees the merged
+    /// answer after the layers below). Early in the stack, too, so that
+    /// the `Option` layers around it double little of its type.
+    pub(crate) lua_proxy: LuaLayer,
     /// `validation/json-schema`.
     pub(crate) json_schema: Option<ValidateJsonSchemaLayer>,
     /// `ai/prompt-guard`.
@@ -100,6 +111,8 @@ impl EndpointLayers {
             .option_layer(self.tiered)
             .option_layer(self.service_quota)
             .option_layer(self.quota)
+            .layer(self.lua_endpoint)
+            .layer(self.lua_proxy)
             .option_layer(self.json_schema)
             .option_layer(self.prompt_guard)
             .option_layer(self.policies)
@@ -119,6 +132,9 @@ pub(crate) struct BackendLayers {
     pub(crate) rate_limit: Option<LimitRateLayer>,
     /// `governance/quota` on this backend.
     pub(crate) quota: Option<EnforceQuotaLayer>,
+    /// `modifier/lua-backend`: around the backend call and what the
+    /// modifiers below do to it.
+    pub(crate) lua_backend: LuaLayer,
     /// `modifier/martian`, request scope.
     pub(crate) martian_request: Option<ModifyHeadersLayer>,
     /// `modifier/request-body-generator`.
@@ -148,6 +164,7 @@ impl BackendLayers {
     pub(crate) fn is_empty(&self) -> bool {
         self.rate_limit.is_none()
             && self.quota.is_none()
+            && self.lua_backend.is_empty()
             && self.prompt_guard.is_none()
             && self.martian_request.is_none()
             && self.request_body.is_none()
@@ -168,6 +185,7 @@ impl BackendLayers {
         ServiceBuilder::new()
             .option_layer(self.rate_limit)
             .option_layer(self.quota)
+            .layer(self.lua_backend)
             .option_layer(self.martian_request)
             .option_layer(self.request_body)
             .option_layer(self.prompt_guard)
@@ -192,6 +210,8 @@ pub(crate) struct RootLayers {
     /// Redis pools, quota processors, the prompt-guard registry and the
     /// service-wide limits, built once from the root.
     pub(crate) governance: crate::governance::Governance,
+    /// The root `modifier/lua-endpoint`, run on every endpoint.
+    pub(crate) lua_endpoint: LuaLayer,
     /// The LLM circuit breakers, kept across config builds.
     pub(crate) breakers: std::sync::Arc<switchboard_llm_router::routing::Breakers>,
 }
@@ -319,6 +339,27 @@ const REGISTRY: &[Entry] = &[
         names: &["backend/conditional"],
         kind: Kind::Proxy {
             levels: &[Level::Backend],
+        },
+    },
+    Entry {
+        names: &["modifier/lua-endpoint"],
+        kind: Kind::Layer {
+            levels: &[Level::Root, Level::Endpoint],
+            build: build_lua_endpoint,
+        },
+    },
+    Entry {
+        names: &["modifier/lua-proxy"],
+        kind: Kind::Layer {
+            levels: &[Level::Endpoint],
+            build: build_lua_proxy,
+        },
+    },
+    Entry {
+        names: &["modifier/lua-backend"],
+        kind: Kind::Layer {
+            levels: &[Level::Backend],
+            build: build_lua_backend,
         },
     },
     Entry {
@@ -539,6 +580,44 @@ fn build_router(
         Slots::Backend(set) => fill(&mut set.llm, layer),
         _ => Ok(()),
     }
+}
+
+fn build_lua_endpoint(
+    value: &Value,
+    slots: Slots<'_>,
+    ctx: &BuildContext<'_>,
+) -> Result<(), ConfigError> {
+    let layer = LuaLayer::try_from_config(value, Scope::Endpoint, ctx.base_dir)?;
+    match slots {
+        Slots::Root(set) => set.lua_endpoint = layer,
+        Slots::Endpoint(set) => set.lua_endpoint = layer,
+        Slots::Backend(_) => {}
+    }
+    Ok(())
+}
+
+fn build_lua_proxy(
+    value: &Value,
+    slots: Slots<'_>,
+    ctx: &BuildContext<'_>,
+) -> Result<(), ConfigError> {
+    let layer = LuaLayer::try_from_config(value, Scope::Proxy, ctx.base_dir)?;
+    if let Slots::Endpoint(set) = slots {
+        set.lua_proxy = layer;
+    }
+    Ok(())
+}
+
+fn build_lua_backend(
+    value: &Value,
+    slots: Slots<'_>,
+    ctx: &BuildContext<'_>,
+) -> Result<(), ConfigError> {
+    let layer = LuaLayer::try_from_config(value, Scope::Backend, ctx.base_dir)?;
+    if let Slots::Backend(set) = slots {
+        set.lua_backend = layer;
+    }
+    Ok(())
 }
 
 fn build_martian(value: &Value, slots: Slots<'_>, _: &BuildContext<'_>) -> Result<(), ConfigError> {
@@ -853,6 +932,8 @@ pub(crate) fn build_layers(
     }
     if let Slots::Endpoint(set) = slots {
         ctx.root.governance.fill_service_layers(set);
+        // The root's script runs first, then the endpoint's.
+        set.lua_endpoint = ctx.root.lua_endpoint.and_then(&set.lua_endpoint);
     }
 }
 

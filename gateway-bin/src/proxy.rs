@@ -323,7 +323,7 @@ async fn handle(
                 .map_err(|e| ErrorResponse::bad_request(e).with_code("invalid_placeholder"))?,
         );
     }
-    let headers = state.headers.apply(&parts.headers);
+    let headers = forwarded(state, &parts);
     let deadline = Instant::now() + state.timeout;
 
     if let [backend] = state.backends.as_slice() {
@@ -387,13 +387,23 @@ fn upstream_request(
             .expand(&RequestValues { parts })
             .map_err(|e| ErrorResponse::bad_request(e).with_code("invalid_placeholder"))?
     };
-    let mut headers = state.headers.apply(&parts.headers);
+    let mut headers = forwarded(state, parts);
     let body = if backend.krakend_client {
         krakend_body(&backend.method, &mut headers, body)
     } else {
         body
     };
     backend_request(backend, parts, &path, &query, headers, body)
+}
+
+/// The client's headers the endpoint forwards (`input_headers`), with
+/// what a `modifier/lua-proxy` script set for the backends.
+fn forwarded(state: &EndpointState, parts: &request::Parts) -> HeaderMap {
+    let mut headers = state.headers.apply(&parts.headers);
+    if let Some(script) = parts.extensions.get::<switchboard_core::ScriptHeaders>() {
+        script.apply(&mut headers);
+    }
+    headers
 }
 
 /// A client body as KrakenD's Go client sends it: an empty one as

@@ -261,6 +261,12 @@ async fn finish(finishing: &Finishing, response: Response<Body>) -> Response<Bod
         return switchboard_core::ErrorResponse::internal("the answer could not be signed")
             .into_response();
     }
+    if finishing.signer.is_some() {
+        // KrakenD's signer answers a fresh response: neither the cache
+        // header nor the completeness mark of the proxy's answer.
+        parts.headers.remove(http::header::CACHE_CONTROL);
+        parts.headers.remove(COMPLETED);
+    }
     // KrakenD writes object keys in sorted order; an answer these steps
     // rewrote is written the same way.
     let bytes = serde_json::to_vec(&crate::signer::sorted(&value)).unwrap_or_default();

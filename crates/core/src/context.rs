@@ -5,6 +5,25 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+/// Request headers a script set for the backends: KrakenD's
+/// `modifier/lua-proxy` changes the proxy's request after `input_headers`
+/// filtered it, so what it sets reaches every backend, whatever
+/// `input_headers` says. A name with no value removes the header.
+#[derive(Clone, Debug, Default)]
+pub struct ScriptHeaders(pub Arc<Vec<(http::HeaderName, Vec<http::HeaderValue>)>>);
+
+impl ScriptHeaders {
+    /// Applies the changes to the headers a backend gets.
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        for (name, values) in self.0.iter() {
+            headers.remove(name);
+            for value in values {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+    }
+}
+
 /// The `{param}` values the endpoint path matched, by name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RouteParams {

@@ -16,7 +16,8 @@ mod usage;
 pub use attempt::{AttemptReason, UpstreamAttempt};
 pub use config::ConfigError;
 pub use context::{
-    ApiKeyIdentity, BodyLimit, Claims, ClientAddr, JsonBody, RouteParams, lookup_path,
+    ApiKeyIdentity, BodyLimit, Claims, ClientAddr, JsonBody, RouteParams, ScriptHeaders,
+    lookup_path,
 };
 pub use error::{ErrorResponse, GatewayAnswer, KrakendError, SHOULD_RETRY};
 pub use state::{QuotaRemaining, Rejection, SharedState};
