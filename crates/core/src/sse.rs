@@ -162,8 +162,8 @@ pub enum SseError {
 pub struct SseDecoder {
     max_event_size: usize,
     line: Vec<u8>,
+    /// The event being read; its `data` lines are joined as they come.
     event: Event,
-    data_lines: Vec<String>,
     event_size: usize,
     skip_lf: bool,
     at_start: bool,
@@ -177,7 +177,6 @@ impl SseDecoder {
             max_event_size,
             line: Vec::new(),
             event: Event::default(),
-            data_lines: Vec::new(),
             event_size: 0,
             skip_lf: false,
             at_start: true,
@@ -219,13 +218,24 @@ impl SseDecoder {
             }
             match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
                 Some(at) => {
-                    self.extend_line(&rest[..at])?;
+                    let ended = if self.line.is_empty() {
+                        // The whole line is in this chunk: read it in place.
+                        self.check_line(at)?;
+                        self.process_line(&rest[..at])?
+                    } else {
+                        self.extend_line(&rest[..at])?;
+                        // The buffer is kept for the next carried-over line.
+                        let mut line = std::mem::take(&mut self.line);
+                        let ended = self.process_line(&line);
+                        line.clear();
+                        self.line = line;
+                        ended?
+                    };
                     if rest[at] == b'\r' {
                         self.skip_lf = true;
                     }
                     rest = &rest[at + 1..];
-                    let line = std::mem::take(&mut self.line);
-                    if let Some(event) = self.process_line(&line)? {
+                    if let Some(event) = ended {
                         events.push(event);
                     }
                 }
@@ -250,12 +260,17 @@ impl SseDecoder {
         Ok(self.dispatch())
     }
 
-    fn extend_line(&mut self, bytes: &[u8]) -> Result<(), SseError> {
-        if self.event_size + self.line.len() + bytes.len() > self.max_event_size {
+    fn check_line(&self, len: usize) -> Result<(), SseError> {
+        if self.event_size + len > self.max_event_size {
             return Err(SseError::EventTooLarge {
                 limit: self.max_event_size,
             });
         }
+        Ok(())
+    }
+
+    fn extend_line(&mut self, bytes: &[u8]) -> Result<(), SseError> {
+        self.check_line(self.line.len() + bytes.len())?;
         self.line.extend_from_slice(bytes);
         Ok(())
     }
@@ -281,7 +296,13 @@ impl SseDecoder {
         };
         match field {
             "event" => self.event.event = Some(value.to_owned()),
-            "data" => self.data_lines.push(value.to_owned()),
+            "data" => match &mut self.event.data {
+                None => self.event.data = Some(value.to_owned()),
+                Some(data) => {
+                    data.push('\n');
+                    data.push_str(value);
+                }
+            },
             "id" if !value.contains('\0') => self.event.id = Some(value.to_owned()),
             "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
                 self.event.retry = value.parse().ok();
@@ -293,10 +314,7 @@ impl SseDecoder {
 
     fn dispatch(&mut self) -> Option<Event> {
         self.event_size = 0;
-        let mut event = std::mem::take(&mut self.event);
-        if !self.data_lines.is_empty() {
-            event.data = Some(std::mem::take(&mut self.data_lines).join("\n"));
-        }
+        let event = std::mem::take(&mut self.event);
         (!event.is_empty()).then_some(event)
     }
 }

@@ -68,7 +68,7 @@ fn drain(
     encoder: &mut Option<StreamEncoder>,
     usage: &mut TokenUsage,
     report: Option<&UsageReport>,
-    provider: &str,
+    provider: &Arc<str>,
     model: &mut Arc<str>,
     out: &mut Vec<u8>,
 ) -> bool {
@@ -81,7 +81,7 @@ fn drain(
             StreamEvent::Usage(piece) => {
                 usage.merge(piece);
                 if let Some(report) = report {
-                    report.record(usage.to_core(provider, model));
+                    report.record(usage.core_usage(provider, model));
                 }
             }
             StreamEvent::Error(_) => failed = true,
@@ -120,6 +120,11 @@ impl HttpBody for TranslateBody {
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
+                    if this.encoder.is_some() {
+                        // Translated chunks are at most about twice the
+                        // vendor's: one allocation for most frames.
+                        out.reserve(data.len() * 2);
+                    }
                     this.decoder.decode(&data, this.events);
                     let failed = drain(
                         this.events,

@@ -6,6 +6,8 @@
 //! their upstream request from it and parse their answers into it. Nothing
 //! here knows HTTP framing or a wire format.
 
+use std::sync::Arc;
+
 use http::StatusCode;
 use serde_json::{Map, Value};
 
@@ -347,6 +349,20 @@ impl TokenUsage {
 
     /// The shared usage value, with where it came from.
     pub fn to_core(&self, provider: &str, model: &str) -> switchboard_core::Usage {
+        self.core_with_source(Arc::from(provider), Arc::from(model))
+    }
+
+    /// [`TokenUsage::to_core`] sharing names already held (a stream
+    /// records its running total on every usage event).
+    pub(crate) fn core_usage(
+        &self,
+        provider: &Arc<str>,
+        model: &Arc<str>,
+    ) -> switchboard_core::Usage {
+        self.core_with_source(Arc::clone(provider), Arc::clone(model))
+    }
+
+    fn core_with_source(&self, provider: Arc<str>, model: Arc<str>) -> switchboard_core::Usage {
         let mut usage =
             switchboard_core::Usage::new(self.input(), self.output()).with_source(provider, model);
         usage.cached_tokens = self.cached_tokens.unwrap_or(0);

@@ -8,7 +8,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use switchboard_core::sse::{Event, SseDecoder};
 
-use super::openai_chat::{MAX_EVENT, kind_from_type, parse_json};
+use super::openai_chat::{MAX_EVENT, kind_from_type, parse_json, write_json_str, write_json_u64};
+use super::{Obj, Str};
 use crate::adapter::StreamDecoder;
 use crate::ir::{
     ChatRequest, ChatResponse, Choice, ContentPart, ErrorKind, FinishReason, ImageSource, LlmError,
@@ -433,16 +434,27 @@ pub(crate) fn stop_reason_str(reason: &FinishReason) -> &str {
 /// IR's input includes them.
 pub(crate) fn parse_usage(value: &Value) -> TokenUsage {
     let get = |key: &str| value.get(key).and_then(Value::as_u64);
-    let input = get("input_tokens");
-    let cache_read = get("cache_read_input_tokens");
-    let cache_write = get("cache_creation_input_tokens");
+    usage_of(
+        get("input_tokens"),
+        get("cache_read_input_tokens"),
+        get("cache_creation_input_tokens"),
+        get("output_tokens"),
+    )
+}
+
+fn usage_of(
+    input: Option<u64>,
+    cache_read: Option<u64>,
+    cache_write: Option<u64>,
+    output: Option<u64>,
+) -> TokenUsage {
     let input_total = input.map(|i| {
         i.saturating_add(cache_read.unwrap_or(0))
             .saturating_add(cache_write.unwrap_or(0))
     });
     TokenUsage {
         input_tokens: input_total,
-        output_tokens: get("output_tokens"),
+        output_tokens: output,
         cached_tokens: cache_read,
         cache_creation_tokens: cache_write,
         reasoning_tokens: None,
@@ -524,6 +536,81 @@ pub(crate) fn parse_error_body(err: &mut LlmError, body: &[u8]) {
     }
 }
 
+/// One Messages stream event, typed: only what the decoder reads.
+#[derive(Deserialize)]
+struct WireStreamEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Str<'a>>,
+    index: Option<u64>,
+    message: Option<Obj<WireStreamMessage>>,
+    #[serde(borrow)]
+    content_block: Option<Obj<WireStreamBlock<'a>>>,
+    #[serde(borrow)]
+    delta: Option<Obj<WireStreamDelta<'a>>>,
+    #[serde(default, deserialize_with = "present_usage")]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireStreamMessage {
+    id: Option<String>,
+    model: Option<String>,
+    #[serde(default, deserialize_with = "present_usage")]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Default, Deserialize)]
+struct WireStreamBlock<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Str<'a>>,
+    text: Option<String>,
+    id: Option<String>,
+    name: Option<String>,
+    input: Option<Value>,
+}
+
+#[derive(Default, Deserialize)]
+struct WireStreamDelta<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Str<'a>>,
+    text: Option<String>,
+    partial_json: Option<String>,
+    #[serde(borrow)]
+    stop_reason: Option<Str<'a>>,
+}
+
+/// Anthropic's usage counts, as [`parse_usage`] reads them.
+#[derive(Default, Deserialize)]
+struct WireUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+}
+
+impl WireUsage {
+    fn to_usage(&self) -> TokenUsage {
+        usage_of(
+            self.input_tokens,
+            self.cache_read_input_tokens,
+            self.cache_creation_input_tokens,
+            self.output_tokens,
+        )
+    }
+}
+
+/// A `usage` key that is present counts even when it is `null` (nothing
+/// reported), as the `Value` reading has it.
+fn present_usage<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<WireUsage>, D::Error> {
+    Ok(Some(
+        Option::<Obj<WireUsage>>::deserialize(deserializer)?
+            .map(|Obj(usage)| usage)
+            .unwrap_or_default(),
+    ))
+}
+
 #[derive(Clone, Copy)]
 enum Block {
     Text,
@@ -560,7 +647,132 @@ impl MessageDecoder {
 
     fn event(&mut self, event: Event, out: &mut Vec<StreamEvent>) {
         let Some(data) = event.data else { return };
-        let value: Value = match serde_json::from_str(&data) {
+        // The typed reading covers every well-formed event; anything it
+        // refuses (a field of an unexpected type, duplicate keys, invalid
+        // JSON) takes the lenient `Value` reading, which decides.
+        if let Ok(Obj(wire)) = serde_json::from_str::<Obj<WireStreamEvent<'_>>>(&data) {
+            return self.typed_event(wire, event.event.as_deref(), &data, out);
+        }
+        self.value_event(event.event.as_deref(), &data, out);
+    }
+
+    fn typed_event(
+        &mut self,
+        wire: WireStreamEvent<'_>,
+        name: Option<&str>,
+        data: &str,
+        out: &mut Vec<StreamEvent>,
+    ) {
+        let kind = wire
+            .kind
+            .as_ref()
+            .map(Str::as_str)
+            .or(name)
+            .unwrap_or_default();
+        match kind {
+            "message_start" => {
+                let (id, model, usage) = match wire.message {
+                    Some(Obj(message)) => (message.id, message.model, message.usage),
+                    None => (None, None, None),
+                };
+                out.push(StreamEvent::Start { id, model });
+                if let Some(usage) = usage {
+                    out.push(StreamEvent::Usage(usage.to_usage()));
+                }
+            }
+            "content_block_start" => {
+                let index = wire.index.unwrap_or(0);
+                let block = wire.content_block.map(|Obj(b)| b).unwrap_or_default();
+                match block.kind.as_ref().map(Str::as_str) {
+                    Some("text") => {
+                        self.blocks.insert(index, Block::Text);
+                        if let Some(text) = block.text
+                            && !text.is_empty()
+                        {
+                            out.push(StreamEvent::TextDelta { choice: 0, text });
+                        }
+                    }
+                    Some("tool_use") => {
+                        let tool = self.tools;
+                        self.tools += 1;
+                        self.blocks.insert(index, Block::Tool(tool));
+                        out.push(StreamEvent::ToolCallStart {
+                            choice: 0,
+                            index: tool,
+                            id: block.id.unwrap_or_default(),
+                            name: block.name.unwrap_or_default(),
+                        });
+                        // A non-empty `input` here is the whole argument set.
+                        if let Some(input) = block.input
+                            && input.as_object().is_some_and(|m| !m.is_empty())
+                        {
+                            out.push(StreamEvent::ToolCallDelta {
+                                choice: 0,
+                                index: tool,
+                                arguments: input.to_string(),
+                            });
+                        }
+                    }
+                    _ => {
+                        self.blocks.insert(index, Block::Other);
+                    }
+                }
+            }
+            "content_block_delta" => {
+                let index = wire.index.unwrap_or(0);
+                let delta = wire.delta.map(|Obj(d)| d).unwrap_or_default();
+                match (
+                    self.blocks.get(&index).copied(),
+                    delta.kind.as_ref().map(Str::as_str),
+                ) {
+                    (Some(Block::Text) | None, Some("text_delta")) => {
+                        out.push(StreamEvent::TextDelta {
+                            choice: 0,
+                            text: delta.text.unwrap_or_default(),
+                        })
+                    }
+                    (Some(Block::Tool(tool)), Some("input_json_delta")) => {
+                        let arguments = delta.partial_json.unwrap_or_default();
+                        if !arguments.is_empty() {
+                            out.push(StreamEvent::ToolCallDelta {
+                                choice: 0,
+                                index: tool,
+                                arguments,
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "message_delta" => {
+                if let Some(usage) = wire.usage {
+                    out.push(StreamEvent::Usage(usage.to_usage()));
+                }
+                if let Some(reason) = wire.delta.and_then(|Obj(d)| d.stop_reason) {
+                    out.push(StreamEvent::Finish {
+                        choice: 0,
+                        reason: stop_reason(reason.as_str()),
+                    });
+                }
+            }
+            "message_stop" => self.done = true,
+            "error" => self.stream_error(data, out),
+            // ping, content_block_stop and future event types.
+            _ => {}
+        }
+    }
+
+    fn stream_error(&mut self, data: &str, out: &mut Vec<StreamEvent>) {
+        let mut err = LlmError::bad_upstream("the provider failed mid-stream");
+        parse_error_body(&mut err, data.as_bytes());
+        if err.kind == ErrorKind::Overloaded {
+            err.status = http::StatusCode::from_u16(529).unwrap_or(err.status);
+        }
+        self.fail(err, out);
+    }
+
+    fn value_event(&mut self, name: Option<&str>, data: &str, out: &mut Vec<StreamEvent>) {
+        let value: Value = match serde_json::from_str(data) {
             Ok(value) => value,
             Err(err) => {
                 return self.fail(
@@ -572,7 +784,7 @@ impl MessageDecoder {
         let kind = value
             .get("type")
             .and_then(Value::as_str)
-            .or(event.event.as_deref())
+            .or(name)
             .unwrap_or_default();
         match kind {
             "message_start" => {
@@ -671,14 +883,7 @@ impl MessageDecoder {
                 }
             }
             "message_stop" => self.done = true,
-            "error" => {
-                let mut err = LlmError::bad_upstream("the provider failed mid-stream");
-                parse_error_body(&mut err, data.as_bytes());
-                if err.kind == ErrorKind::Overloaded {
-                    err.status = http::StatusCode::from_u16(529).unwrap_or(err.status);
-                }
-                self.fail(err, out);
-            }
+            "error" => self.stream_error(data, out),
             // ping, content_block_stop and future event types.
             _ => {}
         }
@@ -851,25 +1056,54 @@ impl MessageEncoder {
 
     fn close_block(&mut self, out: &mut Vec<u8>) {
         if let Some((index, _)) = self.open.take() {
-            Self::write(
-                "content_block_stop",
-                &json!({"type": "content_block_stop", "index": index}),
-                out,
+            out.extend_from_slice(
+                b"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":",
             );
+            write_json_u64(out, index.into());
+            out.extend_from_slice(b"}\n\n");
         }
     }
 
-    fn open_block(&mut self, block: Block, content_block: Value, out: &mut Vec<u8>) -> u32 {
+    /// Opens a block: text when `tool` is `None`, else a tool use with its
+    /// id and name.
+    fn open_block(&mut self, block: Block, tool: Option<(&str, &str)>, out: &mut Vec<u8>) -> u32 {
         self.close_block(out);
         let index = self.next_block;
         self.next_block += 1;
         self.open = Some((index, block));
-        Self::write(
-            "content_block_start",
-            &json!({"type": "content_block_start", "index": index, "content_block": content_block}),
-            out,
+        out.extend_from_slice(
+            b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":",
         );
+        write_json_u64(out, index.into());
+        match tool {
+            None => {
+                out.extend_from_slice(b",\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n")
+            }
+            Some((id, name)) => {
+                out.extend_from_slice(b",\"content_block\":{\"type\":\"tool_use\",\"id\":");
+                write_json_str(out, id);
+                out.extend_from_slice(b",\"name\":");
+                write_json_str(out, name);
+                out.extend_from_slice(b",\"input\":{}}}\n\n");
+            }
+        }
         index
+    }
+
+    /// A `content_block_delta` of `kind` (`text_delta`) whose `field`
+    /// (`text`) holds `value`.
+    fn write_delta(index: u32, kind: &str, field: &str, value: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(
+            b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":",
+        );
+        write_json_u64(out, index.into());
+        out.extend_from_slice(b",\"delta\":{\"type\":\"");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\",\"");
+        out.extend_from_slice(field.as_bytes());
+        out.extend_from_slice(b"\":");
+        write_json_str(out, value);
+        out.extend_from_slice(b"}}\n\n");
     }
 
     pub(crate) fn encode(&mut self, event: &StreamEvent, out: &mut Vec<u8>) {
@@ -911,23 +1145,15 @@ impl MessageEncoder {
             StreamEvent::TextDelta { text, .. } => {
                 let index = match self.open {
                     Some((index, Block::Text)) => index,
-                    _ => self.open_block(Block::Text, json!({"type": "text", "text": ""}), out),
+                    _ => self.open_block(Block::Text, None, out),
                 };
-                Self::write(
-                    "content_block_delta",
-                    &json!({"type": "content_block_delta", "index": index,
-                        "delta": {"type": "text_delta", "text": text}}),
-                    out,
-                );
+                Self::write_delta(index, "text_delta", "text", text, out);
             }
             StreamEvent::ToolCallStart {
                 index, id, name, ..
             } => {
-                let block = self.open_block(
-                    Block::Tool(*index),
-                    json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
-                    out,
-                );
+                let block =
+                    self.open_block(Block::Tool(*index), Some((id.as_str(), name.as_str())), out);
                 self.tool_blocks.insert(*index, block);
             }
             StreamEvent::ToolCallDelta {
@@ -936,21 +1162,12 @@ impl MessageEncoder {
                 let block = match self.tool_blocks.get(index) {
                     Some(block) => *block,
                     None => {
-                        let block = self.open_block(
-                            Block::Tool(*index),
-                            json!({"type": "tool_use", "id": "", "name": "", "input": {}}),
-                            out,
-                        );
+                        let block = self.open_block(Block::Tool(*index), Some(("", "")), out);
                         self.tool_blocks.insert(*index, block);
                         block
                     }
                 };
-                Self::write(
-                    "content_block_delta",
-                    &json!({"type": "content_block_delta", "index": block,
-                        "delta": {"type": "input_json_delta", "partial_json": arguments}}),
-                    out,
-                );
+                Self::write_delta(block, "input_json_delta", "partial_json", arguments, out);
             }
             StreamEvent::Finish { reason, .. } => self.stop = Some(reason.clone()),
             StreamEvent::Error(err) => {
@@ -1008,6 +1225,63 @@ mod tests {
         );
         assert_eq!(usage.input(), 15);
         assert_eq!(render_usage(&usage)["input_tokens"], 5);
+    }
+
+    fn decode_events(stream: &str) -> Vec<StreamEvent> {
+        let mut decoder = MessageDecoder::new();
+        let mut events = Vec::new();
+        decoder.decode(stream.as_bytes(), &mut events);
+        decoder.finish(&mut events);
+        events
+    }
+
+    #[test]
+    fn typed_reading_takes_every_recorded_event() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/llm/anthropic/stream.sse"
+        );
+        let stream = std::fs::read_to_string(path).unwrap();
+        let mut seen = 0;
+        for data in stream.lines().filter_map(|l| l.strip_prefix("data: ")) {
+            assert!(
+                serde_json::from_str::<Obj<WireStreamEvent<'_>>>(data).is_ok(),
+                "{data}"
+            );
+            seen += 1;
+        }
+        assert!(seen > 5);
+    }
+
+    #[test]
+    fn odd_events_read_as_the_lenient_reading_has_them() {
+        // A null usage is a report of nothing; a message that is not an
+        // object has no id (the typed reading refuses both shapes' types
+        // or takes them as the `Value` reading does).
+        let events = decode_events(concat!(
+            "data: {\"type\":\"message_start\",\"message\":[\"x\"]}\n\n",
+            "data: {\"type\":\"message_delta\",\"usage\":null,\"delta\":{\"stop_reason\":\"end_turn\"}}\n\n",
+            "data: {\"type\":\"content_block_delta\",\"index\":\"0\",\"delta\":{\"type\":\"text_delta\",\"text\":\"a\\\"b\"}}\n\n",
+            "event: message_stop\ndata: {}\n\n",
+        ));
+        assert_eq!(
+            events,
+            [
+                StreamEvent::Start {
+                    id: None,
+                    model: None
+                },
+                StreamEvent::Usage(TokenUsage::default()),
+                StreamEvent::Finish {
+                    choice: 0,
+                    reason: FinishReason::Stop
+                },
+                StreamEvent::TextDelta {
+                    choice: 0,
+                    text: "a\"b".into()
+                },
+            ]
+        );
     }
 
     #[test]

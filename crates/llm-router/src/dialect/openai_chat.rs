@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use switchboard_core::sse::{Event, SseDecoder};
 
+use super::{Obj, Str};
 use crate::adapter::StreamDecoder;
 use crate::ir::{
     ChatRequest, ChatResponse, Choice, ContentPart, ErrorKind, FinishReason, ImageSource, LlmError,
@@ -623,6 +624,14 @@ pub(crate) fn parse_usage(value: &Value) -> TokenUsage {
     }
 }
 
+/// [`text_of`] for a value of its own: a string is moved, not copied.
+fn text_of_owned(value: Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s),
+        other => text_of(Some(&other)),
+    }
+}
+
 fn text_of(value: Option<&Value>) -> Option<String> {
     match value? {
         Value::String(s) => Some(s.clone()),
@@ -744,6 +753,49 @@ pub(crate) fn parse_error_body(err: &mut LlmError, body: &[u8]) {
     }
 }
 
+/// One Chat Completions stream chunk, typed: only what the decoder reads.
+#[derive(Deserialize)]
+struct WireChunk<'a> {
+    error: Option<serde::de::IgnoredAny>,
+    #[serde(borrow)]
+    id: Option<Str<'a>>,
+    #[serde(borrow)]
+    model: Option<Str<'a>>,
+    #[serde(borrow)]
+    choices: Option<Vec<Obj<WireChunkChoice<'a>>>>,
+    usage: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct WireChunkChoice<'a> {
+    index: Option<u64>,
+    #[serde(borrow)]
+    delta: Option<Obj<WireChunkDelta<'a>>>,
+    #[serde(borrow)]
+    finish_reason: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WireChunkDelta<'a> {
+    content: Option<Value>,
+    #[serde(borrow)]
+    refusal: Option<Str<'a>>,
+    tool_calls: Option<Vec<Obj<WireCallDelta>>>,
+}
+
+#[derive(Deserialize)]
+struct WireCallDelta {
+    index: Option<u64>,
+    id: Option<String>,
+    function: Option<Obj<WireFunctionDelta>>,
+}
+
+#[derive(Deserialize)]
+struct WireFunctionDelta {
+    name: Option<String>,
+    arguments: Option<Value>,
+}
+
 /// Decodes a Chat Completions SSE stream.
 pub(crate) struct ChunkDecoder {
     sse: SseDecoder,
@@ -784,6 +836,86 @@ impl ChunkDecoder {
             self.done = true;
             return;
         }
+        // The typed reading covers every well-formed chunk; anything it
+        // refuses (a field of an unexpected type, duplicate keys, invalid
+        // JSON, an error) takes the lenient `Value` reading, which decides.
+        if let Ok(Obj(chunk)) = serde_json::from_str::<Obj<WireChunk<'_>>>(data)
+            && chunk.error.is_none()
+        {
+            return self.typed_chunk(chunk, out);
+        }
+        self.value_chunk(data, out);
+    }
+
+    fn typed_chunk(&mut self, chunk: WireChunk<'_>, out: &mut Vec<StreamEvent>) {
+        if !self.started {
+            self.started = true;
+            out.push(StreamEvent::Start {
+                id: chunk.id.map(|id| id.0.into_owned()),
+                model: chunk.model.map(|model| model.0.into_owned()),
+            });
+        }
+        for Obj(choice) in chunk.choices.into_iter().flatten() {
+            let index = choice.index.unwrap_or(0) as u32;
+            if let Some(Obj(delta)) = choice.delta {
+                if let Some(text) = delta.content.and_then(text_of_owned)
+                    && !text.is_empty()
+                {
+                    out.push(StreamEvent::TextDelta {
+                        choice: index,
+                        text,
+                    });
+                }
+                if let Some(refusal) = delta.refusal
+                    && !refusal.0.is_empty()
+                {
+                    out.push(StreamEvent::TextDelta {
+                        choice: index,
+                        text: refusal.0.into_owned(),
+                    });
+                }
+                for (position, Obj(call)) in delta.tool_calls.into_iter().flatten().enumerate() {
+                    let call_index = call.index.map_or(position as u32, |i| i as u32);
+                    let (name, arguments) = match call.function {
+                        Some(Obj(function)) => (function.name, function.arguments),
+                        None => (None, None),
+                    };
+                    if self.open_calls.insert((index, call_index)) {
+                        out.push(StreamEvent::ToolCallStart {
+                            choice: index,
+                            index: call_index,
+                            id: call.id.unwrap_or_default(),
+                            name: name.unwrap_or_default(),
+                        });
+                    }
+                    let arguments = match arguments {
+                        Some(Value::String(s)) => s,
+                        Some(Value::Null) | None => String::new(),
+                        Some(other) => other.to_string(),
+                    };
+                    if !arguments.is_empty() {
+                        out.push(StreamEvent::ToolCallDelta {
+                            choice: index,
+                            index: call_index,
+                            arguments,
+                        });
+                    }
+                }
+            }
+            if let Some(reason) = choice.finish_reason {
+                self.finished_any = true;
+                out.push(StreamEvent::Finish {
+                    choice: index,
+                    reason: finish_reason(reason.as_str()),
+                });
+            }
+        }
+        if let Some(usage) = chunk.usage.filter(Value::is_object) {
+            out.push(StreamEvent::Usage(parse_usage(&usage)));
+        }
+    }
+
+    fn value_chunk(&mut self, data: &str, out: &mut Vec<StreamEvent>) {
         let value: Value = match serde_json::from_str(data) {
             Ok(value) => value,
             Err(err) => {
@@ -1036,7 +1168,9 @@ pub(crate) fn render_error(err: &LlmError) -> Value {
     })
 }
 
-/// Writes IR stream events as Chat Completions chunks.
+/// Writes IR stream events as Chat Completions chunks, straight into the
+/// output: the part of a chunk that only changes with the id and model
+/// (`data: {"id":...,"choices":[`) is written once and copied per chunk.
 pub(crate) struct ChunkEncoder {
     id: String,
     created: u64,
@@ -1045,6 +1179,25 @@ pub(crate) struct ChunkEncoder {
     usage: TokenUsage,
     roles_sent: Vec<u32>,
     failed: bool,
+    /// `data: {"id":..,"object":..,"created":..,"model":..,
+    /// "system_fingerprint":null,"choices":[`; empty until first needed
+    /// and again after the id or model change.
+    prefix: Vec<u8>,
+}
+
+/// The delta of one chunk.
+enum Delta<'a> {
+    Content(&'a str),
+    ToolStart {
+        index: u32,
+        id: &'a str,
+        name: &'a str,
+    },
+    ToolArguments {
+        index: u32,
+        arguments: &'a str,
+    },
+    Empty,
 }
 
 impl ChunkEncoder {
@@ -1057,36 +1210,73 @@ impl ChunkEncoder {
             usage: TokenUsage::default(),
             roles_sent: Vec::new(),
             failed: false,
+            prefix: Vec::new(),
         }
     }
 
-    fn chunk(&self, choices: Value, out: &mut Vec<u8>) {
-        let mut value = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": Value::Null,
-            "choices": choices,
-        });
-        if self.include_usage {
-            value["usage"] = Value::Null;
+    fn write_prefix(&mut self, out: &mut Vec<u8>) {
+        if self.prefix.is_empty() {
+            let prefix = &mut self.prefix;
+            prefix.extend_from_slice(b"data: {\"id\":");
+            write_json_str(prefix, &self.id);
+            prefix.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+            write_json_u64(prefix, self.created);
+            prefix.extend_from_slice(b",\"model\":");
+            write_json_str(prefix, &self.model);
+            prefix.extend_from_slice(b",\"system_fingerprint\":null,\"choices\":[");
         }
-        write_data(&value, out);
+        out.extend_from_slice(&self.prefix);
     }
 
-    fn delta(&mut self, choice: u32, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
-        let mut delta = delta;
-        if !self.roles_sent.contains(&choice) {
+    fn delta(&mut self, choice: u32, delta: Delta<'_>, finish: Option<&str>, out: &mut Vec<u8>) {
+        let role = !self.roles_sent.contains(&choice);
+        if role {
             self.roles_sent.push(choice);
-            if let Value::Object(map) = &mut delta {
-                map.insert("role".into(), "assistant".into());
-            }
         }
-        self.chunk(
-            json!([{"index": choice, "delta": delta, "logprobs": Value::Null, "finish_reason": finish}]),
-            out,
-        );
+        self.write_prefix(out);
+        out.extend_from_slice(b"{\"index\":");
+        write_json_u64(out, choice.into());
+        out.extend_from_slice(b",\"delta\":{");
+        let empty = matches!(delta, Delta::Empty);
+        match delta {
+            Delta::Content(text) => {
+                out.extend_from_slice(b"\"content\":");
+                write_json_str(out, text);
+            }
+            Delta::ToolStart { index, id, name } => {
+                out.extend_from_slice(b"\"tool_calls\":[{\"index\":");
+                write_json_u64(out, index.into());
+                out.extend_from_slice(b",\"id\":");
+                write_json_str(out, id);
+                out.extend_from_slice(b",\"type\":\"function\",\"function\":{\"name\":");
+                write_json_str(out, name);
+                out.extend_from_slice(b",\"arguments\":\"\"}}]");
+            }
+            Delta::ToolArguments { index, arguments } => {
+                out.extend_from_slice(b"\"tool_calls\":[{\"index\":");
+                write_json_u64(out, index.into());
+                out.extend_from_slice(b",\"function\":{\"arguments\":");
+                write_json_str(out, arguments);
+                out.extend_from_slice(b"}}]");
+            }
+            Delta::Empty => {}
+        }
+        if role {
+            if !empty {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"role\":\"assistant\"");
+        }
+        out.extend_from_slice(b"},\"logprobs\":null,\"finish_reason\":");
+        match finish {
+            Some(reason) => write_json_str(out, reason),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b"}]");
+        if self.include_usage {
+            out.extend_from_slice(b",\"usage\":null");
+        }
+        out.extend_from_slice(b"}\n\n");
     }
 
     pub(crate) fn encode(&mut self, event: &StreamEvent, out: &mut Vec<u8>) {
@@ -1099,16 +1289,18 @@ impl ChunkEncoder {
                     && !id.is_empty()
                 {
                     self.id = client_id(id);
+                    self.prefix.clear();
                 }
                 if let Some(model) = model
                     && !model.is_empty()
                 {
-                    self.model = model.clone();
+                    self.model.clone_from(model);
+                    self.prefix.clear();
                 }
-                self.delta(0, json!({"content": ""}), None, out);
+                self.delta(0, Delta::Content(""), None, out);
             }
             StreamEvent::TextDelta { choice, text } => {
-                self.delta(*choice, json!({"content": text}), None, out);
+                self.delta(*choice, Delta::Content(text), None, out);
             }
             StreamEvent::ToolCallStart {
                 choice,
@@ -1117,8 +1309,11 @@ impl ChunkEncoder {
                 name,
             } => self.delta(
                 *choice,
-                json!({"tool_calls": [{"index": index, "id": id, "type": "function",
-                    "function": {"name": name, "arguments": ""}}]}),
+                Delta::ToolStart {
+                    index: *index,
+                    id,
+                    name,
+                },
                 None,
                 out,
             ),
@@ -1128,12 +1323,15 @@ impl ChunkEncoder {
                 arguments,
             } => self.delta(
                 *choice,
-                json!({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}),
+                Delta::ToolArguments {
+                    index: *index,
+                    arguments,
+                },
                 None,
                 out,
             ),
             StreamEvent::Finish { choice, reason } => {
-                self.delta(*choice, json!({}), Some(finish_reason_str(reason)), out);
+                self.delta(*choice, Delta::Empty, Some(finish_reason_str(reason)), out);
             }
             StreamEvent::Usage(usage) => self.usage.merge(usage),
             StreamEvent::Error(err) => {
@@ -1148,19 +1346,25 @@ impl ChunkEncoder {
             return;
         }
         if self.include_usage {
-            let value = json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "system_fingerprint": Value::Null,
-                "choices": [],
-                "usage": render_usage(&self.usage),
-            });
-            write_data(&value, out);
+            self.write_prefix(out);
+            out.extend_from_slice(b"],\"usage\":");
+            // Serialising a Value into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, &render_usage(&self.usage));
+            out.extend_from_slice(b"}\n\n");
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
     }
+}
+
+/// Appends `text` as a JSON string, escaped as `serde_json` escapes it.
+pub(crate) fn write_json_str(out: &mut Vec<u8>, text: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+/// Appends a JSON number.
+pub(crate) fn write_json_u64(out: &mut Vec<u8>, number: u64) {
+    let _ = serde_json::to_writer(&mut *out, &number);
 }
 
 /// The id a client sees for a vendor's response id.
@@ -1247,6 +1451,64 @@ mod tests {
         assert_eq!(events.len(), 5, "{events:?}");
         assert!(matches!(&events[1], StreamEvent::ToolCallStart { name, .. } if name == "f"));
         assert_eq!(events[4], StreamEvent::Usage(TokenUsage::new(3, 2)));
+    }
+
+    #[test]
+    fn typed_reading_takes_every_recorded_chunk() {
+        for vendor in ["openai", "mistral", "deepseek", "alibaba"] {
+            let path = format!(
+                "{}/../../tests/fixtures/llm/{vendor}/stream.sse",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let stream = std::fs::read_to_string(path).unwrap();
+            for data in stream.lines().filter_map(|l| l.strip_prefix("data: ")) {
+                if data.trim() != "[DONE]" {
+                    assert!(
+                        serde_json::from_str::<Obj<WireChunk<'_>>>(data).is_ok(),
+                        "{vendor}: {data}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn odd_chunks_read_as_the_lenient_reading_has_them() {
+        let stream = concat!(
+            // `choices` elements that are not objects hold nothing.
+            "data: {\"id\":\"c\",\"choices\":[[0]]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":[{\"text\":\"a\"},{\"text\":\"b\"}]}}],\"usage\":[1]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"function\":{\"arguments\":{\"x\":1}}}]},\"finish_reason\":7}]}\n\n",
+            "data: [DONE]\n\n"
+        );
+        let mut decoder = ChunkDecoder::new();
+        let mut events = Vec::new();
+        decoder.decode(stream.as_bytes(), &mut events);
+        decoder.finish(&mut events);
+        assert_eq!(
+            events,
+            [
+                StreamEvent::Start {
+                    id: Some("c".into()),
+                    model: None
+                },
+                StreamEvent::TextDelta {
+                    choice: 0,
+                    text: "ab".into()
+                },
+                StreamEvent::ToolCallStart {
+                    choice: 0,
+                    index: 0,
+                    id: String::new(),
+                    name: String::new()
+                },
+                StreamEvent::ToolCallDelta {
+                    choice: 0,
+                    index: 0,
+                    arguments: "{\"x\":1}".into()
+                },
+            ]
+        );
     }
 
     #[test]
