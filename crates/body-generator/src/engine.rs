@@ -540,27 +540,26 @@ const ESCAPES: [u8; 256] = {
 };
 
 /// How many bytes [`chunk_needs_escape`] looks at at once.
-const CHUNK: usize = 16;
+const CHUNK: usize = 32;
 
-/// Whether any of 16 bytes may need escaping (see [`ESCAPES`]). Written as
-/// comparisons folded without branches, which the compiler turns into a few
-/// vector instructions.
+/// Whether any of 32 bytes may need escaping (see [`ESCAPES`]). Written as
+/// comparisons folded into a byte without branches, which the compiler
+/// turns into a few SSE2 instructions per 16 bytes.
 fn chunk_needs_escape(chunk: &[u8; CHUNK]) -> bool {
-    let mut any = false;
+    let mut any = 0u8;
     for &b in chunk {
-        any |= (b < 0x20)
-            | (b == b'"')
-            | (b == b'\\')
-            | (b == b'<')
-            | (b == b'>')
-            | (b == b'&')
-            | (b == 0xE2);
+        // `b | 4 == b'&'` is `"` or `&`; `b | 2 == b'>'` is `<` or `>`.
+        any |= u8::from(b < 0x20)
+            | u8::from(b | 4 == b'&')
+            | u8::from(b | 2 == b'>')
+            | u8::from(b == b'\\')
+            | u8::from(b == 0xE2);
     }
-    any
+    any != 0
 }
 
 /// Writes `text` as a JSON string literal with Go's escaping. Runs that
-/// need no escape are found sixteen bytes at a time and copied in one piece.
+/// need no escape are found 32 bytes at a time and copied in one piece.
 fn push_json_string(out: &mut String, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = text.as_bytes();
