@@ -448,7 +448,7 @@ pub(crate) fn build_app_checked(
         let scrub = Arc::clone(&secrets);
         let echo =
             any(move |request: Request<Body>| echo::echo(request, body_limit, Arc::clone(&scrub)))
-                .route_layer(metered.clone());
+                .layer(metered.clone());
         router = router
             .route("/__echo/", echo.clone())
             .route("/__echo/{*rest}", echo);
@@ -457,7 +457,7 @@ pub(crate) fn build_app_checked(
         let scrub = Arc::clone(&secrets);
         let debug =
             any(move |request: Request<Body>| echo::debug(request, body_limit, Arc::clone(&scrub)))
-                .route_layer(metered);
+                .layer(metered);
         router = router
             .route("/__debug", debug.clone())
             .route("/__debug/", debug.clone())
