@@ -2,7 +2,8 @@
 //! `valgrind --tool=callgrind <bench binary> <case> <iterations>`; the count
 //! per request is the difference between two iteration counts divided by
 //! their difference. Cases: `render` (the `s2-tmpl` template on a parsed
-//! 100 KB prompt) and `request` (the same through the request layer, from
+//! 100 KB prompt), `dense` (the OpenAI seed template on a 100 KB text
+//! with a quote every 24 bytes) and `request` (the same through the request layer, from
 //! the client's bytes).
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
@@ -40,6 +41,20 @@ fn main() {
         "render" => {
             let template = BodyTemplate::compile(S2_TEMPLATE).unwrap();
             let data = json!({"req_body": {"model": "gpt-4o", "prompt": words, "max_tokens": 128}});
+            for _ in 0..iterations {
+                black_box(template.render(black_box(&data)).unwrap());
+            }
+        }
+        "dense" => {
+            // A quote every 24 bytes: the escape path rather than the scan.
+            let template =
+                BodyTemplate::compile(include_str!("../tests/templates/openai.tmpl")).unwrap();
+            let text: String = "The quick brown fox \"jumps\" over the lazy dog.\n"
+                .chars()
+                .cycle()
+                .take(100 * 1024)
+                .collect();
+            let data = json!({"req_body": {"content": text}});
             for _ in 0..iterations {
                 black_box(template.render(black_box(&data)).unwrap());
             }
