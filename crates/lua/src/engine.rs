@@ -677,20 +677,7 @@ impl UserData for Shared<RequestData> {
             })
         });
         methods.add_method("headers", |lua, this, args: mlua::Variadic<LuaValue>| {
-            this.with(|r| -> mlua::Result<LuaValue> {
-                match args.as_slice() {
-                    [] => Ok(LuaValue::UserData(
-                        lua.create_userdata(headers_table(&r.headers))?,
-                    )),
-                    [name] => Ok(LuaValue::String(
-                        lua.create_string(header_get(&r.headers, name))?,
-                    )),
-                    rest => {
-                        headers_set(&mut r.headers, &mut r.changed.headers, rest);
-                        Ok(LuaValue::Nil)
-                    }
-                }
-            })
+            this.with(|r| headers_method(lua, &mut r.headers, &mut r.changed.headers, &args))
         });
         methods.add_method("headerList", |_, this, args: mlua::Variadic<LuaValue>| {
             this.with(|r| header_list(&mut r.headers, &mut r.changed.headers, &args))
@@ -705,6 +692,28 @@ impl UserData for Shared<RequestData> {
                 }
             }))
         });
+    }
+}
+
+/// `headers()` (all, as a table), `headers(name)` (the first value) and
+/// `headers(name, value…)` (set), for requests and responses alike.
+fn headers_method(
+    lua: &Lua,
+    headers: &mut Headers,
+    changed: &mut bool,
+    args: &[LuaValue],
+) -> mlua::Result<LuaValue> {
+    match args {
+        [] => Ok(LuaValue::UserData(
+            lua.create_userdata(headers_table(headers))?,
+        )),
+        [name] => Ok(LuaValue::String(
+            lua.create_string(header_get(headers, name))?,
+        )),
+        rest => {
+            headers_set(headers, changed, rest);
+            Ok(LuaValue::Nil)
+        }
     }
 }
 
@@ -756,20 +765,7 @@ impl UserData for Shared<ResponseData> {
             }))
         });
         methods.add_method("headers", |lua, this, args: mlua::Variadic<LuaValue>| {
-            this.with(|r| -> mlua::Result<LuaValue> {
-                match args.as_slice() {
-                    [] => Ok(LuaValue::UserData(
-                        lua.create_userdata(headers_table(&r.headers))?,
-                    )),
-                    [name] => Ok(LuaValue::String(
-                        lua.create_string(header_get(&r.headers, name))?,
-                    )),
-                    rest => {
-                        headers_set(&mut r.headers, &mut r.changed.headers, rest);
-                        Ok(LuaValue::Nil)
-                    }
-                }
-            })
+            this.with(|r| headers_method(lua, &mut r.headers, &mut r.changed.headers, &args))
         });
         methods.add_method("headerList", |_, this, args: mlua::Variadic<LuaValue>| {
             this.with(|r| header_list(&mut r.headers, &mut r.changed.headers, &args))
