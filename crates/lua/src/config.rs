@@ -72,6 +72,14 @@ pub(crate) struct Source {
 impl LuaConfig {
     pub(crate) fn read(value: &Value, scope: Scope) -> Result<Self, ConfigError> {
         let config: LuaConfig = from_value(value)?;
+        config.check(scope)?;
+        Ok(config)
+    }
+
+    /// What a scope refuses: `modifier/lua-endpoint` has no `post` and
+    /// cannot skip the endpoint.
+    pub(crate) fn check(&self, scope: Scope) -> Result<(), ConfigError> {
+        let config = self;
         if scope == Scope::Endpoint {
             if config.post.is_some() {
                 return Err(ConfigError::new(
@@ -86,7 +94,7 @@ impl LuaConfig {
                 ));
             }
         }
-        Ok(config)
+        Ok(())
     }
 }
 

@@ -120,8 +120,12 @@ fn message(error: &mlua::Error) -> String {
 }
 
 impl Script {
-    pub(crate) fn new(value: &Value, scope: Scope, base_dir: &Path) -> Result<Self, ConfigError> {
-        let config = LuaConfig::read(value, scope)?;
+    pub(crate) fn new(
+        config: LuaConfig,
+        scope: Scope,
+        base_dir: &Path,
+    ) -> Result<Self, ConfigError> {
+        config.check(scope)?;
         let mut sources = Vec::with_capacity(config.sources.len());
         for (i, name) in config.sources.iter().enumerate() {
             let at = format!("sources[{i}]");

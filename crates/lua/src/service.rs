@@ -14,7 +14,7 @@ use switchboard_core::future::LayerFuture;
 use switchboard_core::{Body, ConfigError, ErrorResponse, KrakendError, RouteParams};
 use tower::{Layer, Service};
 
-use crate::config::Scope;
+use crate::config::{LuaConfig, Scope};
 use crate::engine::{
     Failure, Headers, Objects, RequestData, ResponseData, Script, Shared, canonical,
 };
@@ -47,6 +47,32 @@ impl LuaLayer {
     /// (`sources[1]`, `pre`).
     pub fn try_from_config(
         config: &Value,
+        scope: Scope,
+        base_dir: &Path,
+    ) -> Result<Self, ConfigError> {
+        Self::from_config(LuaConfig::read(config, scope)?, scope, base_dir)
+    }
+
+    /// The same from a typed config (what [`LuaLayer::try_from_config`]
+    /// deserializes): the sources are read, checked and run once.
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use switchboard_lua::{LuaConfig, LuaLayer, Scope};
+    ///
+    /// let mut config = LuaConfig::default();
+    /// config.pre = Some("local r = request.load(); r:headers('X-Seen', 'yes')".to_owned());
+    /// let layer = LuaLayer::from_config(config, Scope::Proxy, Path::new(".")).unwrap();
+    /// assert!(!layer.is_empty());
+    ///
+    /// // lua-endpoint has no `post`: refused, naming the field.
+    /// let mut config = LuaConfig::default();
+    /// config.post = Some("print('late')".to_owned());
+    /// let error = LuaLayer::from_config(config, Scope::Endpoint, Path::new(".")).unwrap_err();
+    /// assert!(error.to_string().contains("post"));
+    /// ```
+    pub fn from_config(
+        config: LuaConfig,
         scope: Scope,
         base_dir: &Path,
     ) -> Result<Self, ConfigError> {
