@@ -1,26 +1,28 @@
-//! Compiling the `modifier/martian` JSON into modifier trees.
+//! Compiling a typed `modifier/martian` configuration into modifier
+//! trees.
 //!
-//! The format is recursive (filters and groups nest modifiers) and keyed by
-//! modifier type, so it is read by hand rather than through serde: that
-//! keeps every error on its exact JSON path, and keeps values (often
-//! credentials) out of error messages.
+//! serde reads the document into [`MartianConfig`] (unknown types and
+//! fields, missing fields and wrong types are reported there, each on its
+//! JSON path); this module checks what serde cannot (header names and
+//! values, regexes, base64, URLs, scopes) on the same paths, and builds the
+//! request and response trees. Neither step repeats a value in an error:
+//! values are often credentials.
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use regex::Regex;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use switchboard_core::ConfigError;
-use switchboard_core::config::{is_comment_key, join_path, key_segment};
+use switchboard_core::config::{from_value_all, join_path, key_segment};
 
 use crate::modifier::{Condition, Modifiers, Node};
 use crate::query::UrlParts;
-
-/// The modifier types this crate implements.
-const KNOWN_TYPES: &str = "header.Modifier, header.Append, header.Copy, header.Blacklist, \
-     header.Filter, header.RegexFilter, querystring.Modifier, querystring.Filter, \
-     url.Modifier, body.Modifier, fifo.Group, priority.Group";
+use crate::spec::{
+    BodyModifierConfig, FilterConfig, KINDS, MartianConfig, PriorityGroupConfig, Scope,
+    UrlModifierConfig,
+};
 
 /// Headers that describe the connection or the body framing: the gateway
 /// owns them, a modifier may not set them.
@@ -33,9 +35,81 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
+/// Reads and compiles the object found under `modifier/martian`.
 pub(crate) fn compile(config: &Value) -> Result<Modifiers, ConfigError> {
+    compile_typed(&read(config)?)
+}
+
+/// Reads the document into its typed form, every mistake on its path.
+pub(crate) fn read(config: &Value) -> Result<MartianConfig, ConfigError> {
+    from_value_all(config).map_err(|errors| {
+        let errors = errors
+            .into_iter()
+            .map(|error| {
+                let message = reword(&error.message);
+                let path = match unknown_kind(&message) {
+                    // The path names the object; the mistake is its key.
+                    Some(kind) => join_path(&error.path, &key_segment(kind)),
+                    None => error.path,
+                };
+                ConfigError::new(path, message)
+            })
+            .collect();
+        ConfigError::from_errors(errors).unwrap_or_else(|| ConfigError::new("", "invalid"))
+    })
+}
+
+/// Compiles a typed configuration.
+pub(crate) fn compile_typed(config: &MartianConfig) -> Result<Modifiers, ConfigError> {
     let parsed = parse_modifier(config, "")?;
     Ok(Modifiers::new(parsed.request, parsed.response))
+}
+
+/// serde's messages in this namespace's terms, and never with a value in
+/// them (serde quotes what it found).
+fn reword(message: &str) -> String {
+    let kinds = KINDS.join(", ");
+    if message.contains("map with a single key") {
+        return format!(
+            "expected exactly one modifier such as {{\"header.Modifier\": {{...}}}} \
+             (supported: {kinds}); wrap several in a fifo.Group"
+        );
+    }
+    if let Some(rest) = message.strip_prefix("invalid type: ") {
+        let found = rest.split([' ', ',']).next().unwrap_or("value");
+        let found = match found {
+            "integer" | "floating" => "a number",
+            "string" => "a string",
+            "boolean" => "a boolean",
+            "map" => "an object",
+            "sequence" => "an array",
+            "null" => "null",
+            "unit" => "a string",
+            _ => "another type",
+        };
+        let expected = rest.rsplit(", expected ").next().unwrap_or("another type");
+        let expected = if expected.starts_with("enum MartianConfig") || expected == "string or map"
+        {
+            "a modifier object such as {\"header.Modifier\": {...}}"
+        } else if expected.starts_with("struct ") {
+            "an object"
+        } else {
+            expected
+        };
+        return format!("expected {expected}, found {found}");
+    }
+    message.to_owned()
+}
+
+/// The modifier type an "unknown value" message names, when the value is
+/// a modifier type (its suggestions are), not a scope.
+fn unknown_kind(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown value \"")?;
+    let kind = &rest[..rest.find('"')?];
+    KINDS
+        .iter()
+        .any(|known| rest.contains(&format!("\"{known}\"")))
+        .then_some(kind)
 }
 
 /// A modifier split by direction, as martian's `parse.Result` does.
@@ -73,213 +147,146 @@ fn err(path: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::new(path, message)
 }
 
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// Paths inside one modifier object.
+struct At {
+    base: String,
+}
+
+impl At {
+    fn field(&self, key: &str) -> String {
+        join_path(&self.base, &key_segment(key))
     }
 }
 
-fn parse_modifier(value: &Value, path: &str) -> Result<Parsed, ConfigError> {
-    let Value::Object(map) = value else {
-        return Err(err(
-            path,
-            format!(
-                "expected a modifier object such as {{\"header.Modifier\": {{...}}}}, found {}",
-                kind_of(value)
-            ),
-        ));
+fn parse_modifier(config: &MartianConfig, path: &str) -> Result<Parsed, ConfigError> {
+    let kind = config.kind();
+    let at = At {
+        base: join_path(path, &key_segment(kind)),
     };
-    let kinds: Vec<&String> = map.keys().filter(|key| !is_comment_key(key)).collect();
-    let kind = match kinds.as_slice() {
-        [kind] => kind.as_str(),
-        [] => {
-            return Err(err(
-                path,
-                format!("expected exactly one modifier, found none (supported: {KNOWN_TYPES})"),
-            ));
-        }
-        several => {
-            let names: Vec<&str> = several.iter().map(|k| k.as_str()).collect();
-            return Err(err(
-                path,
-                format!(
-                    "expected exactly one modifier, found {} ({}); wrap several in a fifo.Group",
-                    names.len(),
-                    names.join(", ")
-                ),
-            ));
-        }
+    let supported = match config {
+        MartianConfig::QueryModifier(_) | MartianConfig::UrlModifier(_) => REQUEST_ONLY,
+        _ => BOTH,
     };
-    let path = join_path(path, &key_segment(kind));
-    let body = map.get(kind).unwrap_or(&Value::Null);
-    let fields = Fields::new(body, &path)?;
-    match kind {
-        "header.Modifier" | "header.Append" => {
-            fields.only(&["scope", "name", "value"])?;
-            let scopes = fields.scope(BOTH, kind)?;
-            let name = fields.target_header("name", false)?;
-            let mut value = fields.header_value("value")?;
+    let scopes = scopes(config.scope(), supported, kind, &at)?;
+    match config {
+        MartianConfig::HeaderModifier(c) | MartianConfig::HeaderAppend(c) => {
+            let name = target_header(&c.name, &at.field("name"), false)?;
+            let mut value = header_value(&c.value, &at.field("value"))?;
             // Injected values are often credentials: keep them out of
             // HTTP/2 header compression tables and Debug output.
             value.set_sensitive(true);
-            let node = if kind == "header.Modifier" {
+            let node = if matches!(config, MartianConfig::HeaderModifier(_)) {
                 Node::SetHeader { name, value }
             } else {
                 Node::AppendHeader { name, value }
             };
             Ok(Parsed::leaf(node, scopes))
         }
-        "header.Copy" => {
-            fields.only(&["scope", "from", "to"])?;
-            let scopes = fields.scope(BOTH, kind)?;
-            let from = fields.header_name("from")?;
-            let to = fields.target_header("to", false)?;
+        MartianConfig::HeaderCopy(c) => {
+            let from = header_name(&c.from, &at.field("from"))?;
+            let to = target_header(&c.to, &at.field("to"), false)?;
             Ok(Parsed::leaf(Node::CopyHeader { from, to }, scopes))
         }
-        "header.Blacklist" => {
-            fields.only(&["scope", "names"])?;
-            let scopes = fields.scope(BOTH, kind)?;
-            let list = fields.array("names")?;
-            let names_path = fields.path("names");
-            let mut names = Vec::with_capacity(list.len());
-            for (index, item) in list.iter().enumerate() {
-                let item_path = format!("{names_path}[{index}]");
-                let Value::String(name) = item else {
-                    return Err(err(
-                        &item_path,
-                        format!("expected a header name, found {}", kind_of(item)),
-                    ));
-                };
-                names.push(check_target(
-                    parse_header_name(name, &item_path)?,
-                    &item_path,
+        MartianConfig::HeaderBlacklist(c) => {
+            let names_path = at.field("names");
+            let mut names = Vec::with_capacity(c.names.len());
+            for (index, name) in c.names.iter().enumerate() {
+                names.push(target_header(
+                    name,
+                    &format!("{names_path}[{index}]"),
                     true,
                 )?);
             }
             Ok(Parsed::leaf(Node::RemoveHeaders(names), scopes))
         }
-        "header.Filter" => {
-            fields.only(&["scope", "name", "value", "modifier", "else"])?;
-            let scopes = fields.scope(BOTH, kind)?;
+        MartianConfig::HeaderFilter(c) => {
             let condition = Condition::Header {
-                name: fields.header_name("name")?,
-                value: fields.string("value")?.map(str::to_owned),
+                name: header_name(&c.name, &at.field("name"))?,
+                value: c.value.clone(),
             };
-            filter(&fields, condition, scopes, true)
+            filter(c, condition, scopes, &at)
         }
-        "header.RegexFilter" => {
-            fields.only(&["scope", "header", "regex", "modifier"])?;
-            let scopes = fields.scope(BOTH, kind)?;
-            let name = fields.header_name("header")?;
-            let pattern = fields.required_string("regex")?;
-            let regex = Regex::new(pattern)
-                .map_err(|e| err(&fields.path("regex"), format!("invalid regex: {e}")))?;
-            filter(
-                &fields,
+        MartianConfig::HeaderRegexFilter(c) => {
+            let name = header_name(&c.header, &at.field("header"))?;
+            let regex = Regex::new(&c.regex)
+                .map_err(|e| err(&at.field("regex"), format!("invalid regex: {e}")))?;
+            let then = parse_modifier(&c.modifier, &at.field("modifier"))?;
+            Ok(conditional(
                 Condition::HeaderRegex { name, regex },
+                then,
+                None,
                 scopes,
-                false,
-            )
+            ))
         }
-        "querystring.Modifier" => {
-            fields.only(&["scope", "name", "value"])?;
-            let scopes = fields.scope(REQUEST_ONLY, kind)?;
-            let name = fields.non_empty_string("name")?.to_owned();
-            let value = fields.required_string("value")?.to_owned();
-            Ok(Parsed::leaf(Node::SetQuery { name, value }, scopes))
+        MartianConfig::QueryModifier(c) => {
+            let name = non_empty(&c.name, "name", &at)?.to_owned();
+            Ok(Parsed::leaf(
+                Node::SetQuery {
+                    name,
+                    value: c.value.clone(),
+                },
+                scopes,
+            ))
         }
-        "querystring.Filter" => {
-            fields.only(&["scope", "name", "value", "modifier", "else"])?;
-            let scopes = fields.scope(BOTH, kind)?;
+        MartianConfig::QueryFilter(c) => {
             let condition = Condition::Query {
-                name: fields.non_empty_string("name")?.to_owned(),
-                value: fields.string("value")?.map(str::to_owned),
+                name: non_empty(&c.name, "name", &at)?.to_owned(),
+                value: c.value.clone(),
             };
-            filter(&fields, condition, scopes, true)
+            filter(c, condition, scopes, &at)
         }
-        "url.Modifier" => {
-            fields.only(&["scope", "scheme", "host", "path", "query"])?;
-            let scopes = fields.scope(REQUEST_ONLY, kind)?;
-            let parts = url_parts(&fields)?;
-            Ok(Parsed::leaf(Node::SetUrl(parts), scopes))
-        }
-        "body.Modifier" => {
-            fields.only(&["scope", "contentType", "body"])?;
-            let scopes = fields.scope(BOTH, kind)?;
-            let encoded = fields.required_string("body")?;
-            let body = BASE64.decode(encoded.trim()).map_err(|e| {
-                err(
-                    &fields.path("body"),
-                    format!("body is not valid base64: {e}"),
-                )
-            })?;
-            let content_type = match fields.string("contentType")? {
-                None | Some("") => None,
-                Some(text) => Some(HeaderValue::from_str(text).map_err(|_| {
-                    err(
-                        &fields.path("contentType"),
-                        "invalid Content-Type header value",
-                    )
-                })?),
-            };
-            let node = Node::SetBody {
-                body: Bytes::from(body),
-                content_type,
-            };
-            Ok(Parsed::leaf(node, scopes))
-        }
-        "fifo.Group" => {
-            fields.only(&["scope", "modifiers", "aggregateErrors"])?;
-            let scopes = fields.scope(BOTH, kind)?;
-            // Modifiers here cannot fail while running, so there are no
-            // errors to aggregate; the flag is accepted for compatibility.
-            fields.boolean("aggregateErrors")?;
-            let list = fields.array("modifiers")?;
-            let list_path = fields.path("modifiers");
-            let mut children = Vec::with_capacity(list.len());
-            for (index, item) in list.iter().enumerate() {
+        MartianConfig::UrlModifier(c) => Ok(Parsed::leaf(Node::SetUrl(url_parts(c, &at)?), scopes)),
+        MartianConfig::BodyModifier(c) => Ok(Parsed::leaf(body(c, &at)?, scopes)),
+        MartianConfig::FifoGroup(c) => {
+            let list_path = at.field("modifiers");
+            let mut children = Vec::with_capacity(c.modifiers.len());
+            for (index, item) in c.modifiers.iter().enumerate() {
                 children.push(parse_modifier(item, &format!("{list_path}[{index}]"))?);
             }
             Ok(group(children, scopes))
         }
-        "priority.Group" => {
-            fields.only(&["scope", "modifiers"])?;
-            let scopes = fields.scope(BOTH, kind)?;
-            let list = fields.array("modifiers")?;
-            let list_path = fields.path("modifiers");
-            let mut ordered: Vec<(i64, Parsed)> = Vec::with_capacity(list.len());
-            for (index, item) in list.iter().enumerate() {
-                let item_path = format!("{list_path}[{index}]");
-                let entry = Fields::new(item, &item_path)?;
-                entry.only(&["priority", "modifier"])?;
-                let priority = entry.integer("priority")?.unwrap_or(0);
-                let parsed = parse_modifier(entry.required("modifier")?, &entry.path("modifier"))?;
-                // Higher priority runs first; on a tie the later entry runs
-                // first (martian's insertion order).
-                let at = ordered
-                    .iter()
-                    .position(|(existing, _)| priority >= *existing)
-                    .unwrap_or(ordered.len());
-                ordered.insert(at, (priority, parsed));
-            }
-            Ok(group(ordered.into_iter().map(|(_, p)| p).collect(), scopes))
-        }
-        other => Err(err(
-            &path,
-            match switchboard_core::config::did_you_mean(
-                other,
-                KNOWN_TYPES.split(", ").map(str::trim),
-            ) {
-                Some(near) => format!("unknown modifier type {other:?}; did you mean {near:?}?"),
-                None => format!("unknown modifier type {other:?} (supported: {KNOWN_TYPES})"),
-            },
-        )),
+        MartianConfig::PriorityGroup(c) => priority_group(c, scopes, &at),
     }
+}
+
+fn priority_group(
+    config: &PriorityGroupConfig,
+    scopes: Scopes,
+    at: &At,
+) -> Result<Parsed, ConfigError> {
+    let list_path = at.field("modifiers");
+    let mut ordered: Vec<(i64, Parsed)> = Vec::with_capacity(config.modifiers.len());
+    for (index, entry) in config.modifiers.iter().enumerate() {
+        let entry_path = join_path(&format!("{list_path}[{index}]"), "modifier");
+        let parsed = parse_modifier(&entry.modifier, &entry_path)?;
+        // Higher priority runs first; on a tie the later entry runs
+        // first (martian's insertion order).
+        let position = ordered
+            .iter()
+            .position(|(existing, _)| entry.priority >= *existing)
+            .unwrap_or(ordered.len());
+        ordered.insert(position, (entry.priority, parsed));
+    }
+    Ok(group(ordered.into_iter().map(|(_, p)| p).collect(), scopes))
+}
+
+fn body(config: &BodyModifierConfig, at: &At) -> Result<Node, ConfigError> {
+    let body = BASE64
+        .decode(config.body.trim())
+        .map_err(|e| err(&at.field("body"), format!("body is not valid base64: {e}")))?;
+    let content_type = match config.content_type.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(HeaderValue::from_str(text).map_err(|_| {
+            err(
+                &at.field("contentType"),
+                "invalid Content-Type header value",
+            )
+        })?),
+    };
+    Ok(Node::SetBody {
+        body: Bytes::from(body),
+        content_type,
+    })
 }
 
 fn group(children: Vec<Parsed>, scopes: Scopes) -> Parsed {
@@ -302,21 +309,29 @@ fn group(children: Vec<Parsed>, scopes: Scopes) -> Parsed {
 }
 
 fn filter(
-    fields: &Fields<'_>,
+    config: &FilterConfig,
     condition: Condition,
     scopes: Scopes,
-    allows_else: bool,
+    at: &At,
 ) -> Result<Parsed, ConfigError> {
-    let then = parse_modifier(fields.required("modifier")?, &fields.path("modifier"))?;
-    let otherwise = match fields.map.get("else") {
-        Some(value) if allows_else && !value.is_null() => {
-            parse_modifier(value, &fields.path("else"))?
-        }
-        _ => Parsed {
-            request: None,
-            response: None,
-        },
+    let then = parse_modifier(&config.modifier, &at.field("modifier"))?;
+    let otherwise = match &config.otherwise {
+        Some(otherwise) => Some(parse_modifier(otherwise, &at.field("else"))?),
+        None => None,
     };
+    Ok(conditional(condition, then, otherwise, scopes))
+}
+
+fn conditional(
+    condition: Condition,
+    then: Parsed,
+    otherwise: Option<Parsed>,
+    scopes: Scopes,
+) -> Parsed {
+    let otherwise = otherwise.unwrap_or(Parsed {
+        request: None,
+        response: None,
+    });
     let build = |then: Option<Node>, otherwise: Option<Node>, enabled: bool| {
         (enabled && (then.is_some() || otherwise.is_some())).then(|| Node::Filter {
             condition: condition.clone(),
@@ -324,54 +339,55 @@ fn filter(
             otherwise: otherwise.map(Box::new),
         })
     };
-    Ok(Parsed {
+    Parsed {
         request: build(then.request, otherwise.request, scopes.request),
         response: build(then.response, otherwise.response, scopes.response),
-    })
+    }
 }
 
-fn url_parts(fields: &Fields<'_>) -> Result<UrlParts, ConfigError> {
+fn url_parts(config: &UrlModifierConfig, at: &At) -> Result<UrlParts, ConfigError> {
+    let set = |part: &Option<String>| part.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
     let mut parts = UrlParts::default();
-    if let Some(scheme) = fields.string("scheme")?.filter(|s| !s.is_empty()) {
+    if let Some(scheme) = set(&config.scheme) {
         parts.scheme = Some(
             scheme
                 .parse()
-                .map_err(|_| err(&fields.path("scheme"), "invalid URL scheme"))?,
+                .map_err(|_| err(&at.field("scheme"), "invalid URL scheme"))?,
         );
     }
-    if let Some(host) = fields.string("host")?.filter(|s| !s.is_empty()) {
+    if let Some(host) = set(&config.host) {
         let authority: http::uri::Authority = host.parse().map_err(|_| {
             err(
-                &fields.path("host"),
+                &at.field("host"),
                 "invalid host (expected host or host:port)",
             )
         })?;
         if authority.as_str().contains('@') {
             return Err(err(
-                &fields.path("host"),
+                &at.field("host"),
                 "the host may not carry user information",
             ));
         }
         parts.authority = Some(authority);
     }
-    if let Some(path) = fields.string("path")?.filter(|s| !s.is_empty()) {
+    if let Some(path) = set(&config.path) {
         if !path.starts_with('/') || path.contains(['?', '#']) {
             return Err(err(
-                &fields.path("path"),
+                &at.field("path"),
                 "the path must start with '/' and hold no '?' or '#'",
             ));
         }
-        if http::uri::PathAndQuery::try_from(path).is_err() {
-            return Err(err(&fields.path("path"), "invalid URL path"));
+        if http::uri::PathAndQuery::try_from(path.as_str()).is_err() {
+            return Err(err(&at.field("path"), "invalid URL path"));
         }
-        parts.path = Some(path.to_owned());
+        parts.path = Some(path);
     }
-    if let Some(query) = fields.string("query")?.filter(|s| !s.is_empty()) {
-        let query = query.strip_prefix('?').unwrap_or(query);
+    if let Some(query) = set(&config.query) {
+        let query = query.strip_prefix('?').unwrap_or(&query).to_owned();
         if query.contains('#') || http::uri::PathAndQuery::try_from(format!("/?{query}")).is_err() {
-            return Err(err(&fields.path("query"), "invalid URL query string"));
+            return Err(err(&at.field("query"), "invalid URL query string"));
         }
-        parts.query = Some(query.to_owned());
+        parts.query = Some(query);
     }
     if parts.scheme.is_none()
         && parts.authority.is_none()
@@ -379,14 +395,21 @@ fn url_parts(fields: &Fields<'_>) -> Result<UrlParts, ConfigError> {
         && parts.query.is_none()
     {
         return Err(err(
-            fields.base,
+            &at.base,
             "url.Modifier changes nothing: set at least one of scheme, host, path, query",
         ));
     }
     Ok(parts)
 }
 
-fn parse_header_name(name: &str, path: &str) -> Result<HeaderName, ConfigError> {
+fn non_empty<'a>(text: &'a str, key: &str, at: &At) -> Result<&'a str, ConfigError> {
+    if text.is_empty() {
+        return Err(err(&at.field(key), format!("`{key}` may not be empty")));
+    }
+    Ok(text)
+}
+
+fn header_name(name: &str, path: &str) -> Result<HeaderName, ConfigError> {
     HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
         err(
             path,
@@ -395,8 +418,20 @@ fn parse_header_name(name: &str, path: &str) -> Result<HeaderName, ConfigError> 
     })
 }
 
-/// Refuses headers a modifier may not write (or remove, for framing).
-fn check_target(name: HeaderName, path: &str, removing: bool) -> Result<HeaderName, ConfigError> {
+fn header_value(text: &str, path: &str) -> Result<HeaderValue, ConfigError> {
+    HeaderValue::from_str(text).map_err(|_| {
+        err(
+            path,
+            "invalid header value (not shown): it may not hold control characters such as \
+             newlines",
+        )
+    })
+}
+
+/// A header the modifier writes (or removes): framing headers are the
+/// gateway's, hop-by-hop headers are never forwarded.
+fn target_header(name: &str, path: &str, removing: bool) -> Result<HeaderName, ConfigError> {
+    let name = header_name(name, path)?;
     let lower = name.as_str();
     if FRAMING.contains(&lower) {
         return Err(err(
@@ -413,198 +448,41 @@ fn check_target(name: HeaderName, path: &str, removing: bool) -> Result<HeaderNa
     Ok(name)
 }
 
-/// Typed access to the fields of one modifier object.
-struct Fields<'a> {
-    map: &'a Map<String, Value>,
-    base: &'a str,
-}
-
-impl<'a> Fields<'a> {
-    fn new(value: &'a Value, base: &'a str) -> Result<Self, ConfigError> {
-        match value {
-            Value::Object(map) => Ok(Self { map, base }),
-            other => Err(err(
-                base,
-                format!("expected an object, found {}", kind_of(other)),
-            )),
-        }
+/// The directions a modifier applies to. Without `scope`, every direction
+/// the modifier supports (as martian does).
+fn scopes(
+    scope: Option<&[Scope]>,
+    supported: Scopes,
+    kind: &str,
+    at: &At,
+) -> Result<Scopes, ConfigError> {
+    let path = at.field("scope");
+    let Some(items) = scope else {
+        return Ok(supported);
+    };
+    if items.is_empty() {
+        return Err(err(
+            &path,
+            "empty scope: name \"request\", \"response\" or both",
+        ));
     }
-
-    fn path(&self, key: &str) -> String {
-        join_path(self.base, &key_segment(key))
-    }
-
-    /// Refuses fields this modifier does not have (comment keys aside):
-    /// every one is reported.
-    fn only(&self, allowed: &[&str]) -> Result<(), ConfigError> {
-        let errors = self
-            .map
-            .keys()
-            .filter(|key| !is_comment_key(key) && !allowed.contains(&key.as_str()))
-            .map(|key| {
-                err(
-                    &self.path(key),
-                    match switchboard_core::config::did_you_mean(key, allowed.iter().copied()) {
-                        Some(near) => format!("unknown field {key:?}; did you mean {near:?}?"),
-                        None => format!(
-                            "unknown field {key:?}; expected one of \"{}\"",
-                            allowed.join("\", \"")
-                        ),
-                    },
-                )
-            })
-            .collect();
-        ConfigError::from_errors(errors).map_or(Ok(()), Err)
-    }
-
-    /// A present, non-null field.
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key).filter(|value| !value.is_null())
-    }
-
-    fn required(&self, key: &str) -> Result<&'a Value, ConfigError> {
-        self.get(key)
-            .ok_or_else(|| err(&self.path(key), format!("missing field `{key}`")))
-    }
-
-    fn string(&self, key: &str) -> Result<Option<&'a str>, ConfigError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::String(text)) => Ok(Some(text)),
-            // The value itself is not echoed: it may be a credential.
-            Some(other) => Err(err(
-                &self.path(key),
-                format!("expected a string, found {}", kind_of(other)),
-            )),
-        }
-    }
-
-    fn required_string(&self, key: &str) -> Result<&'a str, ConfigError> {
-        self.required(key)?;
-        self.string(key)?
-            .ok_or_else(|| err(&self.path(key), format!("missing field `{key}`")))
-    }
-
-    fn non_empty_string(&self, key: &str) -> Result<&'a str, ConfigError> {
-        let text = self.required_string(key)?;
-        if text.is_empty() {
-            return Err(err(&self.path(key), format!("`{key}` may not be empty")));
-        }
-        Ok(text)
-    }
-
-    fn boolean(&self, key: &str) -> Result<Option<bool>, ConfigError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Bool(flag)) => Ok(Some(*flag)),
-            Some(other) => Err(err(
-                &self.path(key),
-                format!("expected a boolean, found {}", kind_of(other)),
-            )),
-        }
-    }
-
-    fn integer(&self, key: &str) -> Result<Option<i64>, ConfigError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Number(number)) => number
-                .as_i64()
-                .map(Some)
-                .ok_or_else(|| err(&self.path(key), "expected an integer")),
-            Some(other) => Err(err(
-                &self.path(key),
-                format!("expected an integer, found {}", kind_of(other)),
-            )),
-        }
-    }
-
-    fn array(&self, key: &str) -> Result<&'a Vec<Value>, ConfigError> {
-        match self.required(key)? {
-            Value::Array(items) => Ok(items),
-            other => Err(err(
-                &self.path(key),
-                format!("expected an array, found {}", kind_of(other)),
-            )),
-        }
-    }
-
-    fn header_name(&self, key: &str) -> Result<HeaderName, ConfigError> {
-        let name = self.required_string(key)?;
-        parse_header_name(name, &self.path(key))
-    }
-
-    /// A header the modifier writes.
-    fn target_header(&self, key: &str, removing: bool) -> Result<HeaderName, ConfigError> {
-        check_target(self.header_name(key)?, &self.path(key), removing)
-    }
-
-    fn header_value(&self, key: &str) -> Result<HeaderValue, ConfigError> {
-        let text = self.required_string(key)?;
-        HeaderValue::from_str(text).map_err(|_| {
-            err(
-                &self.path(key),
-                "invalid header value (not shown): it may not hold control characters such as \
-                 newlines",
-            )
-        })
-    }
-
-    /// The directions the modifier applies to. Without `scope`, every
-    /// direction the modifier supports (as martian does).
-    fn scope(&self, supported: Scopes, kind: &str) -> Result<Scopes, ConfigError> {
-        let path = self.path("scope");
-        let Some(value) = self.get("scope") else {
-            return Ok(supported);
-        };
-        let Value::Array(items) = value else {
-            return Err(err(
-                &path,
-                format!(
-                    "expected an array such as [\"request\"], found {}",
-                    kind_of(value)
-                ),
-            ));
-        };
-        if items.is_empty() {
-            return Err(err(
-                &path,
-                "empty scope: name \"request\", \"response\" or both",
-            ));
-        }
-        let mut scopes = Scopes {
-            request: false,
-            response: false,
-        };
-        for (index, item) in items.iter().enumerate() {
-            let item_path = format!("{path}[{index}]");
-            match item.as_str() {
-                Some("request") => scopes.request = true,
-                Some("response") if supported.response => scopes.response = true,
-                Some("response") => {
-                    return Err(err(
-                        &item_path,
-                        format!("{kind} applies to requests only; remove \"response\""),
-                    ));
-                }
-                Some(other) => {
-                    return Err(err(
-                        &item_path,
-                        format!("unknown scope {other:?} (expected \"request\" or \"response\")"),
-                    ));
-                }
-                None => {
-                    return Err(err(
-                        &item_path,
-                        format!(
-                            "expected \"request\" or \"response\", found {}",
-                            kind_of(item)
-                        ),
-                    ));
-                }
+    let mut scopes = Scopes {
+        request: false,
+        response: false,
+    };
+    for (index, item) in items.iter().enumerate() {
+        match item {
+            Scope::Request => scopes.request = true,
+            Scope::Response if supported.response => scopes.response = true,
+            Scope::Response => {
+                return Err(err(
+                    &format!("{path}[{index}]"),
+                    format!("{kind} applies to requests only; remove \"response\""),
+                ));
             }
         }
-        Ok(scopes)
     }
+    Ok(scopes)
 }
 
 #[cfg(test)]
@@ -694,12 +572,15 @@ mod tests {
             path_of(json!({"nope.Modifier": {}})),
             r#"["nope.Modifier"]"#
         );
+        // A missing field is reported on its object, as everywhere.
+        let missing =
+            compile(&json!({"header.Modifier": {"scope": ["request"], "value": "v"}})).unwrap_err();
+        assert_eq!(missing.path, r#"["header.Modifier"]"#);
+        assert!(missing.message.contains("name"), "{missing}");
         assert_eq!(
-            path_of(json!({"header.Modifier": {"scope": ["request"], "value": "v"}})),
-            r#"["header.Modifier"].name"#
-        );
-        assert_eq!(
-            path_of(json!({"header.RegexFilter": {"header": "X-A", "regex": "(", "modifier": {}}})),
+            path_of(
+                json!({"header.RegexFilter": {"header": "X-A", "regex": "(", "modifier": {"header.Modifier": {"name": "a", "value": "b"}}}})
+            ),
             r#"["header.RegexFilter"].regex"#
         );
         assert_eq!(
@@ -741,6 +622,46 @@ mod tests {
                 json!({"header.Modifier": {"name": "a", "value": "b"}, "header.Append": {"name": "a", "value": "b"}})
             ),
             ""
+        );
+    }
+
+    #[test]
+    fn serde_mistakes_read_in_the_namespace_terms() {
+        let message = |config: Value| compile(&config).unwrap_err().to_string();
+        let several = message(json!({"header.Modifier": {}, "header.Append": {}}));
+        assert!(
+            several.contains("wrap several in a fifo.Group"),
+            "{several}"
+        );
+        let none = message(json!({"@comment": "nothing here"}));
+        assert!(none.contains("expected exactly one modifier"), "{none}");
+        let scalar = message(json!({"header.Filter": {"name": "a", "modifier": 5}}));
+        assert!(
+            scalar.contains("[\"header.Filter\"].modifier")
+                && scalar.contains("expected a modifier object")
+                && scalar.contains("found a number"),
+            "{scalar}"
+        );
+        let scope =
+            message(json!({"header.Modifier": {"scope": "request", "name": "a", "value": "b"}}));
+        assert!(
+            scope.contains("expected a sequence, found a string"),
+            "{scope}"
+        );
+        let typo =
+            compile(&json!({"fifo.Group": {"modifiers": [{"header.Apend": {}}]}})).unwrap_err();
+        assert_eq!(typo.path, r#"["fifo.Group"].modifiers[0]["header.Apend"]"#);
+        assert!(
+            typo.message.contains("did you mean \"header.Append\"?"),
+            "{typo}"
+        );
+        let scope_typo = compile(
+            &json!({"header.Modifier": {"scope": ["requests"], "name": "a", "value": "b"}}),
+        )
+        .unwrap_err();
+        assert!(
+            scope_typo.message.contains("did you mean \"request\"?"),
+            "{scope_typo}"
         );
     }
 

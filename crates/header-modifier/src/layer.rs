@@ -4,7 +4,7 @@ use serde_json::Value;
 use switchboard_core::ConfigError;
 use tower::Layer;
 
-use crate::{Modifiers, ModifyHeaders};
+use crate::{MartianConfig, Modifiers, ModifyHeaders};
 
 /// Applies a `modifier/martian` configuration: request-scope modifiers to
 /// the outgoing request, response-scope modifiers to the response coming
@@ -26,6 +26,22 @@ impl ModifyHeadersLayer {
     /// [`Modifiers::try_from_config`]).
     pub fn try_from_config(config: &Value) -> Result<Self, ConfigError> {
         Modifiers::try_from_config(config).map(Self::new)
+    }
+
+    /// Compiles a typed configuration (see [`Modifiers::from_config`]).
+    ///
+    /// ```
+    /// use switchboard_header_modifier::{MartianConfig, ModifyHeadersLayer, Scope};
+    ///
+    /// let layer = ModifyHeadersLayer::from_config(&MartianConfig::group(vec![
+    ///     MartianConfig::set_header("Authorization", "Bearer sk-test").in_scope(&[Scope::Request]),
+    ///     MartianConfig::remove_headers(["Set-Cookie"]).in_scope(&[Scope::Response]),
+    /// ]))
+    /// .unwrap();
+    /// assert!(layer.has_request_modifiers() && layer.has_response_modifiers());
+    /// ```
+    pub fn from_config(config: &MartianConfig) -> Result<Self, ConfigError> {
+        Modifiers::from_config(config).map(Self::new)
     }
 
     /// The same compiled state, applying only the request-scope modifiers.

@@ -12,6 +12,7 @@ use serde_json::Value;
 use switchboard_core::ConfigError;
 use switchboard_core::buffer::set_body_headers;
 
+use crate::MartianConfig;
 use crate::query::{self, UrlParts};
 
 /// One compiled modifier, already restricted to one scope (request or
@@ -207,7 +208,7 @@ impl Target<'_> {
 /// request and to the response coming back.
 ///
 /// Cheap to clone (the trees are shared). Build it once with
-/// [`Modifiers::try_from_config`]; apply it with
+/// [`Modifiers::try_from_config`] or [`Modifiers::from_config`]; apply it with
 /// [`Modifiers::modify_request`] and [`Modifiers::modify_response`], or
 /// through [`ModifyHeadersLayer`](crate::ModifyHeadersLayer).
 #[derive(Clone)]
@@ -238,6 +239,26 @@ impl Modifiers {
     /// Error messages never repeat a header or query value.
     pub fn try_from_config(config: &Value) -> Result<Self, ConfigError> {
         crate::config::compile(config)
+    }
+
+    /// Compiles a typed configuration (what [`Modifiers::try_from_config`]
+    /// deserializes). What serde cannot check is checked here, with the
+    /// same paths: header names and values, regexes, base64, URL parts,
+    /// scopes.
+    ///
+    /// ```
+    /// use switchboard_header_modifier::{MartianConfig, Modifiers, Scope};
+    ///
+    /// let config = MartianConfig::set_header("X-Api-Key", "k-123").in_scope(&[Scope::Request]);
+    /// let modifiers = Modifiers::from_config(&config).unwrap();
+    /// assert!(modifiers.has_request_modifiers() && !modifiers.has_response_modifiers());
+    ///
+    /// let bad = MartianConfig::set_header("Content-Length", "1");
+    /// let error = Modifiers::from_config(&bad).unwrap_err();
+    /// assert_eq!(error.path, r#"["header.Modifier"].name"#);
+    /// ```
+    pub fn from_config(config: &MartianConfig) -> Result<Self, ConfigError> {
+        crate::config::compile_typed(config)
     }
 
     /// The same compiled modifiers, restricted to the request scope.
