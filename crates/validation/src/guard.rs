@@ -47,15 +47,160 @@ impl Severity {
     }
 }
 
-#[derive(Deserialize)]
+/// The service's guards (`ai/prompt-guard` at the root), typed.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct PromptGuardConfig {
+    /// The guards, in the order they run.
+    pub guards: Vec<GuardConfig>,
+}
+
+impl PromptGuardConfig {
+    /// Reads the root `ai/prompt-guard` object; mistakes name their path.
+    pub fn from_value(value: &Value) -> Result<Self, ConfigError> {
+        let raw: RawRegistry = from_value(value)?;
+        let mut guards = Vec::with_capacity(raw.guards.len());
+        for (i, guard) in raw.guards.into_iter().enumerate() {
+            let at = |field: &str| format!("guards[{i}].{field}");
+            let check = match guard.kind.as_str() {
+                "regex" => {
+                    let config: RawRegex =
+                        from_value(&guard.config).map_err(|e| e.at(&at("config")))?;
+                    GuardCheck::Regex {
+                        patterns: config.patterns,
+                    }
+                }
+                "policy" => {
+                    let config: RawPolicy =
+                        from_value(&guard.config).map_err(|e| e.at(&at("config")))?;
+                    GuardCheck::Policy {
+                        expressions: config.expressions,
+                    }
+                }
+                "classifier" => {
+                    let config: RawClassifier =
+                        from_value(&guard.config).map_err(|e| e.at(&at("config")))?;
+                    let timeout = match &config.timeout {
+                        None => DEFAULT_CLASSIFIER_TIMEOUT,
+                        Some(t) => switchboard_core::config::parse_duration(t)
+                            .map_err(|m| ConfigError::new(at("config.timeout"), m))?,
+                    };
+                    GuardCheck::Classifier(ClassifierConfig {
+                        url: config.url,
+                        score_threshold: config.score_threshold,
+                        on_failure_block: config.on_failure_block,
+                        timeout,
+                    })
+                }
+                other => {
+                    return Err(ConfigError::new(
+                        at("kind"),
+                        format!("kind {other:?} is not one of regex, policy, classifier"),
+                    ));
+                }
+            };
+            guards.push(GuardConfig {
+                name: guard.name,
+                severity: guard.severity,
+                check,
+            });
+        }
+        Ok(Self { guards })
+    }
+}
+
+/// One guard of the registry.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct GuardConfig {
+    /// Its name, unique in the registry.
+    pub name: String,
+    /// How serious its finding is.
+    pub severity: Severity,
+    /// What it checks.
+    pub check: GuardCheck,
+}
+
+impl GuardConfig {
+    /// A guard named `name`.
+    pub fn new(name: impl Into<String>, severity: Severity, check: GuardCheck) -> Self {
+        Self {
+            name: name.into(),
+            severity,
+            check,
+        }
+    }
+}
+
+/// What a guard checks (its `kind` and `config`).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum GuardCheck {
+    /// `regex`: refused when any pattern matches the prompt.
+    Regex {
+        /// The patterns (Rust `regex` syntax).
+        patterns: Vec<String>,
+    },
+    /// `policy`: refused when any CEL expression holds on the body.
+    Policy {
+        /// The expressions.
+        expressions: Vec<String>,
+    },
+    /// `classifier`: a remote service scores the prompt.
+    Classifier(ClassifierConfig),
+}
+
+/// A `classifier` guard.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClassifierConfig {
+    /// An `http://` URL answering `{"score": n}`.
+    pub url: String,
+    /// Refused when the answer's `score` is below this (a safety score).
+    pub score_threshold: f64,
+    /// Refused when the classifier fails (true unless set).
+    pub on_failure_block: bool,
+    /// The bound on one call (2 s unless set).
+    pub timeout: Duration,
+}
+
+impl ClassifierConfig {
+    /// A classifier at `url`, refusing scores below `score_threshold`, blocking on
+    /// failure, with the default timeout.
+    pub fn new(url: impl Into<String>, score_threshold: f64) -> Self {
+        Self {
+            url: url.into(),
+            score_threshold,
+            on_failure_block: true,
+            timeout: DEFAULT_CLASSIFIER_TIMEOUT,
+        }
+    }
+}
+
+const DEFAULT_CLASSIFIER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// An endpoint's or backend's `ai/prompt-guard`: which of the service's
+/// guards apply.
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RegistryConfig {
-    guards: Vec<GuardConfig>,
+#[non_exhaustive]
+pub struct GuardSelection {
+    /// `"!name"` drops one guard, `"!<severity>"` every guard of that
+    /// severity, `"!all_defaults"` all of them; a plain `"name"` adds one
+    /// back. Every guard applies when empty.
+    #[serde(default)]
+    pub guards: Vec<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GuardConfig {
+struct RawRegistry {
+    guards: Vec<RawGuard>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGuard {
     name: String,
     kind: String,
     severity: Severity,
@@ -64,19 +209,19 @@ struct GuardConfig {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RegexConfig {
+struct RawRegex {
     patterns: Vec<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PolicyConfig {
+struct RawPolicy {
     expressions: Vec<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ClassifierConfig {
+struct RawClassifier {
     url: String,
     score_threshold: f64,
     #[serde(default = "yes")]
@@ -88,13 +233,6 @@ struct ClassifierConfig {
 
 fn yes() -> bool {
     true
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EndpointConfig {
-    #[serde(default)]
-    guards: Vec<String>,
 }
 
 enum Check {
@@ -132,7 +270,33 @@ pub struct PromptGuards {
 impl PromptGuards {
     /// Compiles the root `ai/prompt-guard` object.
     pub fn try_from_config(value: &Value) -> Result<Self, ConfigError> {
-        let config: RegistryConfig = from_value(value)?;
+        Self::from_config(PromptGuardConfig::from_value(value)?)
+    }
+
+    /// Compiles a typed registry: patterns, expressions and URLs are
+    /// checked here, each mistake on its path (`guards[0].config.patterns`).
+    ///
+    /// ```
+    /// use switchboard_validation::{
+    ///     GuardCheck, GuardConfig, GuardSelection, PromptGuardConfig, PromptGuards, Severity,
+    /// };
+    ///
+    /// let mut config = PromptGuardConfig::default();
+    /// config.guards.push(GuardConfig::new(
+    ///     "no-secrets",
+    ///     Severity::High,
+    ///     GuardCheck::Regex { patterns: vec!["(?i)api[_-]?key".to_owned()] },
+    /// ));
+    /// let guards = PromptGuards::from_config(config).unwrap();
+    /// // Every guard applies to an endpoint that names none.
+    /// let layer = guards.layer_from_config(&GuardSelection::default()).unwrap();
+    /// assert_eq!(layer.len(), 1);
+    ///
+    /// let mut bad = PromptGuardConfig::default();
+    /// bad.guards.push(GuardConfig::new("x", Severity::Low, GuardCheck::Regex { patterns: vec!["(".to_owned()] }));
+    /// assert_eq!(PromptGuards::from_config(bad).unwrap_err().path, "guards[0].config.patterns");
+    /// ```
+    pub fn from_config(config: PromptGuardConfig) -> Result<Self, ConfigError> {
         let mut guards: Vec<Arc<Guard>> = Vec::new();
         for (i, guard) in config.guards.into_iter().enumerate() {
             let at = |field: &str| format!("guards[{i}].{field}");
@@ -142,26 +306,22 @@ impl PromptGuards {
                     format!("guard name {:?} is empty or used twice", guard.name),
                 ));
             }
-            let check = match guard.kind.as_str() {
-                "regex" => {
-                    let config: RegexConfig =
-                        from_value(&guard.config).map_err(|e| e.at(&at("config")))?;
-                    if config.patterns.is_empty() {
+            let check = match guard.check {
+                GuardCheck::Regex { patterns } => {
+                    if patterns.is_empty() {
                         return Err(ConfigError::new(
                             at("config.patterns"),
                             "needs at least one pattern",
                         ));
                     }
                     Check::Regex(
-                        RegexSet::new(&config.patterns)
+                        RegexSet::new(&patterns)
                             .map_err(|e| ConfigError::new(at("config.patterns"), e.to_string()))?,
                     )
                 }
-                "policy" => {
-                    let config: PolicyConfig =
-                        from_value(&guard.config).map_err(|e| e.at(&at("config")))?;
+                GuardCheck::Policy { expressions } => {
                     let mut conditions = Vec::new();
-                    for (j, source) in config.expressions.iter().enumerate() {
+                    for (j, source) in expressions.iter().enumerate() {
                         conditions.push(JsonCondition::compile(source).map_err(|m| {
                             ConfigError::new(at(&format!("config.expressions[{j}]")), m)
                         })?);
@@ -174,9 +334,7 @@ impl PromptGuards {
                     }
                     Check::Policy(conditions)
                 }
-                "classifier" => {
-                    let config: ClassifierConfig =
-                        from_value(&guard.config).map_err(|e| e.at(&at("config")))?;
+                GuardCheck::Classifier(config) => {
                     let url: http::Uri = config
                         .url
                         .parse()
@@ -187,23 +345,12 @@ impl PromptGuards {
                             "the classifier must be an http:// URL (TLS to classifiers is not supported yet)",
                         ));
                     }
-                    let timeout = match &config.timeout {
-                        None => Duration::from_secs(2),
-                        Some(t) => switchboard_core::config::parse_duration(t)
-                            .map_err(|m| ConfigError::new(at("config.timeout"), m))?,
-                    };
                     Check::Classifier {
                         url,
                         threshold: config.score_threshold,
                         on_failure_block: config.on_failure_block,
-                        timeout,
+                        timeout: config.timeout,
                     }
-                }
-                other => {
-                    return Err(ConfigError::new(
-                        at("kind"),
-                        format!("kind {other:?} is not one of regex, policy, classifier"),
-                    ));
                 }
             };
             guards.push(Arc::new(Guard {
@@ -222,7 +369,14 @@ impl PromptGuards {
     /// `"!<severity>"` every guard of that severity, `"!all_defaults"` all of
     /// them; a plain `"name"` adds one back.
     pub fn layer(&self, value: &Value) -> Result<GuardPromptLayer, ConfigError> {
-        let config: EndpointConfig = from_value(value)?;
+        self.layer_from_config(&from_value(value)?)
+    }
+
+    /// The same from a typed selection (see [`PromptGuards::layer`]).
+    pub fn layer_from_config(
+        &self,
+        config: &GuardSelection,
+    ) -> Result<GuardPromptLayer, ConfigError> {
         let mut active: Vec<bool> = vec![true; self.guards.len()];
         for (i, entry) in config.guards.iter().enumerate() {
             let at = format!("guards[{i}]");

@@ -3,5 +3,8 @@
 mod guard;
 mod schema;
 
-pub use guard::{GuardPrompt, GuardPromptLayer, PromptGuards, Severity};
+pub use guard::{
+    ClassifierConfig, GuardCheck, GuardConfig, GuardPrompt, GuardPromptLayer, GuardSelection,
+    PromptGuardConfig, PromptGuards, Severity,
+};
 pub use schema::{ValidateJsonSchema, ValidateJsonSchemaLayer};
