@@ -2,10 +2,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use sha2::{Digest, Sha256};
 use switchboard_core::future::LayerFuture;
-use switchboard_core::{ApiKeyIdentity, Body, ErrorResponse};
+use switchboard_core::{ApiKeyIdentity, ErrorResponse};
 use tower::Service;
 
 use crate::extract::{TakeError, take_key};
@@ -35,13 +36,17 @@ impl<S: fmt::Debug> fmt::Debug for ValidateApiKey<S> {
     }
 }
 
-impl<S, B> Service<Request<B>> for ValidateApiKey<S>
+/// Generic over both bodies: the layer reads only the request head, and
+/// its refusals are JSON bytes in whatever body the inner service answers
+/// with (`axum::body::Body`, `Full<Bytes>`, ...).
+impl<S, B, ResBody> Service<Request<B>> for ValidateApiKey<S>
 where
-    S: Service<Request<B>, Response = Response<Body>>,
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    ResBody: From<Bytes>,
 {
-    type Response = Response<Body>;
+    type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = LayerFuture<S::Future, S::Error>;
+    type Future = LayerFuture<S::Future, S::Error, (), ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -52,7 +57,7 @@ where
             Ok(()) => LayerFuture::inner(self.inner.call(request)),
             Err(error) => {
                 tracing::debug!(status = %error.status(), "auth/api-keys: request refused");
-                LayerFuture::respond(error.into_response())
+                LayerFuture::respond(error.into_response_with())
             }
         }
     }

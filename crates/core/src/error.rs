@@ -231,6 +231,12 @@ impl ErrorResponse {
 
     /// Renders the response.
     pub fn into_response(self) -> Response<Body> {
+        self.into_response_with()
+    }
+
+    /// Renders the response with any body that can be made of bytes (what a
+    /// layer generic over the response body answers with).
+    pub fn into_response_with<B: From<Bytes>>(self) -> Response<B> {
         let (bytes, content_type) = match self.inner.custom_body.clone() {
             Some(custom) => custom,
             None => (
@@ -238,7 +244,7 @@ impl ErrorResponse {
                 HeaderValue::from_static("application/json"),
             ),
         };
-        let mut response = Response::new(Body::from(bytes.clone()));
+        let mut response = Response::new(B::from(bytes.clone()));
         *response.status_mut() = self.inner.status;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, content_type);

@@ -67,14 +67,17 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// What an [`OnResponse`] step gives back: the response at once, or a
 /// future for it when the step must wait (for a body, say).
-pub enum Posted {
+///
+/// `B` is the response body: Switchboard's [`Body`] unless a layer is
+/// generic over it.
+pub enum Posted<B = Body> {
     /// The (possibly changed) response.
-    Ready(Response<Body>),
+    Ready(Response<B>),
     /// The response, once the step has read what it needs.
-    Later(BoxFuture<Response<Body>>),
+    Later(BoxFuture<Response<B>>),
 }
 
-impl fmt::Debug for Posted {
+impl<B> fmt::Debug for Posted<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Ready(response) => f.debug_tuple("Ready").field(&response.status()).finish(),
@@ -86,24 +89,24 @@ impl fmt::Debug for Posted {
 /// A step a layer runs on the inner service's response, captured when the
 /// request went in (it holds the layer's `Arc` state and what it noted of
 /// the request).
-pub trait OnResponse: Send + 'static {
+pub trait OnResponse<B = Body>: Send + 'static {
     /// Looks at (and may replace) the response.
-    fn on_response(self, response: Response<Body>) -> Posted;
+    fn on_response(self, response: Response<B>) -> Posted<B>;
 }
 
-/// No step: the response passes untouched.
-impl OnResponse for () {
-    fn on_response(self, response: Response<Body>) -> Posted {
+/// No step: the response passes untouched, whatever its body.
+impl<B> OnResponse<B> for () {
+    fn on_response(self, response: Response<B>) -> Posted<B> {
         Posted::Ready(response)
     }
 }
 
 /// A plain function works as a step too.
-impl<F> OnResponse for F
+impl<F, B> OnResponse<B> for F
 where
-    F: FnOnce(Response<Body>) -> Posted + Send + 'static,
+    F: FnOnce(Response<B>) -> Posted<B> + Send + 'static,
 {
-    fn on_response(self, response: Response<Body>) -> Posted {
+    fn on_response(self, response: Response<B>) -> Posted<B> {
         self(response)
     }
 }
@@ -112,35 +115,37 @@ pin_project! {
     /// The future of a Switchboard layer: see the [module docs](self).
     ///
     /// `F` is the inner service's future, `E` its error, `P` the step run on
-    /// its response (none by default).
+    /// its response (none by default), `B` the response body
+    /// (Switchboard's [`Body`] by default; a header-only layer is generic
+    /// over it).
     #[must_use = "futures do nothing unless polled"]
-    pub struct LayerFuture<F, E, P = ()> {
+    pub struct LayerFuture<F, E, P = (), B = Body> {
         #[pin]
-        state: State<F, E, P>,
+        state: State<F, E, P, B>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, E, P> {
+    enum State<F, E, P, B> {
         Inner {
             #[pin]
             future: F,
             step: Option<P>,
         },
         After {
-            future: BoxFuture<Response<Body>>,
+            future: BoxFuture<Response<B>>,
         },
         Respond {
-            response: Option<Response<Body>>,
+            response: Option<Response<B>>,
         },
         Boxed {
-            future: BoxFuture<Result<Response<Body>, E>>,
+            future: BoxFuture<Result<Response<B>, E>>,
         },
     }
 }
 
-impl<F, E, P> LayerFuture<F, E, P> {
+impl<F, E, P, B> LayerFuture<F, E, P, B> {
     /// Waits for the inner service and runs `step` on its response.
     pub fn then(future: F, step: P) -> Self {
         Self {
@@ -160,7 +165,7 @@ impl<F, E, P> LayerFuture<F, E, P> {
     }
 
     /// Answers without calling the inner service.
-    pub fn respond(response: Response<Body>) -> Self {
+    pub fn respond(response: Response<B>) -> Self {
         Self {
             state: State::Respond {
                 response: Some(response),
@@ -170,7 +175,7 @@ impl<F, E, P> LayerFuture<F, E, P> {
 
     /// The slow path: the layer's own async work, which calls the inner
     /// service itself.
-    pub fn boxed(future: impl Future<Output = Result<Response<Body>, E>> + Send + 'static) -> Self {
+    pub fn boxed(future: impl Future<Output = Result<Response<B>, E>> + Send + 'static) -> Self {
         Self {
             state: State::Boxed {
                 future: Box::pin(future),
@@ -179,14 +184,14 @@ impl<F, E, P> LayerFuture<F, E, P> {
     }
 }
 
-impl<F, E> LayerFuture<F, E, ()> {
+impl<F, E, B> LayerFuture<F, E, (), B> {
     /// The inner service's future, its response untouched.
     pub fn inner(future: F) -> Self {
         Self::then(future, ())
     }
 }
 
-impl<F, E, P> fmt::Debug for LayerFuture<F, E, P> {
+impl<F, E, P, B> fmt::Debug for LayerFuture<F, E, P, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Inner { .. } => "Inner",
@@ -200,12 +205,12 @@ impl<F, E, P> fmt::Debug for LayerFuture<F, E, P> {
     }
 }
 
-impl<F, E, P> Future for LayerFuture<F, E, P>
+impl<F, E, P, B> Future for LayerFuture<F, E, P, B>
 where
-    F: Future<Output = Result<Response<Body>, E>>,
-    P: OnResponse,
+    F: Future<Output = Result<Response<B>, E>>,
+    P: OnResponse<B>,
 {
-    type Output = Result<Response<Body>, E>;
+    type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();

@@ -2,10 +2,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::{Request, Response};
 use serde_json::Value;
+use switchboard_core::Claims;
 use switchboard_core::future::LayerFuture;
-use switchboard_core::{Body, Claims};
 use tower::Service;
 
 use crate::validator::{Rejection, Validator};
@@ -33,16 +34,20 @@ impl<S: fmt::Debug> fmt::Debug for ValidateJwt<S> {
     }
 }
 
-impl<S, B> Service<Request<B>> for ValidateJwt<S>
+/// Generic over both bodies: the layer reads only the request head, and
+/// its refusals are JSON bytes in whatever body the inner service answers
+/// with (`axum::body::Body`, `Full<Bytes>`, ...).
+impl<S, B, ResBody> Service<Request<B>> for ValidateJwt<S>
 where
-    S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     B: Send + 'static,
+    ResBody: From<Bytes> + Send + 'static,
 {
-    type Response = Response<Body>;
+    type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = LayerFuture<S::Future, S::Error>;
+    type Future = LayerFuture<S::Future, S::Error, (), ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -95,12 +100,12 @@ impl<S> ValidateJwt<S> {
         Ok(())
     }
 
-    fn refuse(&self, rejection: Rejection) -> Response<Body> {
+    fn refuse<ResBody: From<Bytes>>(&self, rejection: Rejection) -> Response<ResBody> {
         if self.validator.settings.operation_debug {
             tracing::warn!(?rejection, "auth/validator: request refused");
         } else {
             tracing::debug!(?rejection, "auth/validator: request refused");
         }
-        rejection.into_error().into_response()
+        rejection.into_error().into_response_with()
     }
 }

@@ -662,3 +662,41 @@ fn building_outside_a_runtime_does_not_block() {
     assert!(layer.is_ok());
     assert!(started.elapsed() < Duration::from_millis(500));
 }
+
+/// The layer reads only the request head: behind it may sit a service with
+/// other body types (a hyper service answering `Full<Bytes>` to
+/// `Request<String>`), and its refusals come back in that body type.
+#[tokio::test]
+async fn any_request_and_response_body() {
+    use http_body_util::{BodyExt, Full};
+
+    let layer = layer(rsa_config());
+    let inner = tower::service_fn(|request: Request<String>| async move {
+        let tier = request.headers()["x-tier"].to_str().unwrap().to_owned();
+        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(bytes::Bytes::from(
+            format!("{tier}:{}", request.body()),
+        ))))
+    });
+    let service = layer.layer(inner);
+
+    let token = rs256("rsa-1", &claims());
+    let request = Request::builder()
+        .header("authorization", format!("Bearer {token}"))
+        .body("prompt".to_owned())
+        .unwrap();
+    let response = service.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"gold:prompt");
+
+    let request = Request::builder()
+        .header("authorization", "Bearer not-a-token")
+        .body(String::new())
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let json: Value = serde_json::from_slice(&body).unwrap();
+    assert!(json["error"]["message"].is_string(), "{json}");
+}
