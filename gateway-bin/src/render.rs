@@ -88,7 +88,7 @@ impl StaticData {
     }
 }
 
-/// What [`Finish`] does: static data and the endpoint's flatmap filter.
+/// What the endpoint adds to a merged answer: static data and the endpoint's flatmap filter.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Finishing {
     pub(crate) static_data: Option<StaticData>,

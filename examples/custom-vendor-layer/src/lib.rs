@@ -14,7 +14,7 @@
 //!
 //! The adapter is pure translation: no I/O, no tower types. It refuses
 //! what Acme cannot express (tools, images, `n`, ...) with a 400 naming the
-//! field, through [`check_features`](switchboard_llm_router::check_features).
+//! field, through [`switchboard_llm_router::check_features`].
 //!
 //! ```
 //! use std::sync::Arc;

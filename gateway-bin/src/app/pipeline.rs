@@ -460,8 +460,6 @@ fn calls_llm(backend: &BackendConfig) -> bool {
     backend.extra_config.contains_key("ai/llm") || backend.extra_config.contains_key("ai/router")
 }
 
-/// Whether an endpoint answers errors as KrakenD does: every endpoint but
-/// the unified LLM ones, which answer in their client format's shape.
 /// Whether the endpoint or one of its backends renders a body template.
 fn uses_body_generator(endpoint: &EndpointConfig) -> bool {
     const NAMES: [&str; 3] = [
@@ -474,6 +472,8 @@ fn uses_body_generator(endpoint: &EndpointConfig) -> bool {
         .any(|extra| NAMES.iter().any(|name| extra.contains_key(*name)))
 }
 
+/// Whether an endpoint answers errors as KrakenD does: every endpoint but
+/// the unified LLM ones, which answer in their client format's shape.
 pub(super) fn krakend_endpoint(endpoint: &EndpointConfig) -> bool {
     !endpoint.backend.iter().any(calls_llm)
 }

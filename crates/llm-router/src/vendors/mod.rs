@@ -2,7 +2,7 @@
 //! config's `provider` value to one.
 //!
 //! Adding a vendor: write `src/vendors/<vendor>.rs` implementing
-//! [`VendorAdapter`](crate::VendorAdapter) and add one line to
+//! [`VendorAdapter`] and add one line to
 //! [`REGISTRY`].
 
 use std::sync::Arc;
