@@ -884,3 +884,108 @@ async fn x_krakend_names_the_gateway_unless_hidden() {
         assert_eq!(header, expected);
     }
 }
+
+/// A config with the root's HTTP client fields and one endpoint on `mock`.
+fn client_config(mock: &MockUpstream, root: Value) -> Value {
+    let mut config = json!({"version": 3, "timeout": "10s", "endpoints": [
+        {"endpoint": "/c", "backend": [{"host": [mock.url()], "url_pattern": "/x"}]}
+    ]});
+    for (key, value) in root.as_object().unwrap() {
+        config[key] = value.clone();
+    }
+    config
+}
+
+async fn get_ok(gateway: &Gateway, times: usize) {
+    let http = client();
+    for _ in 0..times {
+        let response = http.get(gateway.url("/c")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn root_http_client_fields_shape_upstream_calls() {
+    // Default: HTTP/1.1 on one kept-alive connection, gzip asked for.
+    let mock = MockUpstream::json(json!({"ok": true})).await;
+    let gateway = Gateway::start(client_config(&mock, json!({}))).await;
+    get_ok(&gateway, 3).await;
+    let seen = mock.requests();
+    assert_eq!(seen[0].version, http::Version::HTTP_11);
+    assert_eq!(seen[0].headers["accept-encoding"], "gzip");
+    assert_eq!(mock.accepted_connections(), 1);
+
+    // use_h2c: HTTP/2 over cleartext; disable_compression: no gzip asked
+    // for; disable_keep_alives: a connection per request.
+    let mock = MockUpstream::json(json!({"ok": true})).await;
+    let gateway = Gateway::start(client_config(
+        &mock,
+        json!({"use_h2c": true, "disable_compression": true}),
+    ))
+    .await;
+    get_ok(&gateway, 3).await;
+    let seen = mock.requests();
+    assert!(
+        seen.iter().all(|r| r.version == http::Version::HTTP_2),
+        "{seen:?}"
+    );
+    assert!(!seen[0].headers.contains_key("accept-encoding"), "{seen:?}");
+    assert_eq!(
+        mock.accepted_connections(),
+        1,
+        "h2 multiplexes one connection"
+    );
+
+    let mock = MockUpstream::json(json!({"ok": true})).await;
+    let gateway = Gateway::start(client_config(&mock, json!({"disable_keep_alives": true}))).await;
+    get_ok(&gateway, 3).await;
+    assert_eq!(mock.accepted_connections(), 3);
+
+    // The other fields load (the dialer's settings apply to every new
+    // connection) and are checked.
+    let mock = MockUpstream::json(json!({"ok": true})).await;
+    let gateway = Gateway::start(client_config(
+        &mock,
+        json!({
+            "dialer_timeout": "5s", "dialer_keep_alive": "30s", "dialer_fallback_delay": "300ms",
+            "max_idle_connections": 10, "expect_continue_timeout": "1s", "dns_cache_ttl": "30s",
+            "max_shutdown_wait_time": "5s", "sequential_start": true
+        }),
+    ))
+    .await;
+    get_ok(&gateway, 1).await;
+    let errors = Gateway::try_start_in(
+        client_config(&mock, json!({"dialer_timeout": "soon"})),
+        std::path::Path::new("."),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(errors[0].starts_with("$.dialer_timeout"), "{errors:?}");
+}
+
+#[tokio::test]
+async fn response_header_timeout_bounds_the_wait_for_headers() {
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&answered);
+    let mock = MockUpstream::start(move |_| {
+        let flag = std::sync::Arc::clone(&flag);
+        async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            json_response(StatusCode::OK, &json!({"late": true}))
+        }
+    })
+    .await;
+    let gateway = Gateway::start(client_config(
+        &mock,
+        json!({"response_header_timeout": "200ms"}),
+    ))
+    .await;
+    let response = client().get(gateway.url("/c")).send().await.unwrap();
+    // The endpoint's 10 s were not waited for: the headers' bound ended
+    // the call while the upstream was still working on it.
+    assert!(!answered.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(response.status().is_server_error(), "{}", response.status());
+    assert_eq!(mock.count(), 1);
+}

@@ -128,6 +128,53 @@ pub struct RootConfig {
     /// How long an idle upstream connection is kept (default 90s).
     #[serde(default)]
     pub idle_connection_timeout: Option<GoDuration>,
+    /// How many idle upstream connections the pool keeps in all; the pool
+    /// counts per host, so this caps `max_idle_connections_per_host`.
+    #[serde(default)]
+    pub max_idle_connections: Option<usize>,
+    /// How long connecting to an upstream may take (default 10s).
+    #[serde(default)]
+    pub dialer_timeout: Option<GoDuration>,
+    /// The TCP keep-alive interval of upstream connections (default: the
+    /// system's).
+    #[serde(default)]
+    pub dialer_keep_alive: Option<GoDuration>,
+    /// How long an IPv6 connection attempt runs before IPv4 is tried too
+    /// (happy eyeballs; default 300ms).
+    #[serde(default)]
+    pub dialer_fallback_delay: Option<GoDuration>,
+    /// A new upstream connection for every request: none is kept idle.
+    #[serde(default)]
+    pub disable_keep_alives: bool,
+    /// How long an upstream may take to send its response headers once the
+    /// request is written (unbounded but for the endpoint timeout unless
+    /// set).
+    #[serde(default)]
+    pub response_header_timeout: Option<GoDuration>,
+    /// Accepted for compatibility: the upstream client never sends
+    /// `Expect: 100-continue` of its own.
+    #[serde(default)]
+    pub expect_continue_timeout: Option<GoDuration>,
+    /// Upstream calls do not ask for `gzip` (`Accept-Encoding` is passed
+    /// on only when the client sent it).
+    #[serde(default)]
+    pub disable_compression: bool,
+    /// Accepted for compatibility: names are resolved by the system on
+    /// every new upstream connection; nothing is cached.
+    #[serde(default)]
+    pub dns_cache_ttl: Option<GoDuration>,
+    /// Upstream calls speak HTTP/2 only: h2c on `http://`, h2 on
+    /// `https://` (the listener serves h2c either way).
+    #[serde(default)]
+    pub use_h2c: bool,
+    /// How long a graceful shutdown waits for requests in flight, when
+    /// `router.shutdown_timeout` does not say.
+    #[serde(default)]
+    pub max_shutdown_wait_time: Option<GoDuration>,
+    /// Accepted for compatibility: every endpoint is built before the
+    /// listener opens.
+    #[serde(default)]
+    pub sequential_start: bool,
     /// The values substituted from the environment: secrets to scrub from
     /// anything returned or logged.
     #[serde(skip)]
@@ -538,22 +585,7 @@ fn first_field(path: &str) -> Option<String> {
 
 /// KrakenD CE fields that Switchboard refuses, named as such instead of as
 /// an unknown field.
-const NOT_SERVED: [&str; 14] = [
-    "sequential_start",
-    "max_shutdown_wait_time",
-    "response_header_timeout",
-    "expect_continue_timeout",
-    "dialer_timeout",
-    "dialer_fallback_delay",
-    "dialer_keep_alive",
-    "disable_keep_alives",
-    "disable_compression",
-    "max_idle_connections",
-    "dns_cache_ttl",
-    "sd_scheme",
-    "input_headers",
-    "input_query_strings",
-];
+const NOT_SERVED: [&str; 3] = ["sd_scheme", "input_headers", "input_query_strings"];
 
 /// Names fields that KrakenD has and Switchboard does not serve, instead of
 /// a bare "unknown field".
@@ -568,11 +600,6 @@ fn friendlier(mut err: ConfigError) -> ConfigError {
             )),
             "plugin" => Some("\"plugin\" is not supported: Go plugins cannot load here".to_owned()),
             "async_agent" => Some("\"async_agent\" is not supported".to_owned()),
-            "use_h2c" => Some(
-                "\"use_h2c\" is not supported: h2c is always served, and upstream calls do \
-                 not use it"
-                    .to_owned(),
-            ),
             _ if NOT_SERVED.contains(&field.as_str()) => Some(format!(
                 "KrakenD's \"{field}\" is not implemented by Switchboard; remove it \
                  (docs/configuration.md, KrakenD compatibility)"

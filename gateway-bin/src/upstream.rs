@@ -43,13 +43,50 @@ impl CallBudget {
     }
 }
 
-/// The upstream pool's settings.
+/// The upstream client's settings: KrakenD's root HTTP client fields.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct PoolSettings {
-    /// Idle connections kept per host.
+pub(crate) struct ClientSettings {
+    /// Idle connections kept per host (0: none, every request connects).
     pub(crate) max_idle_per_host: usize,
     /// How long an idle connection is kept.
     pub(crate) idle_timeout: Duration,
+    /// How long connecting may take.
+    pub(crate) connect_timeout: Duration,
+    /// The TCP keep-alive interval, when set.
+    pub(crate) keep_alive: Option<Duration>,
+    /// The happy-eyeballs delay, when set.
+    pub(crate) fallback_delay: Option<Duration>,
+    /// How long the response headers may take, when bounded.
+    pub(crate) response_header_timeout: Option<Duration>,
+    /// HTTP/2 only (h2c on plain connections).
+    pub(crate) http2_only: bool,
+}
+
+impl ClientSettings {
+    /// The settings a config's root fields ask for.
+    pub(crate) fn of(root: &crate::config::RootConfig) -> Self {
+        let positive =
+            |d: &Option<crate::config::GoDuration>| d.map(|d| d.0).filter(|d| !d.is_zero());
+        let per_host = root
+            .max_idle_connections_per_host
+            .unwrap_or(crate::app::DEFAULT_POOL_IDLE_PER_HOST);
+        let max_idle_per_host = if root.disable_keep_alives {
+            0
+        } else {
+            root.max_idle_connections
+                .map_or(per_host, |all| per_host.min(all))
+        };
+        Self {
+            max_idle_per_host,
+            idle_timeout: positive(&root.idle_connection_timeout)
+                .unwrap_or(Duration::from_secs(90)),
+            connect_timeout: positive(&root.dialer_timeout).unwrap_or(Duration::from_secs(10)),
+            keep_alive: positive(&root.dialer_keep_alive),
+            fallback_delay: positive(&root.dialer_fallback_delay),
+            response_header_timeout: positive(&root.response_header_timeout),
+            http2_only: root.use_h2c,
+        }
+    }
 }
 
 /// A pooled upstream client: HTTP/1.1 and HTTP/2 over rustls, redirects
@@ -57,28 +94,40 @@ pub(crate) struct PoolSettings {
 #[derive(Clone)]
 pub(crate) struct HttpUpstream {
     client: Client<HttpsConnector<HttpConnector>, Body>,
+    response_header_timeout: Option<Duration>,
 }
 
 impl HttpUpstream {
-    pub(crate) fn new(pool: &PoolSettings) -> Self {
+    pub(crate) fn new(settings: &ClientSettings) -> Self {
         // Installing twice is harmless; the first provider wins.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        http.set_keepalive(settings.keep_alive);
+        if let Some(delay) = settings.fallback_delay {
+            http.set_happy_eyeballs_timeout(Some(delay));
+        }
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(http);
+            .https_or_http();
+        let https = if settings.http2_only {
+            https.enable_http2().wrap_connector(http)
+        } else {
+            https.enable_all_versions().wrap_connector(http)
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(pool.idle_timeout)
-            .pool_max_idle_per_host(pool.max_idle_per_host)
+            .pool_idle_timeout(settings.idle_timeout)
+            .pool_max_idle_per_host(settings.max_idle_per_host)
+            .http2_only(settings.http2_only)
             .timer(TokioTimer::new())
             .build(https);
-        Self { client }
+        Self {
+            client,
+            response_header_timeout: settings.response_header_timeout,
+        }
     }
 }
 
@@ -95,8 +144,22 @@ impl Service<Request<Body>> for HttpUpstream {
         let host = request.uri().host().unwrap_or("unknown").to_owned();
         let attempt = Attempt::start(&mut request, &host);
         let future = self.client.request(request);
+        let header_timeout = self.response_header_timeout;
         Box::pin(async move {
-            let result = future.await;
+            let result = match header_timeout {
+                None => future.await,
+                Some(limit) => match tokio::time::timeout(limit, future).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        attempt.failed("response_header_timeout");
+                        return Ok(ErrorResponse::gateway_timeout(
+                            "the upstream did not send its response headers within \
+                             response_header_timeout",
+                        )
+                        .into_response());
+                    }
+                },
+            };
             Ok(match result {
                 Ok(response) => {
                     attempt.answered(response.status().as_u16());

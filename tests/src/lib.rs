@@ -25,6 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Clone, Debug)]
 pub struct Recorded {
     pub method: Method,
+    /// The HTTP version the request came in on.
+    pub version: http::Version,
     /// Path and query, as sent on the wire.
     pub uri: String,
     pub headers: HeaderMap,
@@ -96,6 +98,7 @@ impl MockUpstream {
                                 .unwrap_or_default();
                             let recorded = Recorded {
                                 method: parts.method,
+                                version: parts.version,
                                 uri: parts
                                     .uri
                                     .path_and_query()

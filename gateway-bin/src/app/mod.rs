@@ -24,7 +24,7 @@ use crate::config::{LoadedConfig, RootConfig, normalize_host};
 use crate::echo;
 use crate::lint::{Lint, fanout_lints, lints};
 use crate::namespaces::{BuildContext, RootLayers, Slots, build_layers};
-use crate::upstream::{HttpUpstream, InternalUpstream, PoolSettings};
+use crate::upstream::{ClientSettings, HttpUpstream, InternalUpstream};
 use pipeline::{PipelineBuilder, krakend_endpoint};
 use routes::{RouteCheck, is_self_host, route_shape, validate_health_path};
 
@@ -320,15 +320,7 @@ pub(crate) fn build_app_checked(
         .unwrap_or(DEFAULT_MAX_INTERNAL_CALLS);
 
     let cell: Arc<OnceLock<Router>> = Arc::new(OnceLock::new());
-    let http = HttpUpstream::new(&PoolSettings {
-        max_idle_per_host: root
-            .max_idle_connections_per_host
-            .unwrap_or(DEFAULT_POOL_IDLE_PER_HOST),
-        idle_timeout: root
-            .idle_connection_timeout
-            .map(|d| d.0)
-            .unwrap_or(Duration::from_secs(90)),
-    });
+    let http = HttpUpstream::new(&ClientSettings::of(root));
     let internal = InternalUpstream::new(Arc::clone(&cell), self_host, max_internal_calls);
 
     // The gateway's own paths, then every endpoint path, in a throwaway
@@ -521,6 +513,7 @@ pub(crate) fn build_app_checked(
             max_header_bytes: root.max_header_bytes.unwrap_or(64 * 1024),
             shutdown_grace: router_options
                 .shutdown_timeout
+                .or(root.max_shutdown_wait_time)
                 .map(|d| d.0)
                 .unwrap_or(Duration::from_secs(30)),
             access_log: !router_options.disable_access_log,

@@ -430,6 +430,7 @@ impl PipelineBuilder<'_> {
             fixed_uri,
             needs_context,
             krakend_client: !calls_llm(backend),
+            accept_gzip: !self.root.disable_compression,
             condition: None,
             timeout: backend.timeout.map(|d| d.0).filter(|d| !d.is_zero()),
             http: http_options,

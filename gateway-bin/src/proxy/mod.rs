@@ -122,6 +122,9 @@ pub(crate) struct BackendRoute {
     /// again), redirects followed within the backend's own hosts. Not for
     /// `ai/*` backends, whose vendor calls are the gateway's own.
     pub(crate) krakend_client: bool,
+    /// Whether a KrakenD-style call asks for `gzip` (not with the root's
+    /// `disable_compression`).
+    pub(crate) accept_gzip: bool,
 }
 
 impl BackendRoute {
@@ -633,7 +636,7 @@ fn backend_request(
     if backend.krakend_client {
         let headers = request.headers_mut();
         forwarded_headers(client, headers);
-        if !headers.contains_key(ACCEPT_ENCODING) {
+        if backend.accept_gzip && !headers.contains_key(ACCEPT_ENCODING) {
             headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
             gzip = true;
         }
