@@ -223,6 +223,37 @@ pub(crate) fn fanout_lints(root: &RootConfig, max: usize, max_depth: usize) -> V
 }
 
 /// Finds the lints of a config; `warnings` from the build come first.
+/// Notes on the KrakenD root fields that load but change nothing here, so
+/// that an operator bringing a KrakenD config knows which knobs are inert.
+fn inert_root_fields(root: &RootConfig) -> Vec<Lint> {
+    let inert = [
+        (
+            root.expect_continue_timeout.is_some(),
+            "expect_continue_timeout",
+            "has no effect: the upstream client never sends `Expect: 100-continue` of its own",
+        ),
+        (
+            root.dns_cache_ttl.is_some(),
+            "dns_cache_ttl",
+            "has no effect: names are resolved on every new upstream connection",
+        ),
+        (
+            root.sequential_start,
+            "sequential_start",
+            "has no effect: every endpoint is built before the listener opens",
+        ),
+    ];
+    inert
+        .into_iter()
+        .filter(|(set, _, _)| *set)
+        .map(|(_, field, message)| Lint {
+            path: format!("$.{field}"),
+            message: message.to_owned(),
+            note: true,
+        })
+        .collect()
+}
+
 pub(crate) fn lints(root: &RootConfig, warnings: &[String]) -> Vec<Lint> {
     let mut out: Vec<Lint> = warnings
         .iter()
@@ -239,6 +270,7 @@ pub(crate) fn lints(root: &RootConfig, warnings: &[String]) -> Vec<Lint> {
             },
         })
         .collect();
+    out.extend(inert_root_fields(root));
     let root_has_self_host = root_has_self_host(root);
     let index = EndpointIndex::new(root);
     for (i, endpoint) in root.endpoints.iter().enumerate() {

@@ -365,6 +365,38 @@ fn check_lints_method_mismatches_unguarded_routing_headers_and_short_timeouts() 
 }
 
 #[test]
+fn check_notes_the_krakend_root_fields_that_change_nothing() {
+    let path = write_config(
+        "inert.json",
+        r#"{
+          "version": 3,
+          "dns_cache_ttl": "30s",
+          "sequential_start": true,
+          "dialer_timeout": "5s",
+          "use_h2c": true,
+          "endpoints": [{"endpoint": "/a", "backend": [{"host": ["http://127.0.0.1:9"], "url_pattern": "/"}]}]
+        }"#,
+    );
+    let out = bin().args(["check", "-c"]).arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("$.dns_cache_ttl: has no effect"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("$.sequential_start: has no effect"),
+        "{stdout}"
+    );
+    // Served fields are not named.
+    assert!(
+        !stdout.contains("dialer_timeout") && !stdout.contains("use_h2c"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(", 2 notes"), "{stdout}");
+}
+
+#[test]
 fn run_serves_and_stops_gracefully_on_sigterm() {
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
