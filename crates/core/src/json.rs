@@ -26,7 +26,7 @@ const DUPLICATE: &str = "duplicate key ";
 /// repeated key (at any depth).
 pub fn from_slice_unique(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = UniqueValue.deserialize(&mut deserializer)?;
+    let value = UniqueSeed.deserialize(&mut deserializer)?;
     deserializer.end()?;
     Ok(value)
 }
@@ -36,9 +36,12 @@ pub fn is_duplicate_key(err: &serde_json::Error) -> bool {
     err.is_data() && err.to_string().starts_with(DUPLICATE)
 }
 
-struct UniqueValue;
+/// The visitor [`from_slice_unique`] drives, for any serde deserializer:
+/// a `serde_json::Value`, refusing repeated keys at any depth.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UniqueSeed;
 
-impl<'de> DeserializeSeed<'de> for UniqueValue {
+impl<'de> DeserializeSeed<'de> for UniqueSeed {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
@@ -46,7 +49,7 @@ impl<'de> DeserializeSeed<'de> for UniqueValue {
     }
 }
 
-impl<'de> Visitor<'de> for UniqueValue {
+impl<'de> Visitor<'de> for UniqueSeed {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -91,7 +94,7 @@ impl<'de> Visitor<'de> for UniqueValue {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(item) = seq.next_element_seed(UniqueValue)? {
+        while let Some(item) = seq.next_element_seed(UniqueSeed)? {
             items.push(item);
         }
         Ok(Value::Array(items))
@@ -100,7 +103,7 @@ impl<'de> Visitor<'de> for UniqueValue {
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
         let mut map = Map::new();
         while let Some(key) = access.next_key::<String>()? {
-            let value = access.next_value_seed(UniqueValue)?;
+            let value = access.next_value_seed(UniqueSeed)?;
             if map.contains_key(&key) {
                 return Err(de::Error::custom(format!(
                     "{DUPLICATE}{}",
