@@ -807,14 +807,15 @@ mod tests {
         let text = r#"{"version":3,"tls":{}}"#;
         let err = &parse_str(text, &no_env).unwrap_err()[0];
         assert!(err.message.contains("not supported"), "{err}");
-        let text = r#"{"version":3,"dialer_timeout":"1s","endpoints":[{"endpoint":"/a",
+        let text = r#"{"version":3,"input_query_strings":["a"],"endpoints":[{"endpoint":"/a",
           "backend":[{"url_pattern":"/","host":["h"],"sd_scheme":"http"}]}]}"#;
         let errors = parse_str(text, &no_env).unwrap_err();
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(
             errors[0]
                 .message
-                .starts_with("KrakenD's \"dialer_timeout\"")
+                .starts_with("KrakenD's \"input_query_strings\""),
+            "{errors:?}"
         );
         assert_eq!(errors[1].path, "$.endpoints[0].backend[0].sd_scheme");
     }
