@@ -90,7 +90,7 @@ fn chunk_needs_escape(chunk: &[u8; CHUNK]) -> bool {
 /// How many leading bytes need no escape (see [`ESCAPES`]): eight table
 /// loads at a time first (text with escapes close together stops there),
 /// then, once a run is past 32 clean bytes, 32 bytes at a time.
-pub(super) fn clean_prefix(bytes: &[u8]) -> usize {
+fn clean_prefix(bytes: &[u8]) -> usize {
     let mut i = 0;
     let mut clean = 0;
     while let Some(chunk) = bytes

@@ -2,8 +2,8 @@
 //! the body as a `serde_json::Value`: the top-level fields are located as
 //! raw JSON text, and a string that is already written as `toJson` would
 //! write it (Go's escaping) is copied verbatim. A large prompt is then
-//! scanned once and copied once, instead of being unescaped into a `String`
-//! and escaped again.
+//! checked by a few vectorised byte searches and copied once, instead of
+//! being unescaped into a `String` and escaped again.
 //!
 //! Only the happy case is handled here: a JSON object without repeated
 //! keys, read by a plan whose actions are all `.req_body.<field>`. Anything
@@ -12,11 +12,8 @@
 //! exactly as before.
 
 use std::borrow::Cow;
-use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use super::json::{push_json_string, to_json};
 use super::{Segment, print_number};
@@ -35,72 +32,167 @@ pub(super) fn qualifies(plan: &[Segment]) -> bool {
     })
 }
 
-/// The top-level fields of a JSON object, as raw text, in document order.
-struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-/// An object key, borrowed from the document unless it holds escapes.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> de::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
+/// The top-level fields of a JSON object, in document order: strings as
+/// their validated literal text, other values parsed. `None` for anything
+/// that is not such an object, or that a full parse would refuse (a
+/// syntax error, a repeated key at any depth, invalid UTF-8).
+fn top_fields(bytes: &[u8]) -> Option<Vec<(Cow<'_, str>, Field<'_>)>> {
+    let mut fields: Vec<(Cow<'_, str>, Field<'_>)> = Vec::new();
+    let mut i = skip_ws(bytes, 0);
+    if bytes.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(bytes, i + 1);
+    if bytes.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            let (key, end) = string_at(bytes, i)?;
+            let key = match key {
+                Literal {
+                    text,
+                    escapes: false,
+                    ..
+                } => Cow::Borrowed(&text[1..text.len() - 1]),
+                Literal { text, .. } => Cow::Owned(serde_json::from_str::<String>(text).ok()?),
+            };
+            i = skip_ws(bytes, end);
+            if bytes.get(i) != Some(&b':') {
+                return None;
             }
-
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
+            i = skip_ws(bytes, i + 1);
+            let (field, end) = match bytes.get(i)? {
+                b'"' => {
+                    let (literal, end) = string_at(bytes, i)?;
+                    (Field::String(literal), end)
+                }
+                b'{' | b'[' => {
+                    let end = container_end(bytes, i)?;
+                    let value = switchboard_core::json::from_slice_unique(&bytes[i..end]).ok()?;
+                    (Field::Parsed(value), end)
+                }
+                _ => {
+                    let end = i + bytes[i..]
+                        .iter()
+                        .position(|b| matches!(b, b',' | b'}' | b' ' | b'\t' | b'\n' | b'\r'))
+                        .unwrap_or(bytes.len() - i);
+                    let value = serde_json::from_slice::<Value>(&bytes[i..end]).ok()?;
+                    (Field::Parsed(value), end)
+                }
+            };
+            if fields.iter().any(|(seen, _)| *seen == key) {
+                return None;
             }
-
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-
-            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v)))
+            fields.push((key, field));
+            i = skip_ws(bytes, end);
+            match bytes.get(i)? {
+                b',' => i = skip_ws(bytes, i + 1),
+                b'}' => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
             }
         }
-
-        deserializer.deserialize_str(KeyVisitor)
     }
+    (skip_ws(bytes, i) == bytes.len()).then_some(fields)
 }
 
-impl<'de> de::Deserialize<'de> for Fields<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TopVisitor;
+/// JSON's whitespace.
+fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
+    while matches!(bytes.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
 
-        impl<'de> Visitor<'de> for TopVisitor {
-            type Value = Fields<'de>;
+/// A string literal as the document writes it (quotes included).
+struct Literal<'a> {
+    text: &'a str,
+    /// Whether it holds a backslash escape.
+    escapes: bool,
+}
 
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Fields<'de>, A::Error> {
-                let mut fields: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::new();
-                while let Some(Key(key)) = access.next_key::<Key<'de>>()? {
-                    let value: &'de RawValue = access.next_value()?;
-                    if fields.iter().any(|(seen, _)| *seen == key) {
-                        return Err(de::Error::custom("duplicate key"));
-                    }
-                    fields.push((key, value));
-                }
-                Ok(Fields(fields))
-            }
+/// The string literal starting at `bytes[start]` and the index after it,
+/// validated as a full parse would: escapes, no control characters, UTF-8,
+/// and `\u` escapes that decode (no lone surrogates).
+fn string_at(bytes: &[u8], start: usize) -> Option<(Literal<'_>, usize)> {
+    if bytes.get(start) != Some(&b'"') {
+        return None;
+    }
+    let mut i = start + 1;
+    let mut escapes = false;
+    let mut unicode = false;
+    let end = loop {
+        let at = i + memchr::memchr2(b'"', b'\\', &bytes[i..])?;
+        if has_control(&bytes[i..at]) {
+            return None;
         }
+        if bytes[at] == b'"' {
+            break at + 1;
+        }
+        escapes = true;
+        match bytes.get(at + 1)? {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i = at + 2,
+            b'u' => {
+                let hex = bytes.get(at + 2..at + 6)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                unicode = true;
+                i = at + 6;
+            }
+            _ => return None,
+        }
+    };
+    let text = std::str::from_utf8(&bytes[start..end]).ok()?;
+    if unicode {
+        // Surrogates must pair, as the parser requires.
+        serde_json::from_str::<String>(text).ok()?;
+    }
+    Some((Literal { text, escapes }, end))
+}
 
-        deserializer.deserialize_map(TopVisitor)
+/// Whether any byte is a control character (not allowed raw in a JSON
+/// string), 32 bytes at a time.
+fn has_control(bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(32);
+    for chunk in &mut chunks {
+        if chunk.iter().fold(0u8, |any, &b| any | u8::from(b < 0x20)) != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| b < 0x20)
+}
+
+/// The index after the object or array starting at `bytes[start]`
+/// (brackets matched outside strings; the slice is parsed afterwards).
+fn container_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = start;
+    loop {
+        match bytes.get(i)? {
+            b'"' => {
+                i = string_at(bytes, i)?.1;
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
     }
 }
 
 /// One field, read as far as its use needs.
 enum Field<'a> {
-    /// A string, as its JSON text (quotes included).
-    String(&'a str),
+    /// A string, as the document writes it.
+    String(Literal<'a>),
     /// Anything else, parsed (objects and arrays are checked for repeated
     /// keys at every depth on the way).
     Parsed(Value),
@@ -109,22 +201,7 @@ enum Field<'a> {
 /// Renders `plan` from the request body `bytes`, or `None` for anything
 /// the ordinary path must decide (see the module docs).
 pub(super) fn render(plan: &[Segment], bytes: &[u8]) -> Option<String> {
-    let Fields(raw) = serde_json::from_slice(bytes).ok()?;
-    // Each field is looked at once, whatever the plan mentions; nested
-    // values are checked for repeated keys even when the plan skips them,
-    // as a full parse would refuse them.
-    let mut fields: Vec<(Cow<'_, str>, Field<'_>)> = Vec::with_capacity(raw.len());
-    for (key, value) in raw {
-        let text = value.get();
-        let field = match text.as_bytes().first() {
-            Some(b'"') => Field::String(text),
-            Some(b'{' | b'[') => {
-                Field::Parsed(switchboard_core::json::from_slice_unique(text.as_bytes()).ok()?)
-            }
-            _ => Field::Parsed(serde_json::from_str(text).ok()?),
-        };
-        fields.push((key, field));
-    }
+    let fields = top_fields(bytes)?;
     let lookup = |name: &str| fields.iter().find(|(key, _)| key == name).map(|(_, f)| f);
 
     let capacity = plan
@@ -132,7 +209,7 @@ pub(super) fn render(plan: &[Segment], bytes: &[u8]) -> Option<String> {
         .map(|segment| match segment {
             Segment::Text(text) => text.len(),
             Segment::Json(path) | Segment::Print(path) => match lookup(&path[1]) {
-                Some(Field::String(text)) => text.len() + text.len() / 8 + 2,
+                Some(Field::String(literal)) => literal.text.len() + literal.text.len() / 8 + 2,
                 _ => 32,
             },
         })
@@ -142,9 +219,9 @@ pub(super) fn render(plan: &[Segment], bytes: &[u8]) -> Option<String> {
         match segment {
             Segment::Text(text) => out.push_str(text),
             Segment::Json(path) => match lookup(&path[1]) {
-                Some(Field::String(text)) if is_canonical(text) => out.push_str(text),
-                Some(Field::String(text)) => {
-                    let decoded: String = serde_json::from_str(text).ok()?;
+                Some(Field::String(literal)) if is_canonical(literal) => out.push_str(literal.text),
+                Some(Field::String(literal)) => {
+                    let decoded: String = serde_json::from_str(literal.text).ok()?;
                     push_json_string(&mut out, &decoded);
                 }
                 Some(Field::Parsed(value)) => out.push_str(&to_json(value, false, true).ok()?),
@@ -152,13 +229,12 @@ pub(super) fn render(plan: &[Segment], bytes: &[u8]) -> Option<String> {
             },
             Segment::Print(path) => match lookup(&path[1]) {
                 None | Some(Field::Parsed(Value::Null)) => {}
-                Some(Field::String(text)) => {
-                    let inner = &text[1..text.len() - 1];
-                    if inner.contains('\\') {
-                        let decoded: String = serde_json::from_str(text).ok()?;
+                Some(Field::String(literal)) => {
+                    if literal.escapes {
+                        let decoded: String = serde_json::from_str(literal.text).ok()?;
                         out.push_str(&decoded);
                     } else {
-                        out.push_str(inner);
+                        out.push_str(&literal.text[1..literal.text.len() - 1]);
                     }
                 }
                 Some(Field::Parsed(Value::Bool(b))) => {
@@ -180,39 +256,37 @@ pub(super) fn render(plan: &[Segment], bytes: &[u8]) -> Option<String> {
 /// escapes that writer uses (`\"`, `\\`, `\n`, `\r`, `\t`, lower-case
 /// `\u00XX` for the other control characters and for `<`, `>`, `&`, and
 /// `\u2028`, `\u2029`).
-fn is_canonical(literal: &str) -> bool {
-    let bytes = literal.as_bytes();
+fn is_canonical(literal: &Literal<'_>) -> bool {
+    let bytes = literal.text.as_bytes();
     let inner = &bytes[1..bytes.len() - 1];
-    let mut i = 0;
-    while i < inner.len() {
-        i += super::json::clean_prefix(&inner[i..]);
-        let Some(&byte) = inner.get(i) else {
-            return true;
-        };
-        match byte {
-            b'\\' => match inner.get(i + 1) {
-                Some(b'"' | b'\\' | b'n' | b'r' | b't') => i += 2,
-                Some(b'u') => {
-                    let Some(hex) = inner.get(i + 2..i + 6) else {
-                        return false;
-                    };
-                    if !is_written_escape(hex) {
-                        return false;
-                    }
-                    i += 6;
-                }
+    // `&`, `<`, `>` written as they are: the writer escapes them. (A bare
+    // quote or control character cannot have passed the parser.)
+    if memchr::memchr3(b'&', b'<', b'>', inner).is_some() {
+        return false;
+    }
+    // U+2028 and U+2029 (E2 80 A8 / E2 80 A9) written as they are; other
+    // characters led by E2 are written as they are by the writer too.
+    for at in memchr::memchr_iter(0xE2, inner) {
+        if matches!(inner.get(at + 1..at + 3), Some([0x80, 0xA8 | 0xA9])) {
+            return false;
+        }
+    }
+    if !literal.escapes {
+        return true;
+    }
+    // Every escape must be one the writer uses.
+    let mut next = 0;
+    for at in memchr::memchr_iter(b'\\', inner) {
+        if at < next {
+            // The second backslash of `\\`.
+            continue;
+        }
+        match inner.get(at + 1) {
+            Some(b'"' | b'\\' | b'n' | b'r' | b't') => next = at + 2,
+            Some(b'u') => match inner.get(at + 2..at + 6) {
+                Some(hex) if is_written_escape(hex) => next = at + 6,
                 _ => return false,
             },
-            // A character led by E2 other than U+2028 / U+2029 is written
-            // as it is.
-            0xE2 => {
-                if matches!(inner.get(i + 1..i + 3), Some([0x80, 0xA8 | 0xA9])) {
-                    return false;
-                }
-                i += 1;
-            }
-            // `<`, `>`, `&` written as they are (the writer escapes them);
-            // a bare quote or control character cannot pass the parser.
             _ => return false,
         }
     }
@@ -293,9 +367,15 @@ mod tests {
         }
     }
 
+    fn canonical(text: &str) -> bool {
+        let (literal, end) = string_at(text.as_bytes(), 0).unwrap();
+        assert_eq!(end, text.len());
+        is_canonical(&literal)
+    }
+
     #[test]
     fn canonical_strings_are_copied_and_others_rewritten() {
-        assert!(is_canonical(
+        assert!(canonical(
             r#""plain \" \\ \n \r \t \u0000 \u001f \u003c \u2028""#
         ));
         for literal in [
@@ -307,9 +387,9 @@ mod tests {
             r#""<""#,
             "\"\u{2028}\"",
         ] {
-            assert!(!is_canonical(literal), "{literal}");
+            assert!(!canonical(literal), "{literal}");
         }
-        assert!(is_canonical("\"é ✓ \u{2030}\""));
+        assert!(canonical("\"é ✓ \u{2030}\""));
     }
 
     #[test]
@@ -328,6 +408,32 @@ mod tests {
             assert_eq!(
                 template.render_raw(body),
                 None,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // What a full parse refuses is never rendered here.
+        for body in [
+            br#"{"prompt": "lone \ud800 surrogate"}"#.as_slice(),
+            br#"{"prompt": "bad \x escape"}"#,
+            b"{\"prompt\": \"raw \x01 control\"}",
+            b"{\"prompt\": \"bad \xff utf-8\"}",
+            br#"{"prompt": "a",}"#,
+            br#"{"prompt" "a"}"#,
+            br#"{"prompt": tru}"#,
+            br#"{"prompt": [1, 2}"#,
+            br#"{"prompt": 01}"#,
+            br#"{"a": 1} {"b": 2}"#,
+            br#"{"pr\u006fmpt": 1, "prompt": 2}"#,
+        ] {
+            assert_eq!(
+                template.render_raw(body),
+                None,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            assert!(
+                switchboard_core::json::from_slice_unique(body).is_err(),
                 "{}",
                 String::from_utf8_lossy(body)
             );
