@@ -59,6 +59,20 @@ impl Generator {
         request: Request<Body>,
     ) -> Result<Request<Body>, ErrorResponse> {
         let (request, body) = if self.uses.req_body {
+            // The fast path: a template that reads only `req_body` fields
+            // renders from the body's bytes, without parsing it into a
+            // value; anything it cannot decide goes the usual way below.
+            let request = if self.template.renders_raw() && !self.debug {
+                let (mut parts, bytes) = request_bytes(request).await?;
+                if let Some(rendered) = self.template.render_raw(&bytes) {
+                    parts.extensions.remove::<JsonBody>();
+                    set_body_headers(&mut parts.headers, rendered.len(), Some(&self.content_type));
+                    return Ok(Request::from_parts(parts, Body::from(rendered)));
+                }
+                Request::from_parts(parts, Body::from(bytes))
+            } else {
+                request
+            };
             let (request, json) = json_request(request).await?;
             match json {
                 Some(json) => (request, Some(json)),

@@ -87,6 +87,39 @@ fn chunk_needs_escape(chunk: &[u8; CHUNK]) -> bool {
     any != 0
 }
 
+/// How many leading bytes need no escape (see [`ESCAPES`]): eight table
+/// loads at a time first (text with escapes close together stops there),
+/// then, once a run is past 32 clean bytes, 32 bytes at a time.
+fn clean_prefix(bytes: &[u8]) -> usize {
+    let mut i = 0;
+    let mut clean = 0;
+    while let Some(chunk) = bytes
+        .get(i..i + 8)
+        .and_then(|c| <&[u8; 8]>::try_from(c).ok())
+    {
+        if table_needs_escape(chunk) {
+            break;
+        }
+        i += 8;
+        clean += 1;
+        if clean == 4 {
+            while let Some(chunk) = bytes
+                .get(i..i + CHUNK)
+                .and_then(|c| <&[u8; CHUNK]>::try_from(c).ok())
+            {
+                if chunk_needs_escape(chunk) {
+                    break;
+                }
+                i += CHUNK;
+            }
+        }
+    }
+    while i < bytes.len() && ESCAPES[bytes[i] as usize] == 0 {
+        i += 1;
+    }
+    i
+}
+
 /// Writes `text` as a JSON string literal with Go's escaping. Runs that
 /// need no escape are found 32 bytes at a time and copied in one piece.
 pub(super) fn push_json_string(out: &mut String, text: &str) {
@@ -97,34 +130,7 @@ pub(super) fn push_json_string(out: &mut String, text: &str) {
     let mut i = 0;
     while i < bytes.len() {
         let run_start = i;
-        // Eight table loads at a time first (text with escapes close
-        // together stops here); a run past 32 clean bytes goes on 32 bytes
-        // at a time.
-        let mut clean = 0;
-        while let Some(chunk) = bytes
-            .get(i..i + 8)
-            .and_then(|c| <&[u8; 8]>::try_from(c).ok())
-        {
-            if table_needs_escape(chunk) {
-                break;
-            }
-            i += 8;
-            clean += 1;
-            if clean == 4 {
-                while let Some(chunk) = bytes
-                    .get(i..i + CHUNK)
-                    .and_then(|c| <&[u8; CHUNK]>::try_from(c).ok())
-                {
-                    if chunk_needs_escape(chunk) {
-                        break;
-                    }
-                    i += CHUNK;
-                }
-            }
-        }
-        while i < bytes.len() && ESCAPES[bytes[i] as usize] == 0 {
-            i += 1;
-        }
+        i += clean_prefix(&bytes[i..]);
         // `i` stops only at an ASCII byte, a lead byte or the end: a char
         // boundary, so the run is valid text.
         out.push_str(&text[run_start..i]);

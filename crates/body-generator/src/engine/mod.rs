@@ -3,6 +3,7 @@
 
 mod functions;
 mod json;
+mod raw;
 
 use std::fmt;
 
@@ -26,6 +27,9 @@ pub struct BodyTemplate {
     /// Literal text and `{{ .path | toJson }}` only (every seed vendor
     /// template): rendered directly, without tera's copies of the data.
     direct: Option<Vec<Segment>>,
+    /// Whether the direct plan reads only fields of `req_body`, so that it
+    /// can render from the request's raw bytes.
+    raw: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -206,11 +210,14 @@ impl BodyTemplate {
             .map_err(|err| {
                 ConfigError::new("", format!("invalid template: {}", error_chain(&err)))
             })?;
+        let direct = if go_style { plan_direct(source) } else { None };
+        let raw = direct.as_deref().is_some_and(raw::qualifies);
         Ok(Self {
             tera,
             go_style,
             source: tera_source,
-            direct: if go_style { plan_direct(source) } else { None },
+            direct,
+            raw,
         })
     }
 
@@ -218,6 +225,23 @@ impl BodyTemplate {
     /// of dot paths), reading its data in place.
     pub(crate) fn has_direct_plan(&self) -> bool {
         self.direct.is_some()
+    }
+
+    /// Whether [`render_raw`](Self::render_raw) applies: the template reads
+    /// only fields of `req_body`, through a direct plan.
+    pub(crate) fn renders_raw(&self) -> bool {
+        self.raw
+    }
+
+    /// Renders from the request body's bytes without building it as a
+    /// value, when the body is a JSON object without repeated keys and
+    /// every field the template reads renders the same that way; `None`
+    /// otherwise (the caller parses the body and renders as usual).
+    pub(crate) fn render_raw(&self, body: &[u8]) -> Option<String> {
+        match self.direct.as_deref() {
+            Some(plan) if self.raw => raw::render(plan, body),
+            _ => None,
+        }
     }
 
     /// Whether the template was written in Go-template style.
