@@ -972,7 +972,10 @@ async fn call_backend(
             return Ok(response);
         };
         let Some(next) = replay.follow(&response, &backend.hosts)? else {
-            response.extensions_mut().insert(requested);
+            // Only an error names the request it answered.
+            if !response.status().is_success() {
+                response.extensions_mut().insert(requested);
+            }
             return Ok(response);
         };
         redirects += 1;
