@@ -63,11 +63,9 @@ impl Generator {
             // renders from the body's bytes, without parsing it into a
             // value; anything it cannot decide goes the usual way below.
             let request = if self.template.renders_raw() && !self.debug {
-                let (mut parts, bytes) = request_bytes(request).await?;
+                let (parts, bytes) = request_bytes(request).await?;
                 if let Some(rendered) = self.template.render_raw(&bytes) {
-                    parts.extensions.remove::<JsonBody>();
-                    set_body_headers(&mut parts.headers, rendered.len(), Some(&self.content_type));
-                    return Ok(Request::from_parts(parts, Body::from(rendered)));
+                    return Ok(self.with_body(parts, rendered));
                 }
                 Request::from_parts(parts, Body::from(bytes))
             } else {
@@ -173,8 +171,13 @@ impl Generator {
                 "request body generator output"
             );
         }
+        Ok(self.with_body(parts, rendered))
+    }
+
+    /// The request with its rendered body and the headers that describe it.
+    fn with_body(&self, mut parts: http::request::Parts, rendered: String) -> Request<Body> {
         set_body_headers(&mut parts.headers, rendered.len(), Some(&self.content_type));
-        Ok(Request::from_parts(parts, Body::from(rendered)))
+        Request::from_parts(parts, Body::from(rendered))
     }
 
     /// Replaces the response body with the rendered template. Event streams

@@ -104,24 +104,44 @@ fn render_direct<'a>(
     for segment in segments {
         match segment {
             Segment::Text(text) => out.push_str(text),
-            Segment::Json(fields) => match lookup_path(fields, &top)? {
-                Some(Value::String(text)) => push_json_string(&mut out, text),
-                other => match to_json(other.unwrap_or(&Value::Null), false, true) {
-                    Ok(json) => out.push_str(&json),
-                    Err(message) => return Some(Err(RenderError { message })),
-                },
-            },
-            Segment::Print(fields) => match lookup_path(fields, &top)? {
-                None | Some(Value::Null) => {}
-                Some(Value::String(text)) => out.push_str(text),
-                Some(Value::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
-                Some(Value::Number(n)) => print_number(&mut out, n),
-                // Lists and maps print as tera prints them.
-                Some(_) => return None,
-            },
+            Segment::Json(fields) => {
+                if let Err(error) = write_json(&mut out, lookup_path(fields, &top)?) {
+                    return Some(Err(error));
+                }
+            }
+            Segment::Print(fields) => {
+                if !write_print(&mut out, lookup_path(fields, &top)?) {
+                    return None;
+                }
+            }
         }
     }
     Some(Ok(out))
+}
+
+/// Writes a value as `{{ x | toJson }}` does (`null` when missing).
+fn write_json(out: &mut String, value: Option<&Value>) -> Result<(), RenderError> {
+    match value {
+        Some(Value::String(text)) => push_json_string(out, text),
+        other => out.push_str(
+            &to_json(other.unwrap_or(&Value::Null), false, true)
+                .map_err(|message| RenderError { message })?,
+        ),
+    }
+    Ok(())
+}
+
+/// Writes a value as `{{ x }}` prints a scalar (nothing when missing or
+/// `null`); false for a list or a map, which tera prints.
+fn write_print(out: &mut String, value: Option<&Value>) -> bool {
+    match value {
+        None | Some(Value::Null) => {}
+        Some(Value::String(text)) => out.push_str(text),
+        Some(Value::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
+        Some(Value::Number(n)) => print_number(out, n),
+        Some(_) => return false,
+    }
+    true
 }
 
 /// The value at a dot path: `Some(None)` when it is missing (or crosses a

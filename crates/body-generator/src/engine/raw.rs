@@ -15,8 +15,8 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
-use super::json::{push_json_string, to_json};
-use super::{Segment, print_number};
+use super::json::push_json_string;
+use super::{Segment, write_json, write_print};
 
 /// The top name every action of a raw plan reads.
 pub(super) const REQ_BODY: &str = "req_body";
@@ -224,11 +224,10 @@ pub(super) fn render(plan: &[Segment], bytes: &[u8]) -> Option<String> {
                     let decoded: String = serde_json::from_str(literal.text).ok()?;
                     push_json_string(&mut out, &decoded);
                 }
-                Some(Field::Parsed(value)) => out.push_str(&to_json(value, false, true).ok()?),
-                None => out.push_str("null"),
+                Some(Field::Parsed(value)) => write_json(&mut out, Some(value)).ok()?,
+                None => write_json(&mut out, None).ok()?,
             },
             Segment::Print(path) => match lookup(&path[1]) {
-                None | Some(Field::Parsed(Value::Null)) => {}
                 Some(Field::String(literal)) => {
                     if literal.escapes {
                         let decoded: String = serde_json::from_str(literal.text).ok()?;
@@ -237,12 +236,14 @@ pub(super) fn render(plan: &[Segment], bytes: &[u8]) -> Option<String> {
                         out.push_str(&literal.text[1..literal.text.len() - 1]);
                     }
                 }
-                Some(Field::Parsed(Value::Bool(b))) => {
-                    out.push_str(if *b { "true" } else { "false" })
-                }
-                Some(Field::Parsed(Value::Number(n))) => print_number(&mut out, n),
-                Some(Field::Parsed(Value::String(_) | Value::Array(_) | Value::Object(_))) => {
-                    return None;
+                other => {
+                    let value = match other {
+                        Some(Field::Parsed(value)) => Some(value),
+                        _ => None,
+                    };
+                    if !write_print(&mut out, value) {
+                        return None;
+                    }
                 }
             },
         }
